@@ -1,0 +1,25 @@
+//! Offset-based reads. Offsets come from `LAYOUT` (resolved by the agent on the
+//! running kernel), so every read goes through a probe-read helper and a missing
+//! field (`ABSENT`) is an error, not a read at offset 65535.
+
+use agent_common::layout::ABSENT;
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
+
+/// Error type of the programs: the value returned to the kernel.
+pub type Fail = u32;
+
+#[inline(always)]
+pub fn tp<T>(ctx: &TracePointContext, offset: u16) -> Result<T, Fail> {
+    if offset == ABSENT {
+        return Err(1);
+    }
+    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| 1)
+}
+
+#[inline(always)]
+pub fn kernel<T>(base: u64, offset: u16) -> Result<T, Fail> {
+    if offset == ABSENT || base == 0 {
+        return Err(1);
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| 1)
+}
