@@ -24,7 +24,9 @@ fn main() -> anyhow::Result<()> {
         } else {
             "bpf-linker is not on PATH (run `cargo xtask setup`)".to_string()
         };
-        println!("cargo::warning=not building the eBPF object: {why}; the binary will refuse to run");
+        println!(
+            "cargo::warning=not building the eBPF object: {why}; the binary will refuse to run"
+        );
         fs::write(&object, b"").context("writing empty eBPF placeholder")?;
         return Ok(());
     }

@@ -80,7 +80,11 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
             // A non-GSO skb can carry pcount 0 before tcp_set_skb_tso_segs ran; it is
             // still one segment on the wire.
             let segs = if segs == 0 { 1 } else { segs };
-            let seg_len = if segs > 1 && gso_size > 0 { gso_size } else { len };
+            let seg_len = if segs > 1 && gso_size > 0 {
+                gso_size
+            } else {
+                len
+            };
             Ok((segs, len, seg_len))
         })();
         match skb_facts {

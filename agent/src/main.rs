@@ -1,1 +1,156 @@
-fn main(){}
+//! The `sendsight` command line. Everything else lives in the library.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use sendsight::{
+    engine::Limits,
+    privileges,
+    probes::Options,
+    run::{RunConfig, run},
+};
+
+/// Exit codes, documented in the README.
+mod exit {
+    /// Runtime failure (kernel, BTF, tracefs, output).
+    pub const FAILURE: u8 = 1;
+    /// Bad command line.
+    pub const USAGE: u8 = 2;
+    /// Missing privileges (sysexits EX_NOPERM).
+    pub const NOPERM: u8 = 77;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sendsight",
+    version,
+    about = "Live diagnosis of failing sends: TCP retransmits, send errors, PMTUD black holes",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Trace this host and print one JSON object per line on stdout.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Stop after this long (e.g. 30s, 5m, 1h30m; a bare number is seconds).
+    /// Default: run until SIGINT or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
+    #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
+    ring_bytes: u32,
+    /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_sockets: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("{s:?} is not a non-negative duration"));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 5m, 1h"))?
+    };
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!(
+            "{n} must be a power of two of at least 4096 (the kernel's rule)"
+        ));
+    }
+    Ok(n)
+}
+
+/// Clap's own errors are several lines; keep ours to one (the reason) plus a hint.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(exit::USAGE)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let reason = rendered
+        .lines()
+        .next()
+        .unwrap_or("bad command line")
+        .trim_start_matches("error: ");
+    eprintln!("sendsight: error: {reason} (see sendsight --help)");
+    ExitCode::from(exit::USAGE)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Run(args) => {
+            match privileges::effective() {
+                Ok(caps) => {
+                    if let Some(why) = privileges::missing_for_tracing(caps) {
+                        eprintln!("sendsight: error: {why}");
+                        return ExitCode::from(exit::NOPERM);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sendsight: warning: cannot read capabilities ({e}); trying anyway")
+                }
+            }
+            let cfg = RunConfig {
+                duration: args.duration,
+                probes: Options {
+                    ring_bytes: args.ring_bytes,
+                },
+                limits: Limits {
+                    max_sockets: args.max_sockets as usize,
+                },
+                loss_interval: Duration::from_secs(1),
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sendsight: error: starting the runtime: {e}");
+                    return ExitCode::from(exit::FAILURE);
+                }
+            };
+            match rt.block_on(run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sendsight: error: {e:#}");
+                    ExitCode::from(exit::FAILURE)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Kernel timestamps (CLOCK_MONOTONIC ns) to wall-clock RFC 3339 with nanoseconds.
+
+use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
+
+const RFC3339_NANOS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
+/// Maps monotonic nanoseconds to Unix-epoch nanoseconds with an offset taken once.
+/// NTP steps after start shift the wall clock but not ordering, which is what the
+/// timeline depends on; `ts_ns` stays the kernel's monotonic value for exact math.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    offset_ns: i128,
+}
+
+fn now(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; these clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl WallClock {
+    pub fn from_system() -> Self {
+        let mono = now(libc::CLOCK_MONOTONIC);
+        let real = now(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// A fixed offset, for deterministic replays and tests.
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn monotonic_now() -> u64 {
+        now(libc::CLOCK_MONOTONIC) as u64
+    }
+
+    pub fn unix_ns(&self, mono_ns: u64) -> i128 {
+        mono_ns as i128 + self.offset_ns
+    }
+
+    pub fn rfc3339(&self, mono_ns: u64) -> String {
+        format_unix_ns(self.unix_ns(mono_ns))
+    }
+}
+
+pub fn format_unix_ns(unix_ns: i128) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| t.format(RFC3339_NANOS).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000000000Z".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nine_digit_nanos_utc() {
+        assert_eq!(
+            format_unix_ns(1_700_000_000_000_000_007),
+            "2023-11-14T22:13:20.000000007Z"
+        );
+        let c = WallClock::with_offset(1_000_000_000);
+        assert_eq!(c.rfc3339(5), "1970-01-01T00:00:01.000000005Z");
+    }
+}

@@ -1,0 +1,159 @@
+//! Ring-buffer bytes to typed events. Every record is length-checked against its
+//! header and its kind's size before a single field is read: a truncated, unknown or
+//! mismatched record is a typed error that the caller counts, never a panic.
+
+use agent_common::event::{Header, Retransmit, kind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Retransmit(Retransmit),
+}
+
+impl Event {
+    pub fn header(&self) -> &Header {
+        match self {
+            Event::Retransmit(e) => &e.header,
+        }
+    }
+
+    /// Name of the event's kind, as used in `type` and in the ledger.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::Retransmit(_) => "retransmit",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need}-byte header")]
+    ShortHeader { got: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    #[error("record kind {kind} claims {claimed} bytes but its type is {expected} bytes")]
+    KindSize {
+        kind: u16,
+        claimed: usize,
+        expected: usize,
+    },
+    #[error("record kind {kind} claims {claimed} bytes but only {got} arrived")]
+    Truncated {
+        kind: u16,
+        claimed: usize,
+        got: usize,
+    },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    debug_assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: callers check the length; T is a repr(C) Pod type for which any bit
+    // pattern is valid; read_unaligned copes with any alignment.
+    unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn body<T: Copy>(bytes: &[u8], header: &Header) -> Result<T, DecodeError> {
+    let expected = size_of::<T>();
+    let claimed = header.len as usize;
+    if claimed != expected {
+        return Err(DecodeError::KindSize {
+            kind: header.kind,
+            claimed,
+            expected,
+        });
+    }
+    if bytes.len() < claimed {
+        return Err(DecodeError::Truncated {
+            kind: header.kind,
+            claimed,
+            got: bytes.len(),
+        });
+    }
+    Ok(read::<T>(bytes))
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::ShortHeader {
+            got: bytes.len(),
+            need: size_of::<Header>(),
+        });
+    }
+    let header: Header = read(bytes);
+    match header.kind {
+        kind::RETRANSMIT => body(bytes, &header).map(Event::Retransmit),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// The bytes of a record, as the kernel would write them (for tests and replay).
+pub fn encode<T: Copy>(record: &T) -> Vec<u8> {
+    // SAFETY: T is a padding-free repr(C) Pod (asserted in agent-common).
+    unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::event::Flow;
+
+    use super::*;
+
+    fn retransmit() -> Retransmit {
+        Retransmit {
+            header: Header {
+                kind: kind::RETRANSMIT,
+                len: size_of::<Retransmit>() as u16,
+                cpu: 1,
+                ts_ns: 42,
+                sk: 0xffff_0000_1234,
+            },
+            flow: Flow {
+                sport: 40000,
+                dport: 5201,
+                family: 2,
+                protocol: 6,
+                state: 1,
+                ..Flow::default()
+            },
+            segs: 2,
+            len: 2896,
+            seg_len: 1448,
+            ..Retransmit::default()
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = retransmit();
+        assert_eq!(decode(&encode(&r)), Ok(Event::Retransmit(r)));
+    }
+
+    #[test]
+    fn rejects_short_unknown_truncated() {
+        let bytes = encode(&retransmit());
+        assert!(matches!(
+            decode(&bytes[..10]),
+            Err(DecodeError::ShortHeader { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes[..40]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        let mut unknown = bytes.clone();
+        unknown[0] = 0xee;
+        assert!(matches!(decode(&unknown), Err(DecodeError::UnknownKind(_))));
+        let mut lying = bytes;
+        lying[2] = 7;
+        assert!(matches!(decode(&lying), Err(DecodeError::KindSize { .. })));
+    }
+
+    #[test]
+    fn never_panics_on_any_prefix_of_noise() {
+        let noise: Vec<u8> = (0..512u32)
+            .map(|i| (i * 2654435761u32 >> 13) as u8)
+            .collect();
+        for n in 0..noise.len() {
+            let _ = decode(&noise[..n]);
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Names for the numbers the kernel hands us: address families, protocols, TCP states.
+//! One place per fact.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_common::event::{AF_INET, AF_INET6, Flow, IPPROTO_TCP, IPPROTO_UDP};
+
+pub fn family_name(family: u16) -> &'static str {
+    match family {
+        AF_INET => "ipv4",
+        AF_INET6 => "ipv6",
+        _ => "unknown",
+    }
+}
+
+pub fn protocol_name(protocol: u8) -> &'static str {
+    match protocol {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "unknown",
+    }
+}
+
+/// Kernel `TCP_*` states (include/net/tcp_states.h), named without the prefix.
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        13 => "BOUND_INACTIVE",
+        _ => "UNKNOWN",
+    }
+}
+
+pub fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+pub fn local_ip(flow: &Flow) -> IpAddr {
+    ip(flow.family, &flow.saddr)
+}
+
+pub fn peer_ip(flow: &Flow) -> IpAddr {
+    ip(flow.family, &flow.daddr)
+}

@@ -1,0 +1,230 @@
+//! Network namespaces and topologies.
+
+use std::{
+    fs::File,
+    io::Write,
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::sh;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(role: &str) -> Self {
+        let name = format!(
+            "ss{}-{}-{role}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    /// Runs a program inside the namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")]);
+    }
+
+    /// Loads an nftables ruleset (nft -f syntax) into the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run nft (is nftables installed? `cargo xtask setup` installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft -f failed in {}: {}\nruleset:\n{ruleset}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, so sockets it opens
+    /// live here. The thread gets `thread_name` (its comm, as the kernel reports it).
+    pub fn run<T: Send + 'static>(
+        &self,
+        thread_name: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::Builder::new()
+            .name(thread_name.into())
+            .spawn(move || {
+                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: valid fd; CLONE_NEWNET only affects this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+                f()
+            })
+            .expect("spawn thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Addresses of one topology: client and server sides of the path.
+#[derive(Clone, Debug)]
+pub struct Addrs {
+    pub client4: String,
+    pub server4: String,
+    pub router_client4: String,
+    pub router_server4: String,
+    pub client6: String,
+    pub server6: String,
+    pub router_client6: String,
+    pub router_server6: String,
+}
+
+impl Addrs {
+    /// `net` picks distinct subnets so tests running side by side never share an
+    /// address (the agent sees every namespace; tests filter by address).
+    pub fn new(net: u8) -> Self {
+        Addrs {
+            client4: format!("198.18.{net}.2"),
+            router_client4: format!("198.18.{net}.1"),
+            server4: format!("198.19.{net}.2"),
+            router_server4: format!("198.19.{net}.1"),
+            client6: format!("2001:db8:{net:x}:1::2"),
+            router_client6: format!("2001:db8:{net:x}:1::1"),
+            server6: format!("2001:db8:{net:x}:2::2"),
+            router_server6: format!("2001:db8:{net:x}:2::1"),
+        }
+    }
+}
+
+/// client --veth-- [router --veth--] server
+pub struct Topology {
+    pub client: Netns,
+    pub router: Option<Netns>,
+    pub server: Netns,
+    pub addrs: Addrs,
+}
+
+fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str, mtu: u32) {
+    let mtu = mtu.to_string();
+    sh(
+        "ip",
+        &[
+            "link", "add", a_if, "netns", &a.name, "mtu", &mtu, "type", "veth", "peer", "name",
+            b_if, "netns", &b.name, "mtu", &mtu,
+        ],
+    );
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+fn addr(ns: &Netns, ifname: &str, cidr: &str) {
+    // nodad: addresses are usable at once instead of after duplicate detection.
+    if cidr.contains(':') {
+        ns.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"]);
+    } else {
+        ns.ip(&["addr", "add", cidr, "dev", ifname]);
+    }
+}
+
+impl Topology {
+    /// Client and server on one veth link (client side of `Addrs` on both ends of
+    /// one /24: client .2, server .1).
+    pub fn direct(net: u8) -> Self {
+        let mut addrs = Addrs::new(net);
+        addrs.server4 = addrs.router_client4.clone();
+        addrs.server6 = addrs.router_client6.clone();
+        let client = Netns::new("c");
+        let server = Netns::new("s");
+        veth(&client, "eth0", &server, "eth0", 1500);
+        addr(&client, "eth0", &format!("{}/24", addrs.client4));
+        addr(&server, "eth0", &format!("{}/24", addrs.server4));
+        addr(&client, "eth0", &format!("{}/64", addrs.client6));
+        addr(&server, "eth0", &format!("{}/64", addrs.server6));
+        Topology {
+            client,
+            router: None,
+            server,
+            addrs,
+        }
+    }
+
+    /// Client and server with a router between them whose server-side link has
+    /// `server_mtu` (everything else 1500).
+    pub fn routed(net: u8, server_mtu: u32) -> Self {
+        let addrs = Addrs::new(net);
+        let client = Netns::new("c");
+        let router = Netns::new("r");
+        let server = Netns::new("s");
+        veth(&client, "eth0", &router, "c0", 1500);
+        veth(&router, "s0", &server, "eth0", server_mtu);
+        addr(&client, "eth0", &format!("{}/24", addrs.client4));
+        addr(&router, "c0", &format!("{}/24", addrs.router_client4));
+        addr(&router, "s0", &format!("{}/24", addrs.router_server4));
+        addr(&server, "eth0", &format!("{}/24", addrs.server4));
+        addr(&client, "eth0", &format!("{}/64", addrs.client6));
+        addr(&router, "c0", &format!("{}/64", addrs.router_client6));
+        addr(&router, "s0", &format!("{}/64", addrs.router_server6));
+        addr(&server, "eth0", &format!("{}/64", addrs.server6));
+        client.ip(&["route", "add", "default", "via", &addrs.router_client4]);
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &addrs.router_client6,
+        ]);
+        server.ip(&["route", "add", "default", "via", &addrs.router_server4]);
+        server.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &addrs.router_server6,
+        ]);
+        router.sysctl("net.ipv4.ip_forward", "1");
+        router.sysctl("net.ipv6.conf.all.forwarding", "1");
+        Topology {
+            client,
+            router: Some(router),
+            server,
+            addrs,
+        }
+    }
+}

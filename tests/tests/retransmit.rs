@@ -1,0 +1,108 @@
+//! A real TCP connection between two namespaces, with nftables dropping every
+//! seventh data packet: the agent must report exactly the retransmitted segments
+//! the kernel counted for that socket, with the right addresses and ports.
+
+use std::{net::SocketAddr, time::Duration};
+
+use sendsight_tests::{Agent, Topology, require_root, traffic};
+use serde_json::Value;
+
+fn drop_every_seventh_data_packet(port: u16) -> String {
+    // On the receiver's input hook: the packet left the sender, so the sender's
+    // kernel must retransmit it (a drop on the sender's own output hook is reported
+    // back to TCP as a failed transmit and re-sent as new data, not a retransmit).
+    // Only packets carrying payload; SYN/ACK/FIN pass, so the connection itself is
+    // never in doubt. `numgen inc` makes the pattern deterministic.
+    format!(
+        "table inet loss {{
+            chain in {{
+                type filter hook input priority 0; policy accept;
+                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
+            }}
+        }}"
+    )
+}
+
+fn retransmits_match_kernel(net: u8, v6: bool) {
+    require_root();
+    let topo = Topology::direct(net);
+    let port = 5001;
+    let (client_ip, server_ip) = if v6 {
+        (topo.addrs.client6.clone(), topo.addrs.server6.clone())
+    } else {
+        (topo.addrs.client4.clone(), topo.addrs.server4.clone())
+    };
+    let server: SocketAddr = if v6 {
+        format!("[{server_ip}]:{port}")
+    } else {
+        format!("{server_ip}:{port}")
+    }
+    .parse()
+    .unwrap();
+    topo.server.nft(&drop_every_seventh_data_packet(port));
+
+    let mut agent = Agent::start(&[]);
+    let sink = traffic::sink_server(&topo.server, server, 1);
+    let client = topo.client.run("ss-bulk", move || {
+        let s = traffic::send_bulk(server, 4 << 20, Duration::from_secs(60));
+        let info = traffic::tcp_info(&s);
+        let local = s.local_addr().unwrap();
+        (s, info, local)
+    });
+    let (stream, info, local) = client.join().expect("client thread");
+    // The ring is drained on stop; a short pause lets in-flight records land first.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = agent.stop();
+    drop(stream);
+    let _ = sink.join();
+
+    assert!(
+        out.status.success(),
+        "agent exited {}: {}",
+        out.status,
+        out.stderr
+    );
+    let ours: Vec<&Value> = out
+        .of_type("retransmit")
+        .into_iter()
+        .filter(|l| l["local"]["ip"] == client_ip && l["local"]["port"] == local.port())
+        .collect();
+    let segs: u64 = ours.iter().map(|l| l["segs"].as_u64().unwrap()).sum();
+    println!(
+        "kernel total_retrans={} agent retransmit lines={} segs={segs} (local {local}, peer {server})",
+        info.total_retrans,
+        ours.len()
+    );
+    assert!(
+        info.total_retrans > 0,
+        "the nft rule caused no retransmit: {info:?}"
+    );
+    assert_eq!(
+        segs, info.total_retrans as u64,
+        "agent's retransmitted segments for {local} differ from the kernel's count"
+    );
+    let sock = &ours[0]["sock"];
+    for l in &ours {
+        assert_eq!(l["peer"]["ip"], server_ip, "{l}");
+        assert_eq!(l["peer"]["port"], port, "{l}");
+        assert_eq!(l["family"], if v6 { "ipv6" } else { "ipv4" }, "{l}");
+        assert_eq!(l["protocol"], "tcp", "{l}");
+        assert_eq!(&l["sock"], sock, "one socket, one id: {l}");
+        assert!(l["seg_len"].as_u64().unwrap() > 0, "{l}");
+        assert_eq!(l["schema"], "sendsight/1");
+        assert!(l["ts"].as_str().unwrap().ends_with('Z'), "{l}");
+    }
+    let summary = out.summary();
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert!(summary["events"]["retransmit"].as_u64().unwrap() >= ours.len() as u64);
+}
+
+#[test]
+fn ipv4_retransmits_equal_kernel_count() {
+    retransmits_match_kernel(1, false);
+}
+
+#[test]
+fn ipv6_retransmits_equal_kernel_count() {
+    retransmits_match_kernel(2, true);
+}
