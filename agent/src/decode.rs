@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn never_panics_on_any_prefix_of_noise() {
         let noise: Vec<u8> = (0..512u32)
-            .map(|i| (i * 2654435761u32 >> 13) as u8)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         for n in 0..noise.len() {
             let _ = decode(&noise[..n]);

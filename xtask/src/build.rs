@@ -1,0 +1,12 @@
+//! `cargo xtask build`: the agent with its embedded eBPF object.
+
+use crate::cmd;
+
+pub fn build(release: bool) -> anyhow::Result<()> {
+    let mut c = cmd::command("cargo");
+    c.args(["build", "--package", "sendsight"]);
+    if release {
+        c.arg("--release");
+    }
+    cmd::run(&mut c)
+}
