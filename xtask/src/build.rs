@@ -3,7 +3,7 @@
 use crate::cmd;
 
 pub fn build(release: bool) -> anyhow::Result<()> {
-    let mut c = cmd::command("cargo");
+    let mut c = cmd::cargo();
     c.args(["build", "--package", "sendsight"]);
     if release {
         c.arg("--release");

@@ -34,6 +34,18 @@ pub fn path_env() -> std::ffi::OsString {
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(program);
     c.env("PATH", path_env()).current_dir(root());
+    // Set by the cargo/rustup that started xtask; they would pin children to the
+    // caller's toolchain instead of ours.
+    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// `cargo +STABLE`: the pinned userspace toolchain, whatever the caller's default.
+pub fn cargo() -> Command {
+    let mut c = command("cargo");
+    c.arg(format!("+{}", crate::toolchain::STABLE));
     c
 }
 

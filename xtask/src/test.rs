@@ -6,7 +6,7 @@ use crate::{build, cmd};
 pub fn test(args: &[String]) -> anyhow::Result<()> {
     // The end-to-end tests run the agent binary: build it (with its eBPF object).
     build::build(false)?;
-    let mut c = cmd::command("cargo");
+    let mut c = cmd::cargo();
     // Default members: agent-ebpf only builds for the BPF target.
     c.args(["test", "--no-fail-fast"]);
     c.args(args);
