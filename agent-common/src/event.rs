@@ -4,6 +4,11 @@
 /// (recordings depend on them): never renumber, only append.
 pub mod kind {
     pub const RETRANSMIT: u16 = 1;
+    pub const SEND_ERROR: u16 = 2;
+    pub const ICMP_TOO_BIG: u16 = 3;
+    pub const SOCKET_STATE: u16 = 4;
+    pub const SOCKET_ERROR: u16 = 5;
+    pub const CONG_STATE: u16 = 6;
 }
 
 /// First bytes of every record.
@@ -19,8 +24,8 @@ pub struct Header {
     pub cpu: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, converted to wall time by the agent.
     pub ts_ns: u64,
-    /// Kernel address of the `struct sock`. Used only as an identity key by the
-    /// agent (which maps it to a small socket id); never printed.
+    /// Kernel address of the `struct sock`, 0 when the event has none. Used only as
+    /// an identity key by the agent (which maps it to a small socket id); never printed.
     pub sk: u64,
 }
 
@@ -41,6 +46,19 @@ pub struct Flow {
     pub state: u8,
 }
 
+/// The process behind a socket: the caller for process-context events, the
+/// recorded owner (see `SockInfo`) for softirq ones. `pid == 0`: unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Thread group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub cgroup: u64,
+    pub comm: [u8; 16],
+}
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u8 = 6;
@@ -52,6 +70,7 @@ pub const IPPROTO_UDP: u8 = 17;
 pub struct Retransmit {
     pub header: Header,
     pub flow: Flow,
+    pub owner: Owner,
     /// Segments in the retransmitted skb (`tcp_skb_pcount`): the kernel's retransmit
     /// counters count segments, not skbs.
     pub segs: u32,
@@ -63,19 +82,187 @@ pub struct Retransmit {
     pub err: i32,
     /// [`retransmit_flags`].
     pub flags: u32,
-    pub _reserved: u32,
+    /// Sequence number of the skb's first byte.
+    pub seq: u32,
+    /// `tp->mss_cache`: the MSS the socket is using now.
+    pub mss: u32,
+    /// `icsk->icsk_pmtu_cookie`: the path MTU the socket last synced to.
+    pub pmtu: u32,
+    /// `icsk->icsk_rto`, in jiffies (the agent converts with the kernel's HZ).
+    pub rto_jiffies: u32,
+    /// `tp->write_seq - tp->snd_una`: bytes written but not yet acknowledged.
+    pub snd_queue: u32,
+    /// `tp->srtt_us >> 3`: smoothed RTT in microseconds.
+    pub srtt_us: u32,
+    /// `tp->snd_cwnd`
+    pub cwnd: u32,
+    /// Network namespace inode of the socket, 0 when unknown.
+    pub netns: u32,
+    /// `icsk->icsk_backoff`: RTO doublings so far.
+    pub backoff: u8,
+    /// `icsk->icsk_ca_state` (TCP_CA_Open = 0 ... TCP_CA_Loss = 4).
+    pub ca_state: u8,
+    /// [`retransmit_kind`], decided from ca_state and the pending timer.
+    pub kind: u8,
+    pub _reserved: u8,
 }
 
 pub mod retransmit_flags {
     /// The tracepoint has an `err` field (newer kernels); `Retransmit::err` is valid.
     pub const HAS_ERR: u32 = 1 << 0;
-    /// Reading the skb failed; `segs`/`len`/`seg_len` are not known.
+    /// Reading the skb failed; `segs`/`len`/`seg_len`/`seq` are not known.
     pub const NO_SKB: u32 = 1 << 1;
+    /// Reading the socket failed; mss, rto, queue and friends are not known.
+    pub const NO_SOCK: u32 = 1 << 2;
+}
+
+pub mod retransmit_kind {
+    pub const OTHER: u8 = 0;
+    /// Retransmission timeout: the socket entered TCP_CA_Loss.
+    pub const RTO: u8 = 1;
+    /// Fast retransmit / recovery (dupacks, SACK, RACK): TCP_CA_Recovery.
+    pub const FAST: u8 = 2;
+    /// Tail loss probe: fired from the loss-probe timer.
+    pub const TLP: u8 = 3;
+}
+
+/// A send-family call failed on a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendError {
+    pub header: Header,
+    pub flow: Flow,
+    pub owner: Owner,
+    /// Positive errno (70 = ECOMM).
+    pub errno: i32,
+    /// Bytes the call asked to send, when known (see `flags`).
+    pub bytes: u32,
+    /// Syscall number (the agent's architecture), or -1 when the error was seen only
+    /// in the socket layer (no syscall exit followed).
+    pub syscall: i32,
+    pub netns: u32,
+    /// [`send_source`] bits: which hooks saw this failure.
+    pub source: u32,
+    /// [`send_flags`].
+    pub flags: u32,
+}
+
+pub mod send_source {
+    /// `sock:sock_send_length` (the socket layer).
+    pub const SOCKET: u32 = 1 << 0;
+    /// The syscall exit of a send-family call.
+    pub const SYSCALL: u32 = 1 << 1;
+}
+
+pub mod send_flags {
+    pub const BYTES_KNOWN: u32 = 1 << 0;
+    /// The socket behind the fd could not be resolved: flow unknown.
+    pub const NO_SOCK: u32 = 1 << 1;
+}
+
+/// An ICMP "fragmentation needed" (IPv4 type 3 code 4) or ICMPv6 "packet too big"
+/// (type 2) message, received by or (`source`) sent from this host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpTooBig {
+    pub header: Header,
+    /// The flow quoted inside the ICMP payload, as seen from the host that sent the
+    /// original packet: saddr/sport local, daddr/dport peer.
+    pub quoted: Flow,
+    /// Source address of the ICMP message: the router that could not forward.
+    pub router: [u8; 16],
+    /// Next-hop MTU the message reports.
+    pub mtu: u32,
+    /// TCP sequence number quoted (0 for other protocols).
+    pub seq: u32,
+    /// Namespace of the receiving device, 0 when unknown.
+    pub netns: u32,
+    pub ifindex: u32,
+    /// [`icmp_source`]
+    pub source: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _reserved: [u8; 5],
+}
+
+pub mod icmp_source {
+    pub const RECEIVED: u8 = 1;
+    pub const SENT: u8 = 2;
+}
+
+/// `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketState {
+    pub header: Header,
+    pub flow: Flow,
+    pub owner: Owner,
+    pub netns: u32,
+    pub old_state: u8,
+    pub new_state: u8,
+    pub _reserved: [u8; 2],
+}
+
+/// `sock:inet_sk_error_report`: an error was reported on a socket. The tracepoint
+/// carries no socket pointer; the agent finds the socket by its flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketError {
+    pub header: Header,
+    pub flow: Flow,
+    /// Positive errno.
+    pub errno: i32,
+    pub _reserved: u32,
+}
+
+/// `tcp:tcp_cong_state_set`: congestion-control state change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CongState {
+    pub header: Header,
+    pub flow: Flow,
+    /// New `icsk_ca_state`.
+    pub state: u8,
+    pub _reserved: [u8; 7],
+}
+
+/// Per-socket facts kept in the kernel (`SOCKS` map): the owner, recorded from
+/// process context, and success counters (successful sends are counted, not emitted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    pub owner: Owner,
+    pub send_bytes: u64,
+    pub send_calls: u64,
+    /// EAGAIN/EWOULDBLOCK results: counted, not emitted (non-blocking sockets hit them
+    /// routinely; a growing count is the "send queue full" signal).
+    pub eagain: u64,
+    pub netns: u32,
+    pub _reserved: u32,
+}
+
+/// A socket-layer send failure waiting for its syscall exit (`PENDING`, per thread),
+/// which adds what only the syscall knows (bytes requested, syscall number).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSend {
+    pub sk: u64,
+    pub ts_ns: u64,
+    pub errno: i32,
+    pub _reserved: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(core::mem::size_of::<Flow>() == 40);
-const _: () = assert!(core::mem::size_of::<Retransmit>() == 88);
+const _: () = assert!(core::mem::size_of::<Owner>() == 32);
+const _: () = assert!(core::mem::size_of::<Retransmit>() == 152);
+const _: () = assert!(core::mem::size_of::<SendError>() == 96 + 24);
+const _: () = assert!(core::mem::size_of::<IcmpTooBig>() == 64 + 16 + 24);
+const _: () = assert!(core::mem::size_of::<SocketState>() == 96 + 8);
+const _: () = assert!(core::mem::size_of::<SocketError>() == 72);
+const _: () = assert!(core::mem::size_of::<CongState>() == 72);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 64);
+const _: () = assert!(core::mem::size_of::<PendingSend>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -83,5 +270,13 @@ mod pod {
     // with no implicit padding (sizes asserted above); any bit pattern is valid.
     unsafe impl aya::Pod for super::Header {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::Retransmit {}
+    unsafe impl aya::Pod for super::SendError {}
+    unsafe impl aya::Pod for super::IcmpTooBig {}
+    unsafe impl aya::Pod for super::SocketState {}
+    unsafe impl aya::Pod for super::SocketError {}
+    unsafe impl aya::Pod for super::CongState {}
+    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::PendingSend {}
 }

@@ -1,9 +1,11 @@
-//! Where things are in the running kernel's memory.
+//! Where things are in the running kernel's memory, and what the programs are told
+//! about their environment.
 //!
 //! Rust eBPF gets no CO-RE relocations from the compiler, so no offset is compiled in:
 //! the agent resolves tracepoint record layouts from tracefs `format` files and kernel
 //! struct member offsets from BTF at start-up, and hands this table to the programs as
-//! a read-only global (`LAYOUT`), frozen before verification.
+//! a read-only global (`LAYOUT`), frozen before verification. A field the running
+//! kernel lacks is [`ABSENT`], and the programs skip what depends on it.
 
 /// Marks a field the running kernel does not have.
 pub const ABSENT: u16 = u16::MAX;
@@ -27,25 +29,136 @@ pub struct RetransmitTp {
     pub _reserved: u16,
 }
 
-/// Member offsets of kernel structs, from BTF.
+/// The flow fields several `sock:`/`tcp:` tracepoints share, plus the extras each
+/// one has (`ABSENT` where a tracepoint has no such field).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTp {
+    pub skaddr: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// inet_sock_set_state: oldstate (int); inet_sk_error_report: error (int);
+    /// tcp_cong_state_set: cong_state (u8).
+    pub extra1: u16,
+    /// inet_sock_set_state: newstate (int).
+    pub extra2: u16,
+    pub _reserved: u16,
+}
+
+/// `sock:sock_send_length` (6.3+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendTp {
+    pub sk: u16,
+    pub ret: u16,
+}
+
+/// `net:netif_receive_skb` and `icmp:icmp_send`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkbTp {
+    pub netif_skbaddr: u16,
+    pub icmp_send_skbaddr: u16,
+    pub icmp_send_type: u16,
+    pub icmp_send_code: u16,
+}
+
+/// Member offsets of kernel structs, from BTF. Offsets into `struct sock` are
+/// relative to the socket pointer (tcp_sock, inet_connection_sock and inet_sock all
+/// start with it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelStructs {
-    /// `sk_buff.len`
+    // struct sk_buff
     pub skb_len: u16,
-    /// `sk_buff.cb`: TCP keeps its `struct tcp_skb_cb` here.
     pub skb_cb: u16,
-    /// `tcp_skb_cb.tcp_gso_segs` (u16)
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_protocol: u16,
+    pub skb_dev: u16,
+    // struct tcp_skb_cb (inside skb->cb)
+    pub tcb_seq: u16,
     pub tcb_gso_segs: u16,
-    /// `tcp_skb_cb.tcp_gso_size` (u16)
     pub tcb_gso_size: u16,
+    // struct net_device
+    pub dev_ifindex: u16,
+    pub dev_net: u16,
+    // struct sock / sock_common
+    pub sk_family: u16,
+    pub sk_state: u16,
+    pub sk_num: u16,
+    pub sk_dport: u16,
+    pub sk_rcv_saddr: u16,
+    pub sk_daddr: u16,
+    pub sk_v6_rcv_saddr: u16,
+    pub sk_v6_daddr: u16,
+    pub sk_net: u16,
+    pub sk_protocol: u16,
+    // struct net
+    pub net_inum: u16,
+    // struct inet_connection_sock (via tcp_sock)
+    pub icsk_rto: u16,
+    /// The byte holding the `icsk_ca_state:5` bitfield (low bits).
+    pub icsk_ca_state: u16,
+    pub icsk_backoff: u16,
+    pub icsk_pending: u16,
+    pub icsk_pmtu_cookie: u16,
+    // struct tcp_sock
+    pub tp_mss_cache: u16,
+    pub tp_write_seq: u16,
+    pub tp_snd_una: u16,
+    pub tp_srtt_us: u16,
+    pub tp_snd_cwnd: u16,
+    // fd -> socket: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] ->
+    // file.private_data (struct socket) -> socket.sk; file.f_inode -> inode.i_mode
+    pub task_files: u16,
+    pub files_fdt: u16,
+    pub fdt_fd: u16,
+    pub fdt_max_fds: u16,
+    pub file_inode: u16,
+    pub file_private_data: u16,
+    pub inode_mode: u16,
+    pub socket_sk: u16,
+    // struct pt_regs: the syscall number and arguments at sys_exit
+    pub regs_nr: u16,
+    pub regs_arg0: u16,
+    pub regs_arg1: u16,
+    pub regs_arg2: u16,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub retransmit_tp: RetransmitTp,
+    pub set_state_tp: FlowTp,
+    pub error_report_tp: FlowTp,
+    pub cong_state_tp: FlowTp,
+    pub send_tp: SendTp,
+    pub skb_tp: SkbTp,
     pub kernel: KernelStructs,
+}
+
+const fn flow_absent() -> FlowTp {
+    FlowTp {
+        skaddr: ABSENT,
+        sport: ABSENT,
+        dport: ABSENT,
+        family: ABSENT,
+        protocol: ABSENT,
+        saddr: ABSENT,
+        daddr: ABSENT,
+        saddr_v6: ABSENT,
+        daddr_v6: ABSENT,
+        extra1: ABSENT,
+        extra2: ABSENT,
+        _reserved: 0,
+    }
 }
 
 impl Layout {
@@ -66,21 +179,121 @@ impl Layout {
             err: ABSENT,
             _reserved: 0,
         },
+        set_state_tp: flow_absent(),
+        error_report_tp: flow_absent(),
+        cong_state_tp: flow_absent(),
+        send_tp: SendTp {
+            sk: ABSENT,
+            ret: ABSENT,
+        },
+        skb_tp: SkbTp {
+            netif_skbaddr: ABSENT,
+            icmp_send_skbaddr: ABSENT,
+            icmp_send_type: ABSENT,
+            icmp_send_code: ABSENT,
+        },
         kernel: KernelStructs {
             skb_len: ABSENT,
             skb_cb: ABSENT,
+            skb_head: ABSENT,
+            skb_network_header: ABSENT,
+            skb_protocol: ABSENT,
+            skb_dev: ABSENT,
+            tcb_seq: ABSENT,
             tcb_gso_segs: ABSENT,
             tcb_gso_size: ABSENT,
+            dev_ifindex: ABSENT,
+            dev_net: ABSENT,
+            sk_family: ABSENT,
+            sk_state: ABSENT,
+            sk_num: ABSENT,
+            sk_dport: ABSENT,
+            sk_rcv_saddr: ABSENT,
+            sk_daddr: ABSENT,
+            sk_v6_rcv_saddr: ABSENT,
+            sk_v6_daddr: ABSENT,
+            sk_net: ABSENT,
+            sk_protocol: ABSENT,
+            net_inum: ABSENT,
+            icsk_rto: ABSENT,
+            icsk_ca_state: ABSENT,
+            icsk_backoff: ABSENT,
+            icsk_pending: ABSENT,
+            icsk_pmtu_cookie: ABSENT,
+            tp_mss_cache: ABSENT,
+            tp_write_seq: ABSENT,
+            tp_snd_una: ABSENT,
+            tp_srtt_us: ABSENT,
+            tp_snd_cwnd: ABSENT,
+            task_files: ABSENT,
+            files_fdt: ABSENT,
+            fdt_fd: ABSENT,
+            fdt_max_fds: ABSENT,
+            file_inode: ABSENT,
+            file_private_data: ABSENT,
+            inode_mode: ABSENT,
+            socket_sk: ABSENT,
+            regs_nr: ABSENT,
+            regs_arg0: ABSENT,
+            regs_arg1: ABSENT,
+            regs_arg2: ABSENT,
         },
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Layout>() == 32);
+/// What the programs are told about the run (read-only global `CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The agent's own tgid: its writes are never reported (no feedback loops when
+    /// stdout is a socket).
+    pub self_tgid: u32,
+    /// 1 when the syscall-exit hook is attached: socket-layer send failures then wait
+    /// in PENDING for it instead of being emitted at once.
+    pub sys_exit_attached: u32,
+    /// Send-family syscall numbers on this architecture, in [`send_slot`] order
+    /// (-1: not on this architecture).
+    pub send_syscalls: [i32; 8],
+    /// Value of `icsk_pending` meaning "loss probe timer" (ICSK_TIME_LOSS_PROBE).
+    pub icsk_time_loss_probe: u32,
+    pub _reserved: u32,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        self_tgid: 0,
+        sys_exit_attached: 0,
+        send_syscalls: [-1; 8],
+        icsk_time_loss_probe: 5,
+        _reserved: 0,
+    };
+}
+
+/// Positions in `Config::send_syscalls`; the position says where the byte count is.
+pub mod send_slot {
+    /// `sendto(fd, buf, len, ...)`: length in the third argument.
+    pub const SENDTO: usize = 0;
+    /// `write(fd, buf, count)`: length in the third argument.
+    pub const WRITE: usize = 1;
+    /// `sendmsg(fd, msg, flags)`: length is the sum of the user iovec.
+    pub const SENDMSG: usize = 2;
+    pub const WRITEV: usize = 3;
+    pub const SENDMMSG: usize = 4;
+}
+
+const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 88);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 48);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: repr(C) structs of u16 only, no padding (size asserted above).
+    // SAFETY: repr(C) structs of integers only, no padding (sizes asserted above).
     unsafe impl aya::Pod for super::Layout {}
     unsafe impl aya::Pod for super::RetransmitTp {}
+    unsafe impl aya::Pod for super::FlowTp {}
+    unsafe impl aya::Pod for super::SendTp {}
+    unsafe impl aya::Pod for super::SkbTp {}
     unsafe impl aya::Pod for super::KernelStructs {}
+    unsafe impl aya::Pod for super::Config {}
 }

@@ -4,18 +4,27 @@
 /// Slots of the `LOST` per-CPU array. Append only.
 pub mod slot {
     pub const RETRANSMIT: u32 = 0;
+    pub const SEND_ERROR: u32 = 1;
+    pub const ICMP: u32 = 2;
+    pub const SOCKET_STATE: u32 = 3;
+    pub const SOCKET_ERROR: u32 = 4;
+    pub const CONG_STATE: u32 = 5;
+    /// PENDING map full: a socket-layer failure could not wait for its syscall
+    /// exit and was emitted on its own instead (not a loss of the event, a loss of
+    /// its syscall details). Counted for honesty.
+    pub const PENDING_FULL: u32 = 6;
     /// Number of slots; the map is sized from this.
     pub const COUNT: u32 = 8;
 }
 
-/// Human names of the slots, indexed by slot number, for loss lines.
+/// Names of the slots, indexed by slot number, for `loss` lines.
 pub const SLOT_NAMES: [&str; slot::COUNT as usize] = [
     "retransmit",
-    "slot1",
-    "slot2",
-    "slot3",
-    "slot4",
-    "slot5",
-    "slot6",
-    "slot7",
+    "send_error",
+    "icmp_too_big",
+    "socket_state",
+    "socket_error",
+    "cong_state",
+    "send_error_details",
+    "reserved",
 ];

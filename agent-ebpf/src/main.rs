@@ -3,9 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod icmp;
 mod maps;
 mod read;
 mod retransmit;
+mod send;
+mod sock;
+mod sockstate;
 
 #[cfg(not(test))]
 #[panic_handler]

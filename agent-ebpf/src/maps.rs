@@ -1,11 +1,15 @@
 //! Every map and global the programs share. Sizes here are defaults: the agent
-//! overrides them at load time from its flags (`--ring-bytes`).
+//! overrides them at load time from its flags (`--ring-bytes`, `--max-sockets`).
 
-use agent_common::{layout::Layout, loss};
+use agent_common::{
+    event::{PendingSend, SockInfo},
+    layout::{Config, Layout},
+    loss,
+};
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// All events, all programs: one ring keeps the global order the agent's timeline needs.
@@ -16,17 +20,56 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::slot::COUNT, 0);
 
+/// Socket -> owner and send counters. LRU: the least recently active socket makes
+/// room; the agent reports events whose owner is unknown as such.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Thread id -> socket-layer send failure waiting for the syscall exit. A plain hash
+/// (not LRU): when full, an insert fails visibly and the event is emitted at once.
+#[map]
+pub static PENDING: HashMap<u32, PendingSend> = HashMap::with_max_entries(4096, 0);
+
 /// Offsets resolved by the agent on the running kernel (tracefs + BTF).
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<Layout> = Global::new(Layout::UNRESOLVED);
 
-/// Count one lost event for `slot`. Never fails: a missing slot is a loader bug the
-/// agent's check catches, and a counter must not turn into a second loss.
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
+
+/// Reads one field of `LAYOUT`, e.g. `lay!(kernel.sk_family)`. Volatile and per
+/// field: the compiler must not fold the static's initial value into the code, and
+/// copying the whole table onto the 512-byte stack is not an option.
+#[macro_export]
+macro_rules! lay {
+    ($($f:tt)+) => {
+        unsafe {
+            core::ptr::read_volatile(
+                &raw const (*(&raw const $crate::maps::LAYOUT).cast::<agent_common::layout::Layout>()).$($f)+,
+            )
+        }
+    };
+}
+
+/// Reads one field of `CONFIG`, like [`lay!`].
+#[macro_export]
+macro_rules! cfg {
+    ($($f:tt)+) => {
+        unsafe {
+            core::ptr::read_volatile(
+                &raw const (*(&raw const $crate::maps::CONFIG).cast::<agent_common::layout::Config>()).$($f)+,
+            )
+        }
+    };
+}
+
+/// Count one lost event for `slot`. Never fails: a counter must not turn into a
+/// second loss.
 #[inline(always)]
 pub fn count_lost(slot: u32) {
     if let Some(counter) = LOST.get_ptr_mut(slot) {
-        // Per-CPU slot and tracepoints do not nest on one CPU for the same program,
-        // so a plain add is race-free.
+        // Per-CPU slot; programs do not preempt each other on one CPU for the same
+        // slot in a way that matters for a statistics counter.
         unsafe { *counter += 1 };
     }
 }

@@ -23,3 +23,9 @@ pub fn kernel<T>(base: u64, offset: u16) -> Result<T, Fail> {
     }
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| 1)
 }
+
+/// Like [`kernel`], with a default for fields this kernel lacks or reads that fail.
+#[inline(always)]
+pub fn kernel_or<T>(base: u64, offset: u16, default: T) -> T {
+    kernel(base, offset).unwrap_or(default)
+}

@@ -1,7 +1,10 @@
-//! `tcp:tcp_retransmit_skb`: one record per retransmitted skb.
+//! `tcp:tcp_retransmit_skb`: one record per retransmitted skb, with the socket's
+//! congestion and timer state at that moment.
 
 use agent_common::{
-    event::{AF_INET6, Flow, Header, IPPROTO_TCP, Retransmit, kind, retransmit_flags},
+    event::{
+        AF_INET6, Flow, Header, IPPROTO_TCP, Retransmit, kind, retransmit_flags, retransmit_kind,
+    },
     layout::ABSENT,
     loss::slot,
 };
@@ -12,9 +15,15 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{EVENTS, LAYOUT, count_lost},
+    cfg, lay,
+    maps::{EVENTS, count_lost},
     read::{self, Fail},
+    sock,
 };
+
+/// TCP_CA_Recovery / TCP_CA_Loss (include/net/tcp.h).
+const TCP_CA_RECOVERY: u8 = 3;
+const TCP_CA_LOSS: u8 = 4;
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
@@ -24,9 +33,6 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 }
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
-    let layout = LAYOUT.load();
-    let tp = layout.retransmit_tp;
-
     let Some(mut entry) = EVENTS.reserve::<Retransmit>(0) else {
         count_lost(slot::RETRANSMIT);
         return Ok(0);
@@ -35,69 +41,58 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
     let ev = entry.write(Retransmit::default());
 
     let filled = (|| -> Result<(), Fail> {
+        let sk = read::tp::<u64>(ctx, lay!(retransmit_tp.skaddr))?;
         ev.header = Header {
             kind: kind::RETRANSMIT,
             len: core::mem::size_of::<Retransmit>() as u16,
             cpu: unsafe { bpf_get_smp_processor_id() },
             ts_ns: unsafe { bpf_ktime_get_ns() },
-            sk: read::tp::<u64>(ctx, tp.skaddr)?,
+            sk,
         };
-        let family = read::tp::<u16>(ctx, tp.family)?;
+        let family = read::tp::<u16>(ctx, lay!(retransmit_tp.family))?;
         let mut flow = Flow {
-            sport: read::tp::<u16>(ctx, tp.sport)?,
-            dport: read::tp::<u16>(ctx, tp.dport)?,
+            sport: read::tp::<u16>(ctx, lay!(retransmit_tp.sport))?,
+            dport: read::tp::<u16>(ctx, lay!(retransmit_tp.dport))?,
             family,
             protocol: IPPROTO_TCP,
-            state: read::tp::<i32>(ctx, tp.state)? as u8,
+            state: read::tp::<i32>(ctx, lay!(retransmit_tp.state))? as u8,
             ..Flow::default()
         };
         if family == AF_INET6 {
-            flow.saddr = read::tp::<[u8; 16]>(ctx, tp.saddr_v6)?;
-            flow.daddr = read::tp::<[u8; 16]>(ctx, tp.daddr_v6)?;
+            flow.saddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.saddr_v6))?;
+            flow.daddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.daddr_v6))?;
         } else {
-            let s = read::tp::<[u8; 4]>(ctx, tp.saddr)?;
-            let d = read::tp::<[u8; 4]>(ctx, tp.daddr)?;
+            let s = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.saddr))?;
+            let d = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.daddr))?;
             flow.saddr[..4].copy_from_slice(&s);
             flow.daddr[..4].copy_from_slice(&d);
         }
         ev.flow = flow;
 
-        if tp.err != ABSENT {
-            ev.err = read::tp::<i32>(ctx, tp.err)?;
+        if lay!(retransmit_tp.err) != ABSENT {
+            ev.err = read::tp::<i32>(ctx, lay!(retransmit_tp.err))?;
             ev.flags |= retransmit_flags::HAS_ERR;
         }
-
-        let k = layout.kernel;
-        let skb = read::tp::<u64>(ctx, tp.skbaddr)?;
-        let skb_facts = (|| -> Result<(u32, u32, u32), Fail> {
-            let len = read::kernel::<u32>(skb, k.skb_len)?;
-            let cb = k.skb_cb;
-            if cb == ABSENT {
-                return Err(1);
-            }
-            let segs = read::kernel::<u16>(skb, cb.wrapping_add(k.tcb_gso_segs))? as u32;
-            let gso_size = read::kernel::<u16>(skb, cb.wrapping_add(k.tcb_gso_size))? as u32;
-            // A non-GSO skb can carry pcount 0 before tcp_set_skb_tso_segs ran; it is
-            // still one segment on the wire.
-            let segs = if segs == 0 { 1 } else { segs };
-            let seg_len = if segs > 1 && gso_size > 0 {
-                gso_size
-            } else {
-                len
-            };
-            Ok((segs, len, seg_len))
-        })();
-        match skb_facts {
-            Ok((segs, len, seg_len)) => {
+        let skb = read::tp::<u64>(ctx, lay!(retransmit_tp.skbaddr))?;
+        match skb_facts(skb) {
+            Ok((segs, len, seg_len, seq)) => {
                 ev.segs = segs;
                 ev.len = len;
                 ev.seg_len = seg_len;
+                ev.seq = seq;
             }
             Err(_) => {
                 ev.segs = 1;
                 ev.flags |= retransmit_flags::NO_SKB;
             }
         }
+        if sock_facts(ev, sk).is_err() {
+            ev.flags |= retransmit_flags::NO_SOCK;
+        }
+        // Softirq: the current task is whoever was interrupted; the owner is what
+        // the send path recorded.
+        ev.owner = sock::owner_of(sk);
+        ev.netns = sock::netns_of(sk);
         Ok(())
     })();
 
@@ -106,4 +101,50 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
         Err(_) => entry.discard(0),
     }
     Ok(0)
+}
+
+#[inline(always)]
+fn skb_facts(skb: u64) -> Result<(u32, u32, u32, u32), Fail> {
+    let len = read::kernel::<u32>(skb, lay!(kernel.skb_len))?;
+    let cb = lay!(kernel.skb_cb);
+    if cb == ABSENT {
+        return Err(1);
+    }
+    let segs = read::kernel::<u16>(skb, cb.wrapping_add(lay!(kernel.tcb_gso_segs)))? as u32;
+    let gso_size = read::kernel::<u16>(skb, cb.wrapping_add(lay!(kernel.tcb_gso_size)))? as u32;
+    let seq = read::kernel::<u32>(skb, cb.wrapping_add(lay!(kernel.tcb_seq)))?;
+    // A non-GSO skb can carry pcount 0 before tcp_set_skb_tso_segs ran; it is
+    // still one segment on the wire.
+    let segs = if segs == 0 { 1 } else { segs };
+    let seg_len = if segs > 1 && gso_size > 0 {
+        gso_size
+    } else {
+        len
+    };
+    Ok((segs, len, seg_len, seq))
+}
+
+#[inline(always)]
+fn sock_facts(ev: &mut Retransmit, sk: u64) -> Result<(), Fail> {
+    ev.mss = read::kernel::<u32>(sk, lay!(kernel.tp_mss_cache))?;
+    ev.pmtu = read::kernel_or::<u32>(sk, lay!(kernel.icsk_pmtu_cookie), 0);
+    ev.rto_jiffies = read::kernel_or::<u32>(sk, lay!(kernel.icsk_rto), 0);
+    let write_seq = read::kernel::<u32>(sk, lay!(kernel.tp_write_seq))?;
+    let snd_una = read::kernel::<u32>(sk, lay!(kernel.tp_snd_una))?;
+    ev.snd_queue = write_seq.wrapping_sub(snd_una);
+    ev.srtt_us = read::kernel_or::<u32>(sk, lay!(kernel.tp_srtt_us), 0) >> 3;
+    ev.cwnd = read::kernel_or::<u32>(sk, lay!(kernel.tp_snd_cwnd), 0);
+    ev.backoff = read::kernel_or::<u8>(sk, lay!(kernel.icsk_backoff), 0);
+    ev.ca_state = read::kernel_or::<u8>(sk, lay!(kernel.icsk_ca_state), 0) & 0x1f;
+    let pending = read::kernel_or::<u8>(sk, lay!(kernel.icsk_pending), 0);
+    ev.kind = if ev.ca_state == TCP_CA_LOSS {
+        retransmit_kind::RTO
+    } else if pending as u32 == cfg!(icsk_time_loss_probe) && lay!(kernel.icsk_pending) != ABSENT {
+        retransmit_kind::TLP
+    } else if ev.ca_state == TCP_CA_RECOVERY {
+        retransmit_kind::FAST
+    } else {
+        retransmit_kind::OTHER
+    };
+    Ok(())
 }

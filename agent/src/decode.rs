@@ -2,17 +2,29 @@
 //! header and its kind's size before a single field is read: a truncated, unknown or
 //! mismatched record is a typed error that the caller counts, never a panic.
 
-use agent_common::event::{Header, Retransmit, kind};
+use agent_common::event::{
+    CongState, Header, IcmpTooBig, Retransmit, SendError, SocketError, SocketState, kind,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Retransmit(Retransmit),
+    SendError(SendError),
+    IcmpTooBig(IcmpTooBig),
+    SocketState(SocketState),
+    SocketError(SocketError),
+    CongState(CongState),
 }
 
 impl Event {
     pub fn header(&self) -> &Header {
         match self {
             Event::Retransmit(e) => &e.header,
+            Event::SendError(e) => &e.header,
+            Event::IcmpTooBig(e) => &e.header,
+            Event::SocketState(e) => &e.header,
+            Event::SocketError(e) => &e.header,
+            Event::CongState(e) => &e.header,
         }
     }
 
@@ -20,6 +32,11 @@ impl Event {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Event::Retransmit(_) => "retransmit",
+            Event::SendError(_) => "send_error",
+            Event::IcmpTooBig(_) => "icmp_too_big",
+            Event::SocketState(_) => "socket_state",
+            Event::SocketError(_) => "socket_error",
+            Event::CongState(_) => "cong_state",
         }
     }
 }
@@ -81,6 +98,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = read(bytes);
     match header.kind {
         kind::RETRANSMIT => body(bytes, &header).map(Event::Retransmit),
+        kind::SEND_ERROR => body(bytes, &header).map(Event::SendError),
+        kind::ICMP_TOO_BIG => body(bytes, &header).map(Event::IcmpTooBig),
+        kind::SOCKET_STATE => body(bytes, &header).map(Event::SocketState),
+        kind::SOCKET_ERROR => body(bytes, &header).map(Event::SocketError),
+        kind::CONG_STATE => body(bytes, &header).map(Event::CongState),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -123,9 +145,19 @@ mod tests {
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_every_kind() {
         let r = retransmit();
         assert_eq!(decode(&encode(&r)), Ok(Event::Retransmit(r)));
+        let mut s = SendError::default();
+        s.header.kind = kind::SEND_ERROR;
+        s.header.len = size_of::<SendError>() as u16;
+        s.errno = 70;
+        assert_eq!(decode(&encode(&s)), Ok(Event::SendError(s)));
+        let mut i = IcmpTooBig::default();
+        i.header.kind = kind::ICMP_TOO_BIG;
+        i.header.len = size_of::<IcmpTooBig>() as u16;
+        i.mtu = 1400;
+        assert_eq!(decode(&encode(&i)), Ok(Event::IcmpTooBig(i)));
     }
 
     #[test]

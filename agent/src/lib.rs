@@ -4,9 +4,12 @@
 //! `probes` (resolve layouts, load, attach) -> `ingest` (ring buffer) -> `decode`
 //! (bytes to typed events) -> `engine` (per-socket state; pure, no I/O) -> `output`
 //! (JSON lines to a sink).
+pub mod check;
 pub mod clock;
 pub mod decode;
 pub mod engine;
+pub mod errno;
+pub mod hz;
 pub mod ingest;
 pub mod net;
 pub mod output;

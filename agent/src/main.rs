@@ -36,6 +36,14 @@ struct Cli {
 enum Command {
     /// Trace this host and print one JSON object per line on stdout.
     Run(RunArgs),
+    /// Report what this kernel allows: each probe attached, degraded or unavailable
+    /// (and why), kernel version, BTF, tracefs, capabilities. Exit 1 when the core job
+    /// (retransmits and send errors) cannot be done here.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,28 +114,51 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
+/// Missing capabilities are one line and exit 77, before anything is attempted.
+fn refuse_without_privileges() -> Option<ExitCode> {
+    match privileges::effective() {
+        Ok(caps) => privileges::missing_for_tracing(caps).map(|why| {
+            eprintln!("sendsight: error: {why}");
+            ExitCode::from(exit::NOPERM)
+        }),
+        Err(e) => {
+            eprintln!("sendsight: warning: cannot read capabilities ({e}); trying anyway");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    if let Some(code) = refuse_without_privileges() {
+        return code;
+    }
     match cli.command {
-        Command::Run(args) => {
-            match privileges::effective() {
-                Ok(caps) => {
-                    if let Some(why) = privileges::missing_for_tracing(caps) {
-                        eprintln!("sendsight: error: {why}");
-                        return ExitCode::from(exit::NOPERM);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("sendsight: warning: cannot read capabilities ({e}); trying anyway")
-                }
+        Command::Check { json } => {
+            let report = sendsight::check::check(Options::default());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", sendsight::check::render_text(&report));
             }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::FAILURE)
+            }
+        }
+        Command::Run(args) => {
             let cfg = RunConfig {
                 duration: args.duration,
                 probes: Options {
                     ring_bytes: args.ring_bytes,
+                    max_sockets: args.max_sockets.min(u32::MAX as u64) as u32,
                 },
                 limits: Limits {
                     max_sockets: args.max_sockets as usize,

@@ -56,3 +56,38 @@ pub fn local_ip(flow: &Flow) -> IpAddr {
 pub fn peer_ip(flow: &Flow) -> IpAddr {
     ip(flow.family, &flow.daddr)
 }
+
+pub fn retransmit_kind_name(kind: u8) -> &'static str {
+    use agent_common::event::retransmit_kind::*;
+    match kind {
+        RTO => "rto",
+        FAST => "fast",
+        TLP => "tlp",
+        _ => "other",
+    }
+}
+
+/// `icsk_ca_state` (enum tcp_ca_state).
+pub fn ca_state_name(state: u8) -> &'static str {
+    match state {
+        0 => "open",
+        1 => "disorder",
+        2 => "cwr",
+        3 => "recovery",
+        4 => "loss",
+        _ => "unknown",
+    }
+}
+
+/// Send-family syscall names by this architecture's numbers.
+pub fn syscall_name(nr: i32) -> Option<&'static str> {
+    let nr = nr as libc::c_long;
+    Some(match nr {
+        libc::SYS_sendto => "sendto",
+        libc::SYS_sendmsg => "sendmsg",
+        libc::SYS_sendmmsg => "sendmmsg",
+        libc::SYS_write => "write",
+        libc::SYS_writev => "writev",
+        _ => return None,
+    })
+}

@@ -12,11 +12,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     clock::WallClock,
-    decode::{self, Event},
+    decode,
     engine::{Engine, Limits},
     ingest::Ingest,
     output::{
-        json::{self, LossBody, ProbeLine, StartBody, SummaryBody},
+        json::{self, LossBody, StartBody, SummaryBody, Units},
         sink::{SinkError, Stdout},
     },
     probes::{self, Options},
@@ -46,6 +46,7 @@ struct Ledger {
 
 struct State {
     clock: WallClock,
+    units: Units,
     engine: Engine,
     out: Stdout,
     counts: BTreeMap<&'static str, u64>,
@@ -58,9 +59,7 @@ impl State {
             Ok(event) => {
                 *self.counts.entry(event.kind_name()).or_default() += 1;
                 let a = self.engine.on_event(event);
-                let line = match &a.event {
-                    Event::Retransmit(r) => json::retransmit(&self.clock, a.sock, r),
-                };
+                let line = json::event(&self.clock, self.units, &a);
                 self.out.push(&line)
             }
             Err(e) => {
@@ -128,8 +127,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut loaded = probes::load(cfg.probes)?;
     let clock = WallClock::from_system();
+    let hz = crate::hz::kernel_hz();
     let mut state = State {
         clock,
+        units: Units { hz },
         engine: Engine::new(cfg.limits),
         out: Stdout::default(),
         counts: BTreeMap::new(),
@@ -142,14 +143,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     for p in &loaded.report {
         eprintln!(
-            "sendsight: probe {:<12} {} ({})",
+            "sendsight: probe {:<13} {:<11} {}{}{}",
             p.probe,
-            if p.attached {
-                "attached:"
-            } else {
-                "UNAVAILABLE:"
-            },
-            if p.attached { &p.attach } else { &p.note }
+            format!("{:?}", p.state).to_lowercase(),
+            p.attach,
+            if p.note.is_empty() { "" } else { ": " },
+            p.note
+        );
+    }
+    if !loaded.core_ok() {
+        anyhow::bail!(
+            "this kernel lacks what sendsight needs for its core job (retransmits and send              errors); see `sendsight check`"
         );
     }
     let kernel = kernel_release();
@@ -164,16 +168,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 version: env!("CARGO_PKG_VERSION"),
                 kernel: &kernel,
                 tracefs: &tracefs,
-                probes: loaded
-                    .report
-                    .iter()
-                    .map(|p| ProbeLine {
-                        probe: p.probe,
-                        attach: &p.attach,
-                        attached: p.attached,
-                        note: &p.note,
-                    })
-                    .collect(),
+                hz,
+                probes: &loaded.report,
             },
         );
         state.out.push(&start)?;
@@ -273,7 +269,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             events: state.counts.clone(),
             lost_total: lost_map.values().sum(),
             lost: lost_map,
-            sockets_seen: state.engine.sockets.len() as u64,
+            sockets_seen: state.engine.sockets.seen,
         },
     );
     let r = failed

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod netns;
+pub mod scenarios;
 pub mod traffic;
 
 pub use agent::Agent;

@@ -51,7 +51,9 @@ pub fn cargo() -> Command {
 
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let desc = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {desc}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {desc}"))?;
     if !status.success() {
         bail!("{desc} failed: {status}");
     }

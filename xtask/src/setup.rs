@@ -32,14 +32,25 @@ fn ensure_rust() -> anyhow::Result<()> {
         );
     }
     if !toolchain_installed(STABLE) || !has_component(STABLE, "clippy") {
-        say(&format!("installing Rust {STABLE} (userspace toolchain) with clippy, rustfmt"));
+        say(&format!(
+            "installing Rust {STABLE} (userspace toolchain) with clippy, rustfmt"
+        ));
         cmd::run(cmd::command("rustup").args([
-            "toolchain", "install", STABLE, "--profile", "minimal", "-c", "clippy", "-c",
+            "toolchain",
+            "install",
+            STABLE,
+            "--profile",
+            "minimal",
+            "-c",
+            "clippy",
+            "-c",
             "rustfmt",
         ]))?;
     }
     if !toolchain_installed(EBPF_NIGHTLY) || !has_component(EBPF_NIGHTLY, "rust-src") {
-        say(&format!("installing {EBPF_NIGHTLY} with rust-src (eBPF toolchain)"));
+        say(&format!(
+            "installing {EBPF_NIGHTLY} with rust-src (eBPF toolchain)"
+        ));
         cmd::run(cmd::command("rustup").args([
             "toolchain",
             "install",
@@ -73,7 +84,10 @@ fn ensure_apt() -> anyhow::Result<()> {
             missing.join(" ")
         );
     }
-    say(&format!("installing Debian packages: {}", missing.join(" ")));
+    say(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     // The package lists of a fresh machine may predate llvm-22 in bookworm-security.
     cmd::run(cmd::command("apt-get").args(["update", "-q"]))?;
     cmd::run(

@@ -41,8 +41,14 @@ mod tests {
             .find_map(|l| l.strip_prefix("rust-version = "))
             .expect("workspace rust-version");
         let msrv = msrv.trim_matches('"');
-        assert!(STABLE.starts_with(msrv.split('.').next().unwrap()), "{msrv} vs {STABLE}");
+        assert!(
+            STABLE.starts_with(msrv.split('.').next().unwrap()),
+            "{msrv} vs {STABLE}"
+        );
         let build = std::fs::read_to_string(root.join("agent/build.rs")).unwrap();
-        assert!(build.contains(&format!("\"{EBPF_NIGHTLY}\"")), "agent/build.rs");
+        assert!(
+            build.contains(&format!("\"{EBPF_NIGHTLY}\"")),
+            "agent/build.rs"
+        );
     }
 }

@@ -1,66 +1,157 @@
 //! Socket identity. The kernel hands us `struct sock` addresses; we never print
 //! those (they are kernel pointers, and reused after free). Each address gets a small
 //! id, starting at 1, that stays the same for all events of that socket while tracked.
+//! The table also remembers each socket's flow (to match ICMP messages and error
+//! reports, which carry a flow but no socket) and its owner (for softirq events).
 
 use std::collections::{HashMap, VecDeque};
 
+use agent_common::event::{Flow, Owner};
+
+/// A flow as a lookup key (the state byte left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub family: u16,
+    pub protocol: u8,
+    pub saddr: [u8; 16],
+    pub sport: u16,
+    pub daddr: [u8; 16],
+    pub dport: u16,
+}
+
+impl From<&Flow> for FlowKey {
+    fn from(f: &Flow) -> Self {
+        FlowKey {
+            family: f.family,
+            protocol: f.protocol,
+            saddr: f.saddr,
+            sport: f.sport,
+            daddr: f.daddr,
+            dport: f.dport,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: u64,
+    pub flow: Option<FlowKey>,
+    pub owner: Option<Owner>,
+}
+
 pub struct SocketTable {
-    ids: HashMap<u64, u64>,
+    by_sk: HashMap<u64, Entry>,
+    by_flow: HashMap<FlowKey, u64>,
     /// Insertion order, for evicting the oldest when full.
     order: VecDeque<u64>,
     next: u64,
     max: usize,
     /// Sockets forgotten because the table was full (a ledger entry).
     pub evicted: u64,
+    /// Sockets ever seen.
+    pub seen: u64,
 }
 
 impl SocketTable {
     pub fn new(max: usize) -> Self {
         Self {
-            ids: HashMap::new(),
+            by_sk: HashMap::new(),
+            by_flow: HashMap::new(),
             order: VecDeque::new(),
             next: 1,
             max: max.max(1),
             evicted: 0,
+            seen: 0,
         }
     }
 
-    pub fn id_for(&mut self, sk: u64) -> u64 {
-        if let Some(id) = self.ids.get(&sk) {
-            return *id;
-        }
-        if self.ids.len() >= self.max {
-            while let Some(old) = self.order.pop_front() {
-                if self.ids.remove(&old).is_some() {
-                    self.evicted += 1;
-                    break;
+    /// The entry of socket `sk`, created if new.
+    pub fn entry(&mut self, sk: u64) -> &mut Entry {
+        if !self.by_sk.contains_key(&sk) {
+            if self.by_sk.len() >= self.max {
+                while let Some(old) = self.order.pop_front() {
+                    if self.remove(old) {
+                        self.evicted += 1;
+                        break;
+                    }
                 }
             }
+            let id = self.next;
+            self.next += 1;
+            self.seen += 1;
+            self.by_sk.insert(
+                sk,
+                Entry {
+                    id,
+                    flow: None,
+                    owner: None,
+                },
+            );
+            self.order.push_back(sk);
+            // Forgotten sockets leave stale entries behind; compact so the queue stays
+            // within a constant factor of the table.
+            if self.order.len() > 2 * self.max {
+                let by_sk = &self.by_sk;
+                self.order.retain(|sk| by_sk.contains_key(sk));
+            }
         }
-        let id = self.next;
-        self.next += 1;
-        self.ids.insert(sk, id);
-        self.order.push_back(sk);
-        // Forgotten sockets leave stale entries behind; compact so the queue stays
-        // within a constant factor of the table.
-        if self.order.len() > 2 * self.max {
-            let ids = &self.ids;
-            self.order.retain(|sk| ids.contains_key(sk));
+        self.by_sk.get_mut(&sk).expect("just inserted")
+    }
+
+    pub fn id_for(&mut self, sk: u64) -> u64 {
+        self.entry(sk).id
+    }
+
+    /// Records what an event told us about `sk`; returns its id and best owner.
+    pub fn learn(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> (u64, Option<Owner>) {
+        let key = FlowKey::from(flow);
+        let e = self.entry(sk);
+        let old_flow = e.flow.replace(key);
+        if owner.pid != 0 {
+            e.owner = Some(*owner);
         }
-        id
+        let (id, best) = (e.id, e.owner);
+        if old_flow != Some(key) {
+            if let Some(old) = old_flow {
+                self.by_flow.remove(&old);
+            }
+            self.by_flow.insert(key, sk);
+        }
+        (id, best)
+    }
+
+    /// The socket (sk, id, owner) with this flow, if tracked.
+    pub fn by_flow(&self, flow: &Flow) -> Option<(u64, u64, Option<Owner>)> {
+        let sk = *self.by_flow.get(&FlowKey::from(flow))?;
+        let e = self.by_sk.get(&sk)?;
+        Some((sk, e.id, e.owner))
+    }
+
+    fn remove(&mut self, sk: u64) -> bool {
+        match self.by_sk.remove(&sk) {
+            Some(e) => {
+                if let Some(f) = e.flow
+                    && self.by_flow.get(&f) == Some(&sk)
+                {
+                    self.by_flow.remove(&f);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// The socket closed: a later socket at the same address is a new socket.
     pub fn forget(&mut self, sk: u64) {
-        self.ids.remove(&sk);
+        self.remove(sk);
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.by_sk.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.by_sk.is_empty()
     }
 }
 
@@ -80,13 +171,41 @@ mod tests {
     }
 
     #[test]
-    fn bounded() {
+    fn bounded_with_flows() {
         let mut t = SocketTable::new(4);
-        for sk in 0..100 {
-            t.id_for(sk);
+        for sk in 0..100u64 {
+            let flow = Flow {
+                sport: sk as u16,
+                ..Flow::default()
+            };
+            t.learn(sk, &flow, &Owner::default());
             assert!(t.len() <= 4);
+            assert!(t.by_flow.len() <= 4);
         }
         assert_eq!(t.evicted, 96);
+    }
+
+    #[test]
+    fn finds_by_flow_and_keeps_owner() {
+        let mut t = SocketTable::new(8);
+        let flow = Flow {
+            sport: 1,
+            dport: 2,
+            family: 2,
+            protocol: 6,
+            ..Flow::default()
+        };
+        let owner = Owner {
+            pid: 7,
+            ..Owner::default()
+        };
+        let (id, _) = t.learn(0xa, &flow, &owner);
+        // A softirq event (no owner) keeps the one learned from process context.
+        let (_, best) = t.learn(0xa, &flow, &Owner::default());
+        assert_eq!(best.unwrap().pid, 7);
+        assert_eq!(t.by_flow(&flow).map(|(_, id, _)| id), Some(id));
+        t.forget(0xa);
+        assert!(t.by_flow(&flow).is_none());
     }
 
     #[test]

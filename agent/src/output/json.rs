@@ -3,11 +3,11 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use agent_common::event::{Flow, Retransmit, retransmit_flags};
+use agent_common::event::{Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source};
 use serde::Serialize;
 
 use super::SCHEMA;
-use crate::{clock::WallClock, net};
+use crate::{clock::WallClock, decode::Event, engine::Annotated, errno, net};
 
 #[derive(Serialize)]
 pub struct Line<'a, B: Serialize> {
@@ -67,49 +67,268 @@ impl From<&Flow> for FlowBody {
     }
 }
 
+/// The process behind a socket event.
 #[derive(Serialize)]
-pub struct RetransmitBody {
-    pub sock: u64,
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
+impl From<&Owner> for Process {
+    fn from(o: &Owner) -> Self {
+        let end = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
+        Process {
+            pid: o.pid,
+            tid: o.tid,
+            comm: String::from_utf8_lossy(&o.comm[..end]).into_owned(),
+            cgroup_id: o.cgroup,
+        }
+    }
+}
+
+/// Fields every socket event shares.
+#[derive(Serialize)]
+pub struct SocketBody {
+    pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
+    pub process: Option<Process>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+}
+
+fn socket_body(a: &Annotated, flow: &Flow, netns: u32) -> SocketBody {
+    SocketBody {
+        sock: a.sock,
+        flow: FlowBody::from(flow),
+        process: a.owner.as_ref().map(Process::from),
+        netns: (netns != 0).then_some(netns),
+    }
+}
+
+#[derive(Serialize)]
+pub struct RetransmitBody {
+    #[serde(flatten)]
+    pub socket: SocketBody,
     pub state: &'static str,
+    /// "rto", "fast", "tlp", "other".
+    pub kind: &'static str,
     /// Segments in the retransmitted skb; the kernel's counters count these.
     pub segs: u32,
     /// Payload bytes in the skb.
-    pub bytes: u32,
-    pub seg_len: u32,
+    pub bytes: Option<u32>,
+    pub seg_len: Option<u32>,
+    pub seq: Option<u32>,
+    pub mss: Option<u32>,
+    /// Path MTU the socket last synced to.
+    pub pmtu: Option<u32>,
+    pub rto_ms: Option<f64>,
+    pub backoff: u8,
+    /// Written but not yet acknowledged bytes.
+    pub snd_queue: Option<u32>,
+    pub srtt_us: Option<u32>,
+    pub cwnd: Option<u32>,
+    pub ca_state: &'static str,
     /// Transmit result, when the kernel reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub err: Option<i32>,
     pub cpu: u32,
 }
 
-pub fn retransmit(clock: &WallClock, sock: u64, e: &Retransmit) -> Vec<u8> {
-    let ts = clock.rfc3339(e.header.ts_ns);
-    let known = e.flags & retransmit_flags::NO_SKB == 0;
-    line(
-        "retransmit",
-        &ts,
-        clock.unix_ns(e.header.ts_ns),
-        RetransmitBody {
-            sock,
-            flow: FlowBody::from(&e.flow),
-            state: net::tcp_state_name(e.flow.state),
-            segs: e.segs,
-            bytes: if known { e.len } else { 0 },
-            seg_len: if known { e.seg_len } else { 0 },
-            err: (e.flags & retransmit_flags::HAS_ERR != 0).then_some(e.err),
-            cpu: e.header.cpu,
-        },
-    )
+#[derive(Serialize)]
+pub struct SendErrorBody {
+    #[serde(flatten)]
+    pub socket: SocketBody,
+    pub state: Option<&'static str>,
+    pub errno: i32,
+    pub errno_name: String,
+    pub errno_text: &'static str,
+    /// Bytes the failing call asked to send, when known.
+    pub bytes: Option<u32>,
+    pub syscall: Option<&'static str>,
+    /// Which hooks saw it: "socket" (the socket layer), "syscall" (the syscall exit).
+    pub source: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
-pub struct ProbeLine<'a> {
-    pub probe: &'a str,
-    pub attach: &'a str,
-    pub attached: bool,
-    pub note: &'a str,
+pub struct IcmpBody {
+    pub sock: Option<u64>,
+    /// "received": this host got the message; "sent": this host (a router) sent it.
+    pub source: &'static str,
+    /// Next-hop MTU reported (null when not known: locally sent messages).
+    pub mtu: Option<u32>,
+    /// Who sent the message (null for "sent").
+    pub router: Option<IpAddr>,
+    #[serde(flatten)]
+    pub flow: FlowBody,
+    /// TCP sequence number quoted in the message.
+    pub seq: Option<u32>,
+    pub process: Option<Process>,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct StateBody {
+    #[serde(flatten)]
+    pub socket: SocketBody,
+    pub old_state: &'static str,
+    pub new_state: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct SocketErrorBody {
+    pub sock: Option<u64>,
+    #[serde(flatten)]
+    pub flow: FlowBody,
+    pub process: Option<Process>,
+    pub errno: i32,
+    pub errno_name: String,
+    pub errno_text: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct CongBody {
+    #[serde(flatten)]
+    pub socket: SocketBody,
+    pub ca_state: &'static str,
+}
+
+/// How to render kernel units.
+#[derive(Clone, Copy, Debug)]
+pub struct Units {
+    /// Kernel HZ (jiffies per second), when known.
+    pub hz: Option<u32>,
+}
+
+fn known<T: Copy>(ok: bool, v: T) -> Option<T> {
+    ok.then_some(v)
+}
+
+/// One event, annotated by the engine, as a JSON line.
+pub fn event(clock: &WallClock, units: Units, a: &Annotated) -> Vec<u8> {
+    let h = a.event.header();
+    let ts = clock.rfc3339(h.ts_ns);
+    let ts_ns = clock.unix_ns(h.ts_ns);
+    let kind = a.event.kind_name();
+    match &a.event {
+        Event::Retransmit(e) => {
+            let skb = e.flags & retransmit_flags::NO_SKB == 0;
+            let sk = e.flags & retransmit_flags::NO_SOCK == 0;
+            line(
+                kind,
+                &ts,
+                ts_ns,
+                RetransmitBody {
+                    socket: socket_body(a, &e.flow, e.netns),
+                    state: net::tcp_state_name(e.flow.state),
+                    kind: net::retransmit_kind_name(e.kind),
+                    segs: e.segs,
+                    bytes: known(skb, e.len),
+                    seg_len: known(skb, e.seg_len),
+                    seq: known(skb, e.seq),
+                    mss: known(sk, e.mss),
+                    pmtu: known(sk && e.pmtu != 0, e.pmtu),
+                    rto_ms: units
+                        .hz
+                        .filter(|_| sk && e.rto_jiffies != 0)
+                        .map(|hz| e.rto_jiffies as f64 * 1000.0 / hz as f64),
+                    backoff: e.backoff,
+                    snd_queue: known(sk, e.snd_queue),
+                    srtt_us: known(sk, e.srtt_us),
+                    cwnd: known(sk, e.cwnd),
+                    ca_state: net::ca_state_name(e.ca_state),
+                    err: (e.flags & retransmit_flags::HAS_ERR != 0).then_some(e.err),
+                    cpu: e.header.cpu,
+                },
+            )
+        }
+        Event::SendError(e) => {
+            let has_sock = e.flags & send_flags::NO_SOCK == 0;
+            let mut source = Vec::new();
+            if e.source & send_source::SOCKET != 0 {
+                source.push("socket");
+            }
+            if e.source & send_source::SYSCALL != 0 {
+                source.push("syscall");
+            }
+            line(
+                kind,
+                &ts,
+                ts_ns,
+                SendErrorBody {
+                    socket: socket_body(a, &e.flow, e.netns),
+                    state: (has_sock && e.flow.protocol == agent_common::event::IPPROTO_TCP)
+                        .then(|| net::tcp_state_name(e.flow.state)),
+                    errno: e.errno,
+                    errno_name: errno::name(e.errno),
+                    errno_text: errno::text(e.errno),
+                    bytes: known(e.flags & send_flags::BYTES_KNOWN != 0, e.bytes),
+                    syscall: net::syscall_name(e.syscall),
+                    source,
+                },
+            )
+        }
+        Event::IcmpTooBig(e) => {
+            let received = e.source == icmp_source::RECEIVED;
+            line(
+                kind,
+                &ts,
+                ts_ns,
+                IcmpBody {
+                    sock: a.sock,
+                    source: if received { "received" } else { "sent" },
+                    mtu: known(e.mtu != 0, e.mtu),
+                    router: received.then(|| net::ip(e.quoted.family, &e.router)),
+                    flow: FlowBody::from(&e.quoted),
+                    seq: known(e.quoted.protocol == agent_common::event::IPPROTO_TCP, e.seq),
+                    process: a.owner.as_ref().map(Process::from),
+                    icmp_type: e.icmp_type,
+                    icmp_code: e.icmp_code,
+                    netns: known(e.netns != 0, e.netns),
+                    ifindex: known(e.ifindex != 0, e.ifindex),
+                },
+            )
+        }
+        Event::SocketState(e) => line(
+            kind,
+            &ts,
+            ts_ns,
+            StateBody {
+                socket: socket_body(a, &e.flow, e.netns),
+                old_state: net::tcp_state_name(e.old_state),
+                new_state: net::tcp_state_name(e.new_state),
+            },
+        ),
+        Event::SocketError(e) => line(
+            kind,
+            &ts,
+            ts_ns,
+            SocketErrorBody {
+                sock: a.sock,
+                flow: FlowBody::from(&e.flow),
+                process: a.owner.as_ref().map(Process::from),
+                errno: e.errno,
+                errno_name: errno::name(e.errno),
+                errno_text: errno::text(e.errno),
+            },
+        ),
+        Event::CongState(e) => line(
+            kind,
+            &ts,
+            ts_ns,
+            CongBody {
+                socket: socket_body(a, &e.flow, 0),
+                ca_state: net::ca_state_name(e.state),
+            },
+        ),
+    }
 }
 
 #[derive(Serialize)]
@@ -117,7 +336,8 @@ pub struct StartBody<'a> {
     pub version: &'static str,
     pub kernel: &'a str,
     pub tracefs: &'a str,
-    pub probes: Vec<ProbeLine<'a>>,
+    pub hz: Option<u32>,
+    pub probes: &'a [crate::probes::ProbeStatus],
 }
 
 #[derive(Serialize)]

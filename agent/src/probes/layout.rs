@@ -1,11 +1,11 @@
 //! Builds the `Layout` table the programs read: tracepoint offsets from tracefs,
 //! struct member offsets from BTF. Everything the programs touch is checked here
-//! for existence and size, so a kernel that moved or resized something is reported
-//! at start-up instead of producing wrong numbers.
+//! for existence and size; what a kernel lacks becomes `ABSENT` plus a note, and
+//! the probe that needs it is reported degraded or unavailable, never silently wrong.
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, KernelStructs, Layout, RetransmitTp};
+use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, SkbTp};
 
 use super::{
     btf::{Btf, BtfError},
@@ -41,7 +41,14 @@ fn tp_field(format: &Format, tp: &str, name: &str, size: u16) -> Result<u16, Lay
     Ok(f.offset)
 }
 
-fn member(btf: &Btf, strukt: &str, path: &str, size: u32) -> Result<u16, LayoutError> {
+fn tp_opt(format: &Format, tp: &str, name: &str, size: u16) -> Result<u16, LayoutError> {
+    match format.field(name) {
+        Some(_) => tp_field(format, tp, name, size),
+        None => Ok(ABSENT),
+    }
+}
+
+pub fn member(btf: &Btf, strukt: &str, path: &str, size: u32) -> Result<u16, LayoutError> {
     let m = btf.member(strukt, path)?;
     if m.size != size {
         return Err(LayoutError::Size {
@@ -55,6 +62,38 @@ fn member(btf: &Btf, strukt: &str, path: &str, size: u32) -> Result<u16, LayoutE
         got: m.offset,
         want: u16::MAX as u32,
     })
+}
+
+/// Resolution with a record of what is missing, for the probe report.
+pub struct Resolver<'a> {
+    pub btf: &'a Btf,
+    pub missing: Vec<String>,
+}
+
+impl Resolver<'_> {
+    /// A member the programs can do without: ABSENT (and noted) when missing.
+    fn opt(&mut self, strukt: &str, path: &str, size: u32) -> u16 {
+        match member(self.btf, strukt, path, size) {
+            Ok(off) => off,
+            Err(e) => {
+                self.missing.push(e.to_string());
+                ABSENT
+            }
+        }
+    }
+
+    /// The first of several candidate paths that exists (members move between
+    /// kernel versions).
+    fn first(&mut self, strukt: &str, paths: &[&str], size: u32) -> u16 {
+        for p in paths {
+            if let Ok(off) = member(self.btf, strukt, p, size) {
+                return off;
+            }
+        }
+        self.missing
+            .push(format!("struct {strukt} has none of {}", paths.join(", ")));
+        ABSENT
+    }
 }
 
 pub fn retransmit_tp(root: &Path) -> Result<RetransmitTp, LayoutError> {
@@ -72,26 +111,144 @@ pub fn retransmit_tp(root: &Path) -> Result<RetransmitTp, LayoutError> {
         saddr_v6: tp_field(&f, TP, "saddr_v6", 16)?,
         daddr_v6: tp_field(&f, TP, "daddr_v6", 16)?,
         // Added in 6.x; older kernels only report successful retransmits.
-        err: match f.field("err") {
-            Some(_) => tp_field(&f, TP, "err", 4)?,
+        err: tp_opt(&f, TP, "err", 4)?,
+        _reserved: 0,
+    })
+}
+
+/// The shared flow fields of `group:name`, plus up to two extra fields.
+pub fn flow_tp(
+    root: &Path,
+    group: &str,
+    name: &str,
+    skaddr: bool,
+    extra1: Option<(&str, u16)>,
+    extra2: Option<(&str, u16)>,
+) -> Result<FlowTp, LayoutError> {
+    let tp = format!("{group}:{name}");
+    let f = tracefs::read_format(root, group, name)?;
+    Ok(FlowTp {
+        skaddr: if skaddr {
+            tp_field(&f, &tp, "skaddr", 8)?
+        } else {
+            ABSENT
+        },
+        sport: tp_field(&f, &tp, "sport", 2)?,
+        dport: tp_field(&f, &tp, "dport", 2)?,
+        family: tp_field(&f, &tp, "family", 2)?,
+        protocol: tp_opt(&f, &tp, "protocol", 2)?,
+        saddr: tp_field(&f, &tp, "saddr", 4)?,
+        daddr: tp_field(&f, &tp, "daddr", 4)?,
+        saddr_v6: tp_field(&f, &tp, "saddr_v6", 16)?,
+        daddr_v6: tp_field(&f, &tp, "daddr_v6", 16)?,
+        extra1: match extra1 {
+            Some((n, s)) => tp_field(&f, &tp, n, s)?,
+            None => ABSENT,
+        },
+        extra2: match extra2 {
+            Some((n, s)) => tp_field(&f, &tp, n, s)?,
             None => ABSENT,
         },
         _reserved: 0,
     })
 }
 
-pub fn kernel_structs(btf: &Btf) -> Result<KernelStructs, LayoutError> {
-    Ok(KernelStructs {
-        skb_len: member(btf, "sk_buff", "len", 4)?,
-        skb_cb: member(btf, "sk_buff", "cb", 48)?,
-        tcb_gso_segs: member(btf, "tcp_skb_cb", "tcp_gso_segs", 2)?,
-        tcb_gso_size: member(btf, "tcp_skb_cb", "tcp_gso_size", 2)?,
+pub fn send_tp(root: &Path) -> Result<SendTp, LayoutError> {
+    const TP: &str = "sock:sock_send_length";
+    let f = tracefs::read_format(root, "sock", "sock_send_length")?;
+    Ok(SendTp {
+        sk: tp_field(&f, TP, "sk", 8)?,
+        ret: tp_field(&f, TP, "ret", 4)?,
     })
 }
 
-pub fn resolve(root: &Path, btf: &Btf) -> Result<Layout, LayoutError> {
-    Ok(Layout {
-        retransmit_tp: retransmit_tp(root)?,
-        kernel: kernel_structs(btf)?,
-    })
+pub fn netif_tp(root: &Path) -> Result<u16, LayoutError> {
+    let f = tracefs::read_format(root, "net", "netif_receive_skb")?;
+    tp_field(&f, "net:netif_receive_skb", "skbaddr", 8)
+}
+
+pub fn icmp_send_tp(root: &Path) -> Result<(u16, u16, u16), LayoutError> {
+    const TP: &str = "icmp:icmp_send";
+    let f = tracefs::read_format(root, "icmp", "icmp_send")?;
+    Ok((
+        tp_field(&f, TP, "skbaddr", 8)?,
+        tp_field(&f, TP, "type", 4)?,
+        tp_field(&f, TP, "code", 4)?,
+    ))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn regs(r: &mut Resolver) -> (u16, u16, u16, u16) {
+    (
+        r.opt("pt_regs", "orig_ax", 8),
+        r.opt("pt_regs", "di", 8),
+        r.opt("pt_regs", "si", 8),
+        r.opt("pt_regs", "dx", 8),
+    )
+}
+
+#[cfg(target_arch = "aarch64")]
+fn regs(r: &mut Resolver) -> (u16, u16, u16, u16) {
+    let base = r.opt("user_pt_regs", "regs", 31 * 8);
+    let arg = |n: u16| if base == ABSENT { ABSENT } else { base + 8 * n };
+    (r.opt("pt_regs", "syscallno", 4), arg(0), arg(1), arg(2))
+}
+
+pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
+    let (regs_nr, regs_arg0, regs_arg1, regs_arg2) = regs(r);
+    KernelStructs {
+        skb_len: r.opt("sk_buff", "len", 4),
+        skb_cb: r.opt("sk_buff", "cb", 48),
+        skb_head: r.opt("sk_buff", "head", 8),
+        skb_network_header: r.opt("sk_buff", "network_header", 2),
+        skb_protocol: r.opt("sk_buff", "protocol", 2),
+        skb_dev: r.opt("sk_buff", "dev", 8),
+        tcb_seq: r.opt("tcp_skb_cb", "seq", 4),
+        tcb_gso_segs: r.opt("tcp_skb_cb", "tcp_gso_segs", 2),
+        tcb_gso_size: r.opt("tcp_skb_cb", "tcp_gso_size", 2),
+        dev_ifindex: r.opt("net_device", "ifindex", 4),
+        dev_net: r.opt("net_device", "nd_net.net", 8),
+        sk_family: r.opt("sock", "__sk_common.skc_family", 2),
+        sk_state: r.opt("sock", "__sk_common.skc_state", 1),
+        sk_num: r.opt("sock", "__sk_common.skc_num", 2),
+        sk_dport: r.opt("sock", "__sk_common.skc_dport", 2),
+        sk_rcv_saddr: r.opt("sock", "__sk_common.skc_rcv_saddr", 4),
+        sk_daddr: r.opt("sock", "__sk_common.skc_daddr", 4),
+        sk_v6_rcv_saddr: r.opt("sock", "__sk_common.skc_v6_rcv_saddr", 16),
+        sk_v6_daddr: r.opt("sock", "__sk_common.skc_v6_daddr", 16),
+        sk_net: r.opt("sock", "__sk_common.skc_net.net", 8),
+        sk_protocol: r.opt("sock", "sk_protocol", 2),
+        net_inum: r.opt("net", "ns.inum", 4),
+        icsk_rto: r.opt("inet_connection_sock", "icsk_rto", 4),
+        icsk_ca_state: r.opt("inet_connection_sock", "icsk_ca_state", 1),
+        icsk_backoff: r.opt("inet_connection_sock", "icsk_backoff", 1),
+        icsk_pending: r.opt("inet_connection_sock", "icsk_pending", 1),
+        icsk_pmtu_cookie: r.opt("inet_connection_sock", "icsk_pmtu_cookie", 4),
+        tp_mss_cache: r.opt("tcp_sock", "mss_cache", 4),
+        tp_write_seq: r.opt("tcp_sock", "write_seq", 4),
+        tp_snd_una: r.opt("tcp_sock", "snd_una", 4),
+        tp_srtt_us: r.opt("tcp_sock", "srtt_us", 4),
+        tp_snd_cwnd: r.first("tcp_sock", &["snd_cwnd"], 4),
+        task_files: r.opt("task_struct", "files", 8),
+        files_fdt: r.opt("files_struct", "fdt", 8),
+        fdt_fd: r.opt("fdtable", "fd", 8),
+        fdt_max_fds: r.opt("fdtable", "max_fds", 4),
+        file_inode: r.opt("file", "f_inode", 8),
+        file_private_data: r.opt("file", "private_data", 8),
+        inode_mode: r.opt("inode", "i_mode", 2),
+        socket_sk: r.opt("socket", "sk", 8),
+        regs_nr,
+        regs_arg0,
+        regs_arg1,
+        regs_arg2,
+    }
+}
+
+/// A layout with every tracepoint marked absent, for filling in probe by probe.
+pub fn empty() -> Layout {
+    Layout::UNRESOLVED
+}
+
+pub fn skb_tp_absent() -> SkbTp {
+    Layout::UNRESOLVED.skb_tp
 }

@@ -1,17 +1,23 @@
 //! Deciding what to attach, and attaching it: tracefs and BTF resolution, loading the
-//! embedded object with the resolved layout, attaching each program, and a report of
-//! what happened to each probe (printed at start-up).
+//! embedded object with the resolved layout, attaching each program where the
+//! kernel allows, and a report of what happened to each probe (`sendsight check`,
+//! and the `start` line of `run`).
 
 pub mod btf;
 pub mod layout;
 pub mod tracefs;
 
-use agent_common::loss;
+use agent_common::{
+    event::SockInfo,
+    layout::{ABSENT, Config, Layout, send_slot},
+    loss,
+};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
 };
+use serde::Serialize;
 
 use crate::EBPF_OBJECT;
 
@@ -26,15 +32,8 @@ pub enum ProbeError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
-    #[error("resolving kernel layouts: {0}")]
-    Layout(#[from] layout::LayoutError),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("program {program}: {source}")]
-    Program {
-        program: &'static str,
-        source: aya::programs::ProgramError,
-    },
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
     #[error("map {name}: {source}")]
@@ -49,34 +48,50 @@ pub enum ProbeError {
 pub struct Options {
     /// EVENTS ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Entries of the kernel's socket -> owner/counters map.
+    pub max_sockets: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             ring_bytes: 1 << 20,
+            max_sockets: 65_536,
         }
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Attached,
+    /// Attached, with a documented gap (a field this kernel lacks).
+    Degraded,
+    /// Not attached; `note` says why and what covers for it.
+    Unavailable,
+}
+
 /// How one probe ended up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ProbeStatus {
     pub probe: &'static str,
     pub attach: String,
-    pub attached: bool,
+    pub state: State,
     pub note: String,
 }
 
-/// Loaded and attached programs plus the maps the agent reads. Dropping `ebpf`
-/// detaches every program (aya's links are owned by it).
+/// Loaded and attached programs plus the maps the agent reads.
 pub struct Loaded {
-    pub ebpf: Ebpf,
+    /// Dropping it detaches and unloads every program (aya owns the links).
+    ebpf: Option<Ebpf>,
     /// Taken by the ingest stage.
     pub events: Option<RingBuf<MapData>>,
     pub lost: PerCpuArray<MapData, u64>,
+    pub socks: HashMap<MapData, u64, SockInfo>,
     pub report: Vec<ProbeStatus>,
     pub tracefs: tracefs::Found,
+    /// Kernel struct members this kernel lacks (each degrades some field).
+    pub missing_members: Vec<String>,
 }
 
 impl Loaded {
@@ -94,15 +109,54 @@ impl Loaded {
     /// Detach every program: after this no event is produced. The maps stay
     /// readable so the ring can be drained and the ledger read.
     pub fn detach(&mut self) {
-        let names: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            if let Some(p) = self.ebpf.program_mut(&name) {
-                // Unloading also drops the program's links.
-                let _ = match p {
-                    aya::programs::Program::TracePoint(tp) => tp.unload(),
-                    _ => Ok(()),
-                };
-            }
+        self.ebpf.take();
+    }
+
+    /// Is the core job (retransmits, and send errors from some source) covered?
+    pub fn core_ok(&self) -> bool {
+        let up = |p: &str| {
+            self.report
+                .iter()
+                .any(|s| s.probe == p && s.state != State::Unavailable)
+        };
+        up("retransmit") && (up("send_syscall") || up("send_socket"))
+    }
+}
+
+/// Send-family syscalls of this architecture, in `send_slot` order.
+fn send_syscalls() -> [i32; 8] {
+    let mut s = [-1i32; 8];
+    s[send_slot::SENDTO] = libc::SYS_sendto as i32;
+    s[send_slot::WRITE] = libc::SYS_write as i32;
+    s[send_slot::SENDMSG] = libc::SYS_sendmsg as i32;
+    s[send_slot::WRITEV] = libc::SYS_writev as i32;
+    s[send_slot::SENDMMSG] = libc::SYS_sendmmsg as i32;
+    s
+}
+
+/// One probe of the plan: what it needs, how it attaches.
+struct Plan {
+    probe: &'static str,
+    program: &'static str,
+    kind: Kind,
+    /// Why it cannot be attached, decided before loading (missing tracepoint, layout).
+    blocked: Option<String>,
+    /// A gap to report when attached.
+    degraded: Option<String>,
+    /// Said when it is unavailable: what covers for it.
+    fallback: &'static str,
+}
+
+enum Kind {
+    Tracepoint(&'static str, &'static str),
+    Raw(&'static str),
+}
+
+impl Kind {
+    fn describe(&self) -> String {
+        match self {
+            Kind::Tracepoint(g, n) => format!("tracepoint {g}:{n}"),
+            Kind::Raw(n) => format!("raw_tracepoint {n}"),
         }
     }
 }
@@ -112,26 +166,257 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         return Err(ProbeError::NoObject);
     }
     let found = tracefs::ensure_mounted()?;
+    let root = found.root().to_path_buf();
     let btf = btf::Btf::from_sys_fs()?;
-    let layout = layout::resolve(found.root(), &btf)?;
+    let mut resolver = layout::Resolver {
+        btf: &btf,
+        missing: Vec::new(),
+    };
+    let mut lay: Layout = layout::empty();
+    lay.kernel = layout::kernel_structs(&mut resolver);
+    let k = lay.kernel;
+
+    let mut plans = Vec::new();
+    let tp_missing = |g: &str, n: &str| {
+        (!tracefs::exists(&root, g, n))
+            .then(|| format!("tracepoint {g}:{n} does not exist on this kernel"))
+    };
+
+    // Retransmits: the core signal.
+    let mut p = Plan {
+        probe: "retransmit",
+        program: "tcp_retransmit_skb",
+        kind: Kind::Tracepoint("tcp", "tcp_retransmit_skb"),
+        blocked: tp_missing("tcp", "tcp_retransmit_skb"),
+        degraded: None,
+        fallback: "none: retransmits cannot be observed on this kernel",
+    };
+    if p.blocked.is_none() {
+        match layout::retransmit_tp(&root) {
+            Ok(t) => {
+                lay.retransmit_tp = t;
+                let mut gaps = Vec::new();
+                if t.err == ABSENT {
+                    gaps.push("no err field: failed retransmit attempts are not reported");
+                }
+                if k.skb_cb == ABSENT || k.tcb_gso_segs == ABSENT {
+                    gaps.push("skb layout unknown: segs assumed 1, sizes unknown");
+                }
+                if k.tp_mss_cache == ABSENT || k.tp_write_seq == ABSENT {
+                    gaps.push("tcp_sock layout unknown: mss/queue unknown");
+                }
+                if k.icsk_pending == ABSENT {
+                    gaps.push("icsk_pending unknown: TLP reported as other");
+                }
+                if !gaps.is_empty() {
+                    p.degraded = Some(gaps.join("; "));
+                }
+            }
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    // Send errors, socket layer (6.3+).
+    let mut p = Plan {
+        probe: "send_socket",
+        program: "sock_send_length",
+        kind: Kind::Tracepoint("sock", "sock_send_length"),
+        blocked: tp_missing("sock", "sock_send_length"),
+        degraded: None,
+        fallback: "send errors come from the syscall exits only; no per-socket send counters",
+    };
+    if p.blocked.is_none() {
+        match layout::send_tp(&root) {
+            Ok(t) => lay.send_tp = t,
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    // Send errors, syscall boundary (all kernels with BTF).
+    let fd_walk = [
+        k.task_files,
+        k.files_fdt,
+        k.fdt_fd,
+        k.fdt_max_fds,
+        k.file_inode,
+        k.file_private_data,
+        k.inode_mode,
+        k.socket_sk,
+        k.regs_nr,
+        k.regs_arg0,
+    ];
+    plans.push(Plan {
+        probe: "send_syscall",
+        program: "sys_exit",
+        kind: Kind::Raw("sys_exit"),
+        blocked: fd_walk
+            .contains(&ABSENT)
+            .then(|| "fd -> socket or pt_regs layout unknown in BTF".to_string()),
+        degraded: None,
+        fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
+    });
+
+    // Received too-big messages.
+    let mut p = Plan {
+        probe: "icmp_rx",
+        program: "netif_receive_skb",
+        kind: Kind::Tracepoint("net", "netif_receive_skb"),
+        blocked: tp_missing("net", "netif_receive_skb"),
+        degraded: None,
+        fallback: "received too-big messages are not seen",
+    };
+    if [k.skb_head, k.skb_network_header, k.skb_protocol].contains(&ABSENT) {
+        p.blocked = Some("sk_buff layout unknown in BTF".into());
+    }
+    if p.blocked.is_none() {
+        match layout::netif_tp(&root) {
+            Ok(off) => lay.skb_tp.netif_skbaddr = off,
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    // Locally generated too-big messages (hosts that route).
+    let mut p = Plan {
+        probe: "icmp_tx",
+        program: "icmp_send",
+        kind: Kind::Tracepoint("icmp", "icmp_send"),
+        blocked: tp_missing("icmp", "icmp_send"),
+        degraded: Some("IPv4 only; the MTU is not in the tracepoint record".into()),
+        fallback: "frag-needed messages this host sends are not seen",
+    };
+    if p.blocked.is_none() {
+        match layout::icmp_send_tp(&root) {
+            Ok((skb, ty, code)) => {
+                lay.skb_tp.icmp_send_skbaddr = skb;
+                lay.skb_tp.icmp_send_type = ty;
+                lay.skb_tp.icmp_send_code = code;
+            }
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    // Socket context.
+    let mut p = Plan {
+        probe: "socket_state",
+        program: "inet_sock_set_state",
+        kind: Kind::Tracepoint("sock", "inet_sock_set_state"),
+        blocked: tp_missing("sock", "inet_sock_set_state"),
+        degraded: None,
+        fallback: "no state changes; owners are learned from sends only",
+    };
+    if p.blocked.is_none() {
+        match layout::flow_tp(
+            &root,
+            "sock",
+            "inet_sock_set_state",
+            true,
+            Some(("oldstate", 4)),
+            Some(("newstate", 4)),
+        ) {
+            Ok(t) => lay.set_state_tp = t,
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    let mut p = Plan {
+        probe: "socket_error",
+        program: "inet_sk_error_report",
+        kind: Kind::Tracepoint("sock", "inet_sk_error_report"),
+        blocked: tp_missing("sock", "inet_sk_error_report"),
+        degraded: None,
+        fallback: "socket errors are seen only when a send returns them",
+    };
+    if p.blocked.is_none() {
+        match layout::flow_tp(
+            &root,
+            "sock",
+            "inet_sk_error_report",
+            false,
+            Some(("error", 4)),
+            None,
+        ) {
+            Ok(t) => lay.error_report_tp = t,
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    let mut p = Plan {
+        probe: "cong_state",
+        program: "tcp_cong_state_set",
+        kind: Kind::Tracepoint("tcp", "tcp_cong_state_set"),
+        blocked: tp_missing("tcp", "tcp_cong_state_set"),
+        degraded: None,
+        fallback: "congestion state is read from the socket at each retransmit instead",
+    };
+    if p.blocked.is_none() {
+        match layout::flow_tp(
+            &root,
+            "tcp",
+            "tcp_cong_state_set",
+            true,
+            Some(("cong_state", 1)),
+            None,
+        ) {
+            Ok(t) => lay.cong_state_tp = t,
+            Err(e) => p.blocked = Some(e.to_string()),
+        }
+    }
+    plans.push(p);
+
+    let sys_exit_planned = plans
+        .iter()
+        .any(|p| p.probe == "send_syscall" && p.blocked.is_none());
+    let config = Config {
+        self_tgid: std::process::id(),
+        sys_exit_attached: sys_exit_planned as u32,
+        send_syscalls: send_syscalls(),
+        ..Config::DEFAULT
+    };
 
     let mut ebpf = EbpfLoader::new()
-        .override_global("LAYOUT", &layout, true)
+        .override_global("LAYOUT", &lay, true)
+        .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
+        .map_max_entries("SOCKS", opts.max_sockets)
         .load(EBPF_OBJECT)?;
 
     let mut report = Vec::new();
-    attach_tracepoint(&mut ebpf, "tcp_retransmit_skb", "tcp", "tcp_retransmit_skb")?;
-    report.push(ProbeStatus {
-        probe: "retransmit",
-        attach: "tracepoint tcp:tcp_retransmit_skb".into(),
-        attached: true,
-        note: if layout.retransmit_tp.err == agent_common::layout::ABSENT {
-            "no err field on this kernel: failed retransmit attempts are not reported".into()
-        } else {
-            "with err field".into()
-        },
-    });
+    for plan in plans {
+        let attach = plan.kind.describe();
+        let status = match &plan.blocked {
+            Some(why) => ProbeStatus {
+                probe: plan.probe,
+                attach,
+                state: State::Unavailable,
+                note: format!("{why}; fallback: {}", plan.fallback),
+            },
+            None => match attach_one(&mut ebpf, plan.program, &plan.kind) {
+                Ok(()) => ProbeStatus {
+                    probe: plan.probe,
+                    attach,
+                    state: if plan.degraded.is_some() {
+                        State::Degraded
+                    } else {
+                        State::Attached
+                    },
+                    note: plan.degraded.unwrap_or_default(),
+                },
+                Err(e) => ProbeStatus {
+                    probe: plan.probe,
+                    attach,
+                    state: State::Unavailable,
+                    note: format!("{e}; fallback: {}", plan.fallback),
+                },
+            },
+        };
+        report.push(status);
+    }
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
     let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
@@ -143,32 +428,39 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         name: "LOST",
         source,
     })?;
+    let socks = ebpf.take_map("SOCKS").ok_or(ProbeError::NoMap("SOCKS"))?;
+    let socks = HashMap::try_from(socks).map_err(|source| ProbeError::Map {
+        name: "SOCKS",
+        source,
+    })?;
     Ok(Loaded {
-        ebpf,
+        ebpf: Some(ebpf),
         events: Some(events),
         lost,
+        socks,
         report,
         tracefs: found,
+        missing_members: resolver.missing,
     })
 }
 
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    group: &str,
-    name: &str,
-) -> Result<(), ProbeError> {
-    let prog: &mut TracePoint = ebpf
+fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<(), String> {
+    let prog = ebpf
         .program_mut(program)
-        .ok_or(ProbeError::Program {
-            program,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program { program, source })?;
-    prog.load()
-        .map_err(|source| ProbeError::Program { program, source })?;
-    prog.attach(group, name)
-        .map_err(|source| ProbeError::Program { program, source })?;
+        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
+    match kind {
+        Kind::Tracepoint(group, name) => {
+            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| format!("loading {program}: {e}"))?;
+            tp.attach(group, name)
+                .map_err(|e| format!("attaching {program}: {e}"))?;
+        }
+        Kind::Raw(name) => {
+            let tp: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| format!("loading {program}: {e}"))?;
+            tp.attach(name)
+                .map_err(|e| format!("attaching {program}: {e}"))?;
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,285 @@
+//! The send path. Two sources, one event per failure:
+//!
+//! - `sock:sock_send_length` (6.3+) sees every send in the socket layer: successes
+//!   feed the per-socket counters in `SOCKS`; a failure is parked in `PENDING` for
+//!   its thread.
+//! - the raw `sys_exit` tracepoint sees send-family syscalls fail, including errors
+//!   returned before the socket layer (seccomp, bad fd, EFAULT). It returns at once
+//!   for successful syscalls (one compare), and for a failed send-family call emits
+//!   the event, merged with the parked socket-layer facts when there are some.
+//!
+//! Without `sys_exit` the socket layer emits directly; without `sock_send_length`
+//! (kernels before 6.3) the syscall exit resolves the socket from the fd itself.
+
+use agent_common::{
+    event::{Header, Owner, PendingSend, SendError, kind, send_flags, send_source},
+    layout::{ABSENT, send_slot},
+    loss::slot,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
+    },
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+
+use crate::{
+    cfg, lay,
+    maps::{EVENTS, PENDING, SOCKS, count_lost},
+    read::{self, Fail},
+    sock,
+};
+
+const EAGAIN: i32 = 11;
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    match try_sock_send_length(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_sock_send_length(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let ret = read::tp::<i32>(ctx, lay!(send_tp.ret))?;
+    let sk = read::tp::<u64>(ctx, lay!(send_tp.sk))?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
+        return Ok(0);
+    }
+    if ret >= 0 {
+        // The hot path: count, do not emit.
+        match SOCKS.get_ptr_mut(&sk) {
+            Some(info) => {
+                let info = unsafe { &mut *info };
+                info.send_bytes += ret as u64;
+                info.send_calls += 1;
+                if info.owner.tid != pid_tgid as u32 {
+                    info.owner = sock::current_owner();
+                }
+            }
+            None => {
+                sock::claim(sk);
+                if let Some(info) = SOCKS.get_ptr_mut(&sk) {
+                    let info = unsafe { &mut *info };
+                    info.send_bytes += ret as u64;
+                    info.send_calls += 1;
+                }
+            }
+        }
+        return Ok(0);
+    }
+    sock::claim(sk);
+    let errno = -ret;
+    if errno == EAGAIN {
+        if let Some(info) = SOCKS.get_ptr_mut(&sk) {
+            unsafe { (*info).eagain += 1 };
+        }
+        return Ok(0);
+    }
+    let tid = pid_tgid as u32;
+    if cfg!(sys_exit_attached) == 0 {
+        emit(
+            sk,
+            errno,
+            None,
+            -1,
+            send_source::SOCKET,
+            sock::current_owner(),
+            0,
+        );
+        return Ok(0);
+    }
+    // A failure still parked for this thread never met its syscall exit (io_uring,
+    // sendfile, kernel-internal sends): emit it now rather than overwrite it.
+    if let Some(old) = unsafe { PENDING.get(&tid) } {
+        let old = *old;
+        emit(
+            old.sk,
+            old.errno,
+            None,
+            -1,
+            send_source::SOCKET,
+            sock::current_owner(),
+            old.ts_ns,
+        );
+    }
+    let pending = PendingSend {
+        sk,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        errno,
+        _reserved: 0,
+    };
+    if PENDING.insert(&tid, &pending, 0).is_err() {
+        count_lost(slot::PENDING_FULL);
+        emit(
+            sk,
+            errno,
+            None,
+            -1,
+            send_source::SOCKET,
+            sock::current_owner(),
+            0,
+        );
+    }
+    Ok(0)
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    match try_sys_exit(&ctx) {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
+    // Runs on every syscall exit in the system: successful ones leave here.
+    let ret: i64 = ctx.arg(1);
+    if ret >= 0 {
+        return Ok(0);
+    }
+    let regs: u64 = ctx.arg(0);
+    let nr = read::kernel::<u64>(regs, lay!(kernel.regs_nr))? as i32;
+    let mut which = usize::MAX;
+    let calls: [i32; 8] = cfg!(send_syscalls);
+    for (i, n) in calls.iter().enumerate() {
+        if *n == nr && nr >= 0 {
+            which = i;
+        }
+    }
+    if which == usize::MAX {
+        return Ok(0);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
+        return Ok(0);
+    }
+    let tid = pid_tgid as u32;
+    let errno = (-ret) as i32;
+    let parked = unsafe { PENDING.get(&tid) }.copied();
+    if parked.is_some() {
+        let _ = PENDING.remove(&tid);
+    }
+    let (sk, mut source) = match parked {
+        Some(p) => (p.sk, send_source::SOCKET | send_source::SYSCALL),
+        None => {
+            let fd = read::kernel::<u64>(regs, lay!(kernel.regs_arg0))? as i64;
+            match sk_of_fd(fd) {
+                Ok(sk) => (sk, send_source::SYSCALL),
+                // Not a socket (a failing write() to a file): not ours.
+                Err(_) => return Ok(0),
+            }
+        }
+    };
+    if errno == EAGAIN {
+        if let Some(info) = SOCKS.get_ptr_mut(&sk) {
+            unsafe { (*info).eagain += 1 };
+        }
+        return Ok(0);
+    }
+    let bytes = match which {
+        send_slot::SENDTO | send_slot::WRITE => {
+            read::kernel::<u64>(regs, lay!(kernel.regs_arg2)).ok()
+        }
+        send_slot::SENDMSG => read::kernel::<u64>(regs, lay!(kernel.regs_arg1))
+            .ok()
+            .and_then(|msg| msghdr_len(msg).ok()),
+        _ => None,
+    };
+    if sk == 0 {
+        source = send_source::SYSCALL;
+    }
+    emit(sk, errno, bytes, nr, source, sock::current_owner(), 0);
+    Ok(0)
+}
+
+/// Total length of a user `struct msghdr`'s iovec (first 8 entries).
+#[inline(always)]
+fn msghdr_len(msg: u64) -> Result<u64, Fail> {
+    // struct msghdr { void *name; int namelen; struct iovec *iov; size_t iovlen; ... }:
+    // userspace ABI, fixed on 64-bit Linux.
+    let iov = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.map_err(|_| 1u32)?;
+    let n = unsafe { bpf_probe_read_user((msg + 24) as *const u64) }.map_err(|_| 1u32)?;
+    let mut total = 0u64;
+    for i in 0..8u64 {
+        if i >= n {
+            break;
+        }
+        let len =
+            unsafe { bpf_probe_read_user((iov + i * 16 + 8) as *const u64) }.map_err(|_| 1u32)?;
+        total += len;
+    }
+    Ok(total)
+}
+
+/// The `struct sock` behind a file descriptor of the current task, if it is a socket.
+#[inline(always)]
+fn sk_of_fd(fd: i64) -> Result<u64, Fail> {
+    if fd < 0 || lay!(kernel.fdt_fd) == ABSENT {
+        return Err(1);
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let files = read::kernel::<u64>(task, lay!(kernel.task_files))?;
+    let fdt = read::kernel::<u64>(files, lay!(kernel.files_fdt))?;
+    let max = read::kernel::<u32>(fdt, lay!(kernel.fdt_max_fds))? as i64;
+    if fd >= max {
+        return Err(1);
+    }
+    let fds = read::kernel::<u64>(fdt, lay!(kernel.fdt_fd))?;
+    let file = unsafe { bpf_probe_read_kernel((fds + (fd as u64) * 8) as *const u64) }
+        .map_err(|_| 1u32)?;
+    let inode = read::kernel::<u64>(file, lay!(kernel.file_inode))?;
+    let mode = read::kernel::<u16>(inode, lay!(kernel.inode_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Err(1);
+    }
+    let socket = read::kernel::<u64>(file, lay!(kernel.file_private_data))?;
+    read::kernel::<u64>(socket, lay!(kernel.socket_sk))
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    sk: u64,
+
+    errno: i32,
+    bytes: Option<u64>,
+    syscall: i32,
+    source: u32,
+    owner: Owner,
+    ts_ns: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<SendError>(0) else {
+        count_lost(slot::SEND_ERROR);
+        return;
+    };
+    let ev = entry.write(SendError::default());
+    ev.header = Header {
+        kind: kind::SEND_ERROR,
+        len: size_of::<SendError>() as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: if ts_ns != 0 {
+            ts_ns
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        },
+        sk,
+    };
+    match sock::flow_of(sk) {
+        Ok(flow) => ev.flow = flow,
+        Err(_) => ev.flags |= send_flags::NO_SOCK,
+    }
+    ev.owner = owner;
+    ev.errno = errno;
+    if let Some(b) = bytes {
+        ev.bytes = b.min(u32::MAX as u64) as u32;
+        ev.flags |= send_flags::BYTES_KNOWN;
+    }
+    ev.syscall = syscall;
+    ev.source = source;
+    ev.netns = sock::netns_of(sk);
+    entry.submit(0);
+}

@@ -1,0 +1,128 @@
+//! Socket context: state changes, error reports, congestion-state changes.
+
+use agent_common::{
+    event::{CongState, Header, IPPROTO_TCP, SocketError, SocketState, kind},
+    loss::slot,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    lay,
+    maps::{EVENTS, count_lost},
+    read::{self, Fail},
+    sock,
+};
+
+const TCP_SYN_SENT: u8 = 2;
+
+#[inline(always)]
+fn header(kind: u16, len: usize, sk: u64) -> Header {
+    Header {
+        kind,
+        len: len as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sk,
+    }
+}
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    match try_set_state(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let tp = lay!(set_state_tp);
+    let protocol = read::tp::<u16>(ctx, tp.protocol)? as u8;
+    if protocol != IPPROTO_TCP {
+        return Ok(0);
+    }
+    let sk = read::tp::<u64>(ctx, tp.skaddr)?;
+    let old = read::tp::<i32>(ctx, tp.extra1)? as u8;
+    let new = read::tp::<i32>(ctx, tp.extra2)? as u8;
+    // connect() moves CLOSE -> SYN_SENT in the caller's context: the earliest
+    // moment the owner is known, before the first send.
+    if new == TCP_SYN_SENT {
+        sock::claim(sk);
+    }
+    let Some(mut entry) = EVENTS.reserve::<SocketState>(0) else {
+        count_lost(slot::SOCKET_STATE);
+        return Ok(0);
+    };
+    let ev = entry.write(SocketState::default());
+    match sock::flow_from_tp(ctx, &tp, IPPROTO_TCP) {
+        Ok(flow) => {
+            ev.header = header(kind::SOCKET_STATE, size_of::<SocketState>(), sk);
+            ev.flow = flow;
+            ev.flow.state = new;
+            ev.old_state = old;
+            ev.new_state = new;
+            ev.owner = sock::owner_of(sk);
+            ev.netns = sock::netns_of(sk);
+            entry.submit(0);
+        }
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}
+
+#[tracepoint(category = "sock", name = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
+    match try_error_report(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let tp = lay!(error_report_tp);
+    let Some(mut entry) = EVENTS.reserve::<SocketError>(0) else {
+        count_lost(slot::SOCKET_ERROR);
+        return Ok(0);
+    };
+    let ev = entry.write(SocketError::default());
+    let filled = (|| -> Result<(), Fail> {
+        ev.flow = sock::flow_from_tp(ctx, &tp, 0)?;
+        ev.errno = read::tp::<i32>(ctx, tp.extra1)?;
+        ev.header = header(kind::SOCKET_ERROR, size_of::<SocketError>(), 0);
+        Ok(())
+    })();
+    match filled {
+        Ok(()) => entry.submit(0),
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}
+
+#[tracepoint(category = "tcp", name = "tcp_cong_state_set")]
+pub fn tcp_cong_state_set(ctx: TracePointContext) -> u32 {
+    match try_cong_state(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let tp = lay!(cong_state_tp);
+    let Some(mut entry) = EVENTS.reserve::<CongState>(0) else {
+        count_lost(slot::CONG_STATE);
+        return Ok(0);
+    };
+    let ev = entry.write(CongState::default());
+    let filled = (|| -> Result<(), Fail> {
+        let sk = read::tp::<u64>(ctx, tp.skaddr)?;
+        ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
+        ev.state = read::tp::<u8>(ctx, tp.extra1)?;
+        ev.header = header(kind::CONG_STATE, size_of::<CongState>(), sk);
+        Ok(())
+    })();
+    match filled {
+        Ok(()) => entry.submit(0),
+        Err(_) => entry.discard(0),
+    }
+    Ok(0)
+}

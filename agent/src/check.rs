@@ -1,0 +1,129 @@
+//! `sendsight check`: can this kernel run sendsight, and how? Loads and attaches
+//! every probe for real (then detaches), and reports each one with the kernel
+//! facts behind it.
+
+use serde::Serialize;
+
+use crate::{
+    hz, privileges,
+    probes::{self, Options, ProbeStatus, State, btf::VMLINUX, tracefs},
+};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub arch: &'static str,
+    pub btf: String,
+    pub tracefs: String,
+    pub capabilities: String,
+    pub hz: Option<u32>,
+    pub probes: Vec<ProbeStatus>,
+    /// Kernel struct members this kernel lacks (each degrades some field).
+    pub missing_members: Vec<String>,
+    /// Retransmits and send errors observable: the agent can do its core job.
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn check(opts: Options) -> Report {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let btf = match std::fs::metadata(VMLINUX) {
+        Ok(m) => format!("{VMLINUX} ({} bytes)", m.len()),
+        Err(e) => format!("missing: {VMLINUX}: {e}"),
+    };
+    let capabilities = match privileges::effective() {
+        Ok(set) => match privileges::missing_for_tracing(set) {
+            None => format!("ok (effective {set:#x})"),
+            Some(why) => why,
+        },
+        Err(e) => format!("unknown ({e})"),
+    };
+    let mut report = Report {
+        kernel,
+        arch: std::env::consts::ARCH,
+        btf,
+        tracefs: String::new(),
+        capabilities,
+        hz: hz::kernel_hz(),
+        probes: Vec::new(),
+        missing_members: Vec::new(),
+        ok: false,
+        error: None,
+    };
+    match probes::load(opts) {
+        Ok(mut loaded) => {
+            report.tracefs = match &loaded.tracefs {
+                tracefs::Found::AlreadyMounted(p) => format!("{} (mounted)", p.display()),
+                tracefs::Found::MountedByUs(p) => format!("{} (mounted by sendsight)", p.display()),
+            };
+            report.ok = loaded.core_ok();
+            report.probes = loaded.report.clone();
+            report.missing_members = loaded.missing_members.clone();
+            loaded.detach();
+        }
+        Err(e) => {
+            report.tracefs = if tracefs::exists(
+                std::path::Path::new(tracefs::MOUNT_POINT),
+                "tcp",
+                "tcp_retransmit_skb",
+            ) {
+                tracefs::MOUNT_POINT.to_string()
+            } else {
+                "not available".into()
+            };
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
+pub fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    out += &format!("kernel        {} ({})\n", r.kernel, r.arch);
+    out += &format!("btf           {}\n", r.btf);
+    out += &format!("tracefs       {}\n", r.tracefs);
+    out += &format!("capabilities  {}\n", r.capabilities);
+    out += &format!(
+        "HZ            {}\n",
+        r.hz.map_or("unknown (rto_ms will be null)".to_string(), |h| h
+            .to_string())
+    );
+    if let Some(e) = &r.error {
+        out += &format!("error         {e}\n");
+    }
+    if !r.probes.is_empty() {
+        out += &format!(
+            "\n{:<14} {:<12} {:<40} {}\n",
+            "PROBE", "STATE", "ATTACH", "NOTE"
+        );
+        for p in &r.probes {
+            let state = match p.state {
+                State::Attached => "attached",
+                State::Degraded => "degraded",
+                State::Unavailable => "UNAVAILABLE",
+            };
+            out += &format!(
+                "{:<14} {:<12} {:<40} {}\n",
+                p.probe, state, p.attach, p.note
+            );
+        }
+    }
+    if !r.missing_members.is_empty() {
+        out += "\nkernel struct members not found (fields depending on them are reported as unknown):\n";
+        for m in &r.missing_members {
+            out += &format!("  - {m}\n");
+        }
+    }
+    out += &format!(
+        "\nverdict: {}\n",
+        if r.ok {
+            "OK: sendsight can do its core job on this kernel"
+        } else {
+            "NOT OK: retransmits or send errors cannot be observed"
+        }
+    );
+    out
+}
