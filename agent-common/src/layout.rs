@@ -93,6 +93,9 @@ pub struct KernelStructs {
     pub sk_family: u16,
     pub sk_state: u16,
     pub sk_num: u16,
+    /// `inet_sock.inet_sport` (network order): unlike `skc_num`, kept after the
+    /// socket is unhashed on close, so errors after a reset still name the port.
+    pub inet_sport: u16,
     pub sk_dport: u16,
     pub sk_rcv_saddr: u16,
     pub sk_daddr: u16,
@@ -207,6 +210,7 @@ impl Layout {
             sk_family: ABSENT,
             sk_state: ABSENT,
             sk_num: ABSENT,
+            inet_sport: ABSENT,
             sk_dport: ABSENT,
             sk_rcv_saddr: ABSENT,
             sk_daddr: ABSENT,
@@ -282,8 +286,8 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 88);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 88);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 90);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 90);
 const _: () = assert!(core::mem::size_of::<Config>() == 48);
 
 #[cfg(feature = "user")]

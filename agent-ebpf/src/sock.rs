@@ -22,7 +22,10 @@ pub fn flow_of(sk: u64) -> Result<Flow, Fail> {
     let family = read::kernel::<u16>(sk, lay!(kernel.sk_family))?;
     let mut flow = Flow {
         family,
-        sport: read::kernel::<u16>(sk, lay!(kernel.sk_num))?,
+        sport: match read::kernel::<u16>(sk, lay!(kernel.inet_sport)) {
+            Ok(be) if be != 0 => u16::from_be(be),
+            _ => read::kernel::<u16>(sk, lay!(kernel.sk_num))?,
+        },
         dport: u16::from_be(read::kernel::<u16>(sk, lay!(kernel.sk_dport))?),
         protocol: read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8,
         state: read::kernel_or::<u8>(sk, lay!(kernel.sk_state), 0),

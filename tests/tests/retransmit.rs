@@ -89,9 +89,28 @@ fn retransmits_match_kernel(net: u8, v6: bool) {
         assert_eq!(l["protocol"], "tcp", "{l}");
         assert_eq!(&l["sock"], sock, "one socket, one id: {l}");
         assert!(l["seg_len"].as_u64().unwrap() > 0, "{l}");
+        // Owner attribution: retransmits run in softirq, yet name the process that
+        // owns the socket (recorded from its connect and sends).
+        assert_eq!(l["process"]["pid"], std::process::id(), "{l}");
+        assert_eq!(l["process"]["comm"], "ss-bulk", "{l}");
+        assert!(
+            ["rto", "fast", "tlp", "other"].contains(&l["kind"].as_str().unwrap()),
+            "{l}"
+        );
+        assert_eq!(l["mss"], info.snd_mss, "{l}");
+        assert!(
+            l["snd_queue"].as_u64().is_some() && l["rto_ms"].as_f64().unwrap() > 0.0,
+            "{l}"
+        );
         assert_eq!(l["schema"], "sendsight/1");
         assert!(l["ts"].as_str().unwrap().ends_with('Z'), "{l}");
     }
+    // Drops of whole GSO packets leave holes the receiver reports: fast retransmits.
+    assert!(
+        ours.iter().any(|l| l["kind"] == "fast"),
+        "no fast retransmit among {}",
+        ours.len()
+    );
     let summary = out.summary();
     assert_eq!(summary["lost_total"], 0, "{summary}");
     assert!(summary["events"]["retransmit"].as_u64().unwrap() >= ours.len() as u64);

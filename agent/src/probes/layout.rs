@@ -211,6 +211,7 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         sk_family: r.opt("sock", "__sk_common.skc_family", 2),
         sk_state: r.opt("sock", "__sk_common.skc_state", 1),
         sk_num: r.opt("sock", "__sk_common.skc_num", 2),
+        inet_sport: r.opt("inet_sock", "inet_sport", 2),
         sk_dport: r.opt("sock", "__sk_common.skc_dport", 2),
         sk_rcv_saddr: r.opt("sock", "__sk_common.skc_rcv_saddr", 4),
         sk_daddr: r.opt("sock", "__sk_common.skc_daddr", 4),

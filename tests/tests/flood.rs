@@ -1,0 +1,63 @@
+//! Nothing is lost silently: with a deliberately tiny ring buffer and a flood of
+//! send failures, every failure is either delivered or counted as lost.
+//!
+//! Its own test binary, so no other test's send errors share the window (cargo runs
+//! test binaries one after another).
+
+use std::{os::fd::AsRawFd, time::Duration};
+
+use sendsight_tests::{Agent, Topology, require_root};
+
+#[test]
+fn delivered_plus_lost_equals_failures() {
+    require_root();
+    let topo = Topology::direct(20);
+    // 4096 bytes: about thirty records; the flood overruns it many times over.
+    let mut agent = Agent::start(&["--ring-bytes", "4096"]);
+    const FAILURES: u64 = 100_000;
+    let tid = topo
+        .client
+        .run("ss-flood", || {
+            // send() on a TCP socket that never connected: EPIPE, in the socket layer,
+            // as fast as the kernel can say it.
+            let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            assert!(s >= 0);
+            let buf = [0u8; 64];
+            for _ in 0..FAILURES {
+                let r =
+                    unsafe { libc::send(s, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+                assert_eq!(r, -1);
+            }
+            let tid = unsafe { libc::gettid() } as u64;
+            let _ = std::fs::File::open("/dev/null").map(|f| f.as_raw_fd());
+            unsafe { libc::close(s) };
+            tid
+        })
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = agent.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let delivered = out
+        .of_type("send_error")
+        .iter()
+        .filter(|l| l["process"]["tid"] == tid)
+        .count() as u64;
+    let summary = out.summary();
+    let lost = summary["lost"]["send_error"].as_u64().unwrap_or(0);
+    let loss_lines: u64 = out
+        .of_type("loss")
+        .iter()
+        .filter(|l| l["source"] == "send_error")
+        .map(|l| l["lost"].as_u64().unwrap())
+        .sum();
+    println!("failures={FAILURES} delivered={delivered} lost={lost} (loss lines sum {loss_lines})");
+    assert!(lost > 0, "a 4 KiB ring should have overflowed");
+    assert!(delivered > 0, "some events should have been delivered");
+    assert_eq!(
+        delivered + lost,
+        FAILURES,
+        "every failure delivered or counted"
+    );
+    assert_eq!(loss_lines, lost, "loss lines add up to the summary's count");
+}

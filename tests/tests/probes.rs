@@ -1,0 +1,258 @@
+//! The full probe set against the real kernel: each scenario makes the kernel fail a
+//! send (or send a too-big ICMP) between namespaces, with the agent running, and
+//! asserts the exact event the agent printed for it.
+
+use std::{net::SocketAddr, process::Command};
+
+use sendsight_tests::{
+    Agent, Topology,
+    agent::{Output, binary},
+    require_root,
+    scenarios::{self, SendFailure},
+};
+use serde_json::Value;
+
+fn endpoint(v: &Value) -> Option<SocketAddr> {
+    let ip = v["ip"].as_str()?;
+    let port = v["port"].as_u64()?;
+    format!(
+        "{}:{port}",
+        if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.into()
+        }
+    )
+    .parse()
+    .ok()
+}
+
+/// Exactly one `send_error` line for the failure, with every fact right.
+fn assert_send_error(out: &Output, f: &SendFailure, sources: &[&str]) -> Value {
+    let ours: Vec<&Value> = out
+        .of_type("send_error")
+        .into_iter()
+        .filter(|l| l["process"]["tid"] == f.tid && l["errno"] == f.errno)
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "expected exactly one send_error for {f:?} (no duplicates across sources), got {ours:#?}\nstderr: {}",
+        out.stderr
+    );
+    let l = ours[0];
+    println!("{l}");
+    assert_eq!(
+        l["errno_name"],
+        scenarios::errno_name(f.errno).split(' ').next().unwrap()
+    );
+    assert_eq!(endpoint(&l["local"]), Some(f.local), "{l}");
+    assert_eq!(endpoint(&l["peer"]), Some(f.peer), "{l}");
+    assert_eq!(l["protocol"], f.protocol, "{l}");
+    assert_eq!(
+        l["family"],
+        if f.local.is_ipv6() { "ipv6" } else { "ipv4" },
+        "{l}"
+    );
+    assert_eq!(l["process"]["pid"], f.pid, "{l}");
+    assert_eq!(l["process"]["comm"], f.comm, "{l}");
+    assert!(l["process"]["cgroup_id"].as_u64().unwrap() > 0, "{l}");
+    assert_eq!(l["bytes"], f.bytes, "{l}");
+    assert_eq!(l["syscall"], f.syscall, "{l}");
+    assert!(l["sock"].as_u64().is_some(), "{l}");
+    let got: Vec<&str> = l["source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(got, sources, "{l}");
+    l.clone()
+}
+
+fn run_send_error(
+    net: u8,
+    routed: bool,
+    scenario: fn(&Topology, bool) -> SendFailure,
+    v6: bool,
+    sources: &[&str],
+) -> (SendFailure, Output) {
+    require_root();
+    let topo = if routed {
+        Topology::routed(net, 1400)
+    } else {
+        Topology::direct(net)
+    };
+    let mut agent = Agent::start(&[]);
+    let f = scenario(&topo, v6);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = agent.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_send_error(&out, &f, sources);
+    (f, out)
+}
+
+#[test]
+fn reset_peer_gives_econnreset_or_epipe() {
+    let (f, _) = run_send_error(
+        10,
+        false,
+        scenarios::epipe_after_reset,
+        false,
+        &["socket", "syscall"],
+    );
+    assert!(f.errno == libc::ECONNRESET || f.errno == libc::EPIPE);
+}
+
+#[test]
+fn udp_emsgsize_over_learned_path_mtu() {
+    run_send_error(
+        11,
+        true,
+        scenarios::emsgsize_udp,
+        false,
+        &["socket", "syscall"],
+    );
+}
+
+#[test]
+fn udp_emsgsize_over_learned_path_mtu_v6() {
+    run_send_error(
+        12,
+        true,
+        scenarios::emsgsize_udp,
+        true,
+        &["socket", "syscall"],
+    );
+}
+
+#[test]
+fn user_timeout_gives_etimedout_and_socket_error() {
+    let (f, out) = run_send_error(
+        13,
+        false,
+        scenarios::etimedout_user_timeout,
+        false,
+        &["socket", "syscall"],
+    );
+    // The timer that killed the connection reported it on the socket too.
+    let reports: Vec<&Value> = out
+        .of_type("socket_error")
+        .into_iter()
+        .filter(|l| endpoint(&l["local"]) == Some(f.local))
+        .collect();
+    assert!(
+        reports.iter().any(|l| l["errno_name"] == "ETIMEDOUT"),
+        "no ETIMEDOUT socket_error for {}: {reports:?}",
+        f.local
+    );
+}
+
+#[test]
+fn seccomp_ecomm_at_the_syscall_boundary() {
+    // seccomp answers before the socket layer runs: only the syscall exit sees it.
+    let (f, out) = run_send_error(14, false, scenarios::ecomm_via_seccomp, false, &["syscall"]);
+    assert_eq!(f.errno, 70);
+    let l = out
+        .of_type("send_error")
+        .into_iter()
+        .find(|l| l["process"]["tid"] == f.tid)
+        .unwrap();
+    assert_eq!(l["errno_name"], "ECOMM");
+    assert_eq!(l["errno_text"], "Communication error on send");
+}
+
+fn too_big(net: u8, v6: bool) {
+    require_root();
+    let topo = Topology::routed(net, 1400);
+    let mut agent = Agent::start(&[]);
+    let tb = scenarios::too_big_received(&topo, v6);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = agent.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let ours: Vec<&Value> = out
+        .of_type("icmp_too_big")
+        .into_iter()
+        .filter(|l| l["source"] == "received" && endpoint(&l["local"]) == Some(tb.local))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "no received icmp_too_big for {tb:?}; stderr: {}",
+        out.stderr
+    );
+    for l in &ours {
+        println!("{l}");
+        assert_eq!(l["mtu"], tb.mtu, "{l}");
+        assert_eq!(l["router"], tb.router.to_string(), "{l}");
+        assert_eq!(endpoint(&l["peer"]), Some(tb.peer), "{l}");
+        assert_eq!(l["protocol"], "tcp", "{l}");
+        assert_eq!(l["family"], if v6 { "ipv6" } else { "ipv4" }, "{l}");
+        assert!(l["seq"].as_u64().is_some(), "{l}");
+        // Matched to the client's socket, whose owner is the sending thread.
+        assert!(l["sock"].as_u64().is_some(), "not matched to a socket: {l}");
+        assert_eq!(l["process"]["comm"], "ss-toobig", "{l}");
+        assert_eq!(l["process"]["pid"], std::process::id(), "{l}");
+    }
+    // The router (another namespace on this host) sending it is seen too.
+    if !v6 {
+        assert!(
+            out.of_type("icmp_too_big")
+                .iter()
+                .any(|l| l["source"] == "sent" && endpoint(&l["local"]) == Some(tb.local)),
+            "the router's icmp_send was not reported"
+        );
+    }
+}
+
+#[test]
+fn ipv4_frag_needed_received() {
+    too_big(15, false);
+}
+
+#[test]
+fn ipv6_packet_too_big_received() {
+    too_big(16, true);
+}
+
+#[test]
+fn check_reports_every_probe() {
+    require_root();
+    let out = Command::new(binary()).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "check failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for probe in [
+        "retransmit",
+        "send_socket",
+        "send_syscall",
+        "icmp_rx",
+        "icmp_tx",
+        "socket_state",
+        "socket_error",
+        "cong_state",
+    ] {
+        assert!(text.contains(probe), "{probe} missing from check output");
+    }
+    assert!(text.contains("verdict: OK"), "{text}");
+
+    let out = Command::new(binary())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    assert_eq!(v["ok"], true);
+    let retransmit = v["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["probe"] == "retransmit")
+        .unwrap();
+    assert_eq!(retransmit["state"], "attached");
+    assert_eq!(retransmit["attach"], "tracepoint tcp:tcp_retransmit_skb");
+    assert!(v["kernel"].as_str().unwrap().len() > 1);
+}
