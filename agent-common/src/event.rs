@@ -105,6 +105,13 @@ pub struct Retransmit {
     /// [`retransmit_kind`], decided from ca_state and the pending timer.
     pub kind: u8,
     pub _reserved: u8,
+    /// `tp->snd_una`: oldest unacknowledged sequence number (progress shows here).
+    pub snd_una: u32,
+    /// `tp->delivered`: data segments delivered so far.
+    pub delivered: u32,
+    /// `tp->bytes_acked`: bytes acknowledged so far. With `delivered` it tells whether
+    /// full-size segments ever got through (the black-hole question).
+    pub bytes_acked: u64,
 }
 
 pub mod retransmit_flags {
@@ -255,7 +262,7 @@ pub struct PendingSend {
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
 const _: () = assert!(core::mem::size_of::<Flow>() == 40);
 const _: () = assert!(core::mem::size_of::<Owner>() == 32);
-const _: () = assert!(core::mem::size_of::<Retransmit>() == 152);
+const _: () = assert!(core::mem::size_of::<Retransmit>() == 168);
 const _: () = assert!(core::mem::size_of::<SendError>() == 96 + 24);
 const _: () = assert!(core::mem::size_of::<IcmpTooBig>() == 64 + 16 + 24);
 const _: () = assert!(core::mem::size_of::<SocketState>() == 96 + 8);

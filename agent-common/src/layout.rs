@@ -118,6 +118,8 @@ pub struct KernelStructs {
     pub tp_snd_una: u16,
     pub tp_srtt_us: u16,
     pub tp_snd_cwnd: u16,
+    pub tp_delivered: u16,
+    pub tp_bytes_acked: u16,
     // fd -> socket: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] ->
     // file.private_data (struct socket) -> socket.sk; file.f_inode -> inode.i_mode
     pub task_files: u16,
@@ -229,6 +231,8 @@ impl Layout {
             tp_snd_una: ABSENT,
             tp_srtt_us: ABSENT,
             tp_snd_cwnd: ABSENT,
+            tp_delivered: ABSENT,
+            tp_bytes_acked: ABSENT,
             task_files: ABSENT,
             files_fdt: ABSENT,
             fdt_fd: ABSENT,
@@ -286,8 +290,8 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 90);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 90);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 94);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 94);
 const _: () = assert!(core::mem::size_of::<Config>() == 48);
 
 #[cfg(feature = "user")]

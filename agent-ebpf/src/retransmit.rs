@@ -132,6 +132,9 @@ fn sock_facts(ev: &mut Retransmit, sk: u64) -> Result<(), Fail> {
     let write_seq = read::kernel::<u32>(sk, lay!(kernel.tp_write_seq))?;
     let snd_una = read::kernel::<u32>(sk, lay!(kernel.tp_snd_una))?;
     ev.snd_queue = write_seq.wrapping_sub(snd_una);
+    ev.snd_una = snd_una;
+    ev.delivered = read::kernel_or::<u32>(sk, lay!(kernel.tp_delivered), 0);
+    ev.bytes_acked = read::kernel_or::<u64>(sk, lay!(kernel.tp_bytes_acked), 0);
     ev.srtt_us = read::kernel_or::<u32>(sk, lay!(kernel.tp_srtt_us), 0) >> 3;
     ev.cwnd = read::kernel_or::<u32>(sk, lay!(kernel.tp_snd_cwnd), 0);
     ev.backoff = read::kernel_or::<u8>(sk, lay!(kernel.icsk_backoff), 0);

@@ -37,6 +37,10 @@ impl WallClock {
         Self { offset_ns }
     }
 
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     pub fn monotonic_now() -> u64 {
         now(libc::CLOCK_MONOTONIC) as u64
     }

@@ -13,8 +13,11 @@ pub mod hz;
 pub mod ingest;
 pub mod net;
 pub mod output;
+pub mod pipeline;
 pub mod privileges;
 pub mod probes;
+pub mod record;
+pub mod replay;
 pub mod run;
 
 /// Embedded eBPF object, built by build.rs from agent-ebpf with the pinned nightly.

@@ -44,6 +44,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the engine over a recording made with `run --record` (no privileges
+    /// needed): the same verdicts, in the same order, as the live run.
+    Replay {
+        /// The recording.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +61,12 @@ struct RunArgs {
     /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
     ring_bytes: u32,
+    /// Also write the raw event stream to this file, for `sendsight replay`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+    /// Forget a socket after this long without events (e.g. 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_sockets: u64,
@@ -133,10 +145,22 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    if let Command::Replay { file } = &cli.command {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        return match sendsight::replay::replay(file, Limits::default(), &mut out) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sendsight: error: {e:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
     if let Some(code) = refuse_without_privileges() {
         return code;
     }
     match cli.command {
+        Command::Replay { .. } => unreachable!("handled above"),
         Command::Check { json } => {
             let report = sendsight::check::check(Options::default());
             if json {
@@ -162,8 +186,11 @@ fn main() -> ExitCode {
                 },
                 limits: Limits {
                     max_sockets: args.max_sockets as usize,
+                    idle_ns: args.idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+                    ..Limits::default()
                 },
                 loss_interval: Duration::from_secs(1),
+                record: args.record,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -12,14 +13,15 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     clock::WallClock,
-    decode,
-    engine::{Engine, Limits},
+    engine::Limits,
     ingest::Ingest,
     output::{
         json::{self, LossBody, StartBody, SummaryBody, Units},
         sink::{SinkError, Stdout},
     },
+    pipeline::Pipeline,
     probes::{self, Options},
+    record::{self, Recorder},
 };
 
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct RunConfig {
     pub limits: Limits,
     /// How often kernel loss counters are polled for `loss` lines.
     pub loss_interval: Duration,
+    /// Write the raw event stream here (for `sendsight replay`).
+    pub record: Option<PathBuf>,
 }
 
 /// Why the run ended, for the exit path.
@@ -38,52 +42,45 @@ enum Stop {
     OutputClosed,
 }
 
-struct Ledger {
-    kernel_reported: [u64; slot::COUNT as usize],
-    decode_errors: u64,
-    decode_reported: u64,
-}
-
 struct State {
-    clock: WallClock,
-    units: Units,
-    engine: Engine,
+    pipe: Pipeline,
     out: Stdout,
-    counts: BTreeMap<&'static str, u64>,
-    ledger: Ledger,
+    recorder: Option<Recorder>,
+    kernel_reported: [u64; slot::COUNT as usize],
+    decode_reported: u64,
+    /// First sink error while handling a batch (the batch goes on being counted).
+    failed: Option<SinkError>,
 }
 
 impl State {
-    fn handle(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        match decode::decode(bytes) {
-            Ok(event) => {
-                *self.counts.entry(event.kind_name()).or_default() += 1;
-                let a = self.engine.on_event(event);
-                let line = json::event(&self.clock, self.units, &a);
-                self.out.push(&line)
-            }
-            Err(e) => {
-                if self.ledger.decode_errors == 0 {
-                    eprintln!(
-                        "sendsight: warning: undecodable record ({e}); counting further ones"
-                    );
-                }
-                self.ledger.decode_errors += 1;
-                Ok(())
-            }
+    fn handle(&mut self, bytes: &[u8]) {
+        if let Some(r) = &mut self.recorder
+            && let Err(e) = r.write(bytes)
+        {
+            eprintln!("sendsight: error: recording stopped: {e}");
+            self.recorder = None;
         }
+        let out = &mut self.out;
+        let failed = &mut self.failed;
+        self.pipe.record(bytes, &mut |line| {
+            if failed.is_none()
+                && let Err(e) = out.push(&line)
+            {
+                *failed = Some(e);
+            }
+        });
     }
 
     fn now(&self) -> (String, i128) {
         let mono = WallClock::monotonic_now();
-        (self.clock.rfc3339(mono), self.clock.unix_ns(mono))
+        (self.pipe.clock.rfc3339(mono), self.pipe.clock.unix_ns(mono))
     }
 
     /// Emits a `loss` line for every source whose count grew since the last report.
     fn report_loss(&mut self, kernel: [u64; slot::COUNT as usize]) -> Result<(), SinkError> {
         let (ts, ts_ns) = self.now();
         for (i, total) in kernel.iter().enumerate() {
-            let before = self.ledger.kernel_reported[i];
+            let before = self.kernel_reported[i];
             if *total > before {
                 let line = json::line(
                     "loss",
@@ -96,22 +93,23 @@ impl State {
                     },
                 );
                 self.out.push(&line)?;
-                self.ledger.kernel_reported[i] = *total;
+                self.kernel_reported[i] = *total;
             }
         }
-        if self.ledger.decode_errors > self.ledger.decode_reported {
+        let decode = self.pipe.decode_errors;
+        if decode > self.decode_reported {
             let line = json::line(
                 "loss",
                 &ts,
                 ts_ns,
                 LossBody {
                     source: "decode",
-                    lost: self.ledger.decode_errors - self.ledger.decode_reported,
-                    total: self.ledger.decode_errors,
+                    lost: decode - self.decode_reported,
+                    total: decode,
                 },
             );
             self.out.push(&line)?;
-            self.ledger.decode_reported = self.ledger.decode_errors;
+            self.decode_reported = decode;
         }
         self.out.flush()
     }
@@ -123,22 +121,68 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+pub fn summary_line(
+    pipe: &Pipeline,
+    lost: &[u64; slot::COUNT as usize],
+    duration_s: f64,
+    ts: &str,
+    ts_ns: i128,
+) -> Vec<u8> {
+    let mut lost_map = BTreeMap::new();
+    for (i, n) in lost.iter().enumerate() {
+        if *n > 0 || i <= slot::CONG_STATE as usize {
+            lost_map.insert(SLOT_NAMES[i].to_string(), *n);
+        }
+    }
+    lost_map.insert("decode".to_string(), pipe.decode_errors);
+    lost_map.insert("sockets_evicted".to_string(), pipe.engine.sockets.evicted);
+    json::line(
+        "summary",
+        ts,
+        ts_ns,
+        SummaryBody {
+            duration_s,
+            events_total: pipe.counts.values().sum(),
+            events: pipe.counts.clone(),
+            // Not events: details of a send failure emitted without its syscall.
+            lost_total: lost_map
+                .iter()
+                .filter(|(k, _)| *k != "send_error_details")
+                .map(|(_, v)| v)
+                .sum(),
+            lost: lost_map,
+            sockets_seen: pipe.engine.sockets.seen,
+            verdicts: pipe.verdicts.clone(),
+            send_verdicts_rate_limited: pipe.send_verdicts_rate_limited(),
+        },
+    )
+}
+
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut loaded = probes::load(cfg.probes)?;
     let clock = WallClock::from_system();
     let hz = crate::hz::kernel_hz();
+    let kernel = kernel_release();
+    let recorder = match &cfg.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            &record::Header {
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                kernel: kernel.clone(),
+                clock_offset_ns: clock.offset_ns(),
+                hz,
+            },
+        )?),
+        None => None,
+    };
     let mut state = State {
-        clock,
-        units: Units { hz },
-        engine: Engine::new(cfg.limits),
+        pipe: Pipeline::new(clock, Units { hz }, cfg.limits),
         out: Stdout::default(),
-        counts: BTreeMap::new(),
-        ledger: Ledger {
-            kernel_reported: [0; slot::COUNT as usize],
-            decode_errors: 0,
-            decode_reported: 0,
-        },
+        recorder,
+        kernel_reported: [0; slot::COUNT as usize],
+        decode_reported: 0,
+        failed: None,
     };
 
     for p in &loaded.report {
@@ -153,10 +197,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     if !loaded.core_ok() {
         anyhow::bail!(
-            "this kernel lacks what sendsight needs for its core job (retransmits and send              errors); see `sendsight check`"
+            "this kernel lacks what sendsight needs for its core job (retransmits and send \
+             errors); see `sendsight check`"
         );
     }
-    let kernel = kernel_release();
     let tracefs = loaded.tracefs.root().display().to_string();
     {
         let (ts, ts_ns) = state.now();
@@ -199,19 +243,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         tokio::select! {
             batch = ingest.ready() => {
                 let batch = batch.context("waiting on the ring buffer")?;
-                let mut failed = None;
-                batch.drain(|bytes| {
-                    if failed.is_none() && let Err(e) = state.handle(bytes) {
-                        failed = Some(e);
-                    }
-                });
-                match failed.map_or_else(|| state.out.flush(), Err) {
+                batch.drain(|bytes| state.handle(bytes));
+                match state.failed.take().map_or_else(|| state.out.flush(), Err) {
                     Ok(()) => {}
                     Err(SinkError::Closed) => break Stop::OutputClosed,
                     Err(e) => return Err(e.into()),
                 }
             }
             _ = ticker.tick() => {
+                state.pipe.engine.tick(WallClock::monotonic_now());
                 let lost = loaded.lost_counts();
                 match state.report_loss(lost) {
                     Ok(()) => {}
@@ -240,39 +280,25 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         eprintln!("sendsight: output closed by its reader; detached and stopping");
         return Ok(());
     }
-    let mut failed = None;
-    ingest.drain_now(|bytes| {
-        if failed.is_none()
-            && let Err(e) = state.handle(bytes)
-        {
-            failed = Some(e);
-        }
-    });
+    ingest.drain_now(|bytes| state.handle(bytes));
+    if let Some(r) = &mut state.recorder
+        && let Err(e) = r.flush()
+    {
+        eprintln!("sendsight: error: {e}");
+    }
     let lost = loaded.lost_counts();
     let end = state.report_loss(lost);
-    let mut lost_map = BTreeMap::new();
-    for (i, n) in lost.iter().enumerate() {
-        if *n > 0 || i == slot::RETRANSMIT as usize {
-            lost_map.insert(SLOT_NAMES[i].to_string(), *n);
-        }
-    }
-    lost_map.insert("decode".to_string(), state.ledger.decode_errors);
-    lost_map.insert("sockets_evicted".to_string(), state.engine.sockets.evicted);
     let (ts, ts_ns) = state.now();
-    let summary = json::line(
-        "summary",
+    let summary = summary_line(
+        &state.pipe,
+        &lost,
+        started.elapsed().as_secs_f64(),
         &ts,
         ts_ns,
-        SummaryBody {
-            duration_s: started.elapsed().as_secs_f64(),
-            events_total: state.counts.values().sum(),
-            events: state.counts.clone(),
-            lost_total: lost_map.values().sum(),
-            lost: lost_map,
-            sockets_seen: state.engine.sockets.seen,
-        },
     );
-    let r = failed
+    let r = state
+        .failed
+        .take()
         .map_or(end, Err)
         .and_then(|()| state.out.push(&summary))
         .and_then(|()| state.out.flush());

@@ -8,6 +8,8 @@ use std::collections::{HashMap, VecDeque};
 
 use agent_common::event::{Flow, Owner};
 
+use super::timeline::Timeline;
+
 /// A flow as a lookup key (the state byte left out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -37,6 +39,7 @@ pub struct Entry {
     pub id: u64,
     pub flow: Option<FlowKey>,
     pub owner: Option<Owner>,
+    pub timeline: Timeline,
 }
 
 pub struct SocketTable {
@@ -50,6 +53,7 @@ pub struct SocketTable {
     pub evicted: u64,
     /// Sockets ever seen.
     pub seen: u64,
+    suppressed_gone: u64,
 }
 
 impl SocketTable {
@@ -62,6 +66,7 @@ impl SocketTable {
             max: max.max(1),
             evicted: 0,
             seen: 0,
+            suppressed_gone: 0,
         }
     }
 
@@ -85,6 +90,7 @@ impl SocketTable {
                     id,
                     flow: None,
                     owner: None,
+                    timeline: Timeline::default(),
                 },
             );
             self.order.push_back(sk);
@@ -106,6 +112,7 @@ impl SocketTable {
     pub fn learn(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> (u64, Option<Owner>) {
         let key = FlowKey::from(flow);
         let e = self.entry(sk);
+        e.timeline.flow = *flow;
         let old_flow = e.flow.replace(key);
         if owner.pid != 0 {
             e.owner = Some(*owner);
@@ -130,6 +137,7 @@ impl SocketTable {
     fn remove(&mut self, sk: u64) -> bool {
         match self.by_sk.remove(&sk) {
             Some(e) => {
+                self.suppressed_gone += e.timeline.send_verdicts_suppressed;
                 if let Some(f) = e.flow
                     && self.by_flow.get(&f) == Some(&sk)
                 {
@@ -139,6 +147,34 @@ impl SocketTable {
             }
             None => false,
         }
+    }
+
+    /// send_error verdicts held back by rate limiting, over all sockets ever tracked.
+    pub fn suppressed_total(&self) -> u64 {
+        self.suppressed_gone
+            + self
+                .by_sk
+                .values()
+                .map(|e| e.timeline.send_verdicts_suppressed)
+                .sum::<u64>()
+    }
+
+    pub fn get_mut(&mut self, sk: u64) -> Option<&mut Entry> {
+        self.by_sk.get_mut(&sk)
+    }
+
+    /// Forgets sockets with no event since `cutoff_ns`; returns how many.
+    pub fn evict_idle(&mut self, cutoff_ns: u64) -> usize {
+        let idle: Vec<u64> = self
+            .by_sk
+            .iter()
+            .filter(|(_, e)| e.timeline.last_ns < cutoff_ns)
+            .map(|(sk, _)| *sk)
+            .collect();
+        for sk in &idle {
+            self.remove(*sk);
+        }
+        idle.len()
     }
 
     /// The socket closed: a later socket at the same address is a new socket.

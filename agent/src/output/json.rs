@@ -7,7 +7,12 @@ use agent_common::event::{Flow, Owner, icmp_source, retransmit_flags, send_flags
 use serde::Serialize;
 
 use super::SCHEMA;
-use crate::{clock::WallClock, decode::Event, engine::Annotated, errno, net};
+use crate::{
+    clock::WallClock,
+    decode::Event,
+    engine::{Annotated, Emit, PathLine, Verdict},
+    errno, net,
+};
 
 #[derive(Serialize)]
 pub struct Line<'a, B: Serialize> {
@@ -211,6 +216,68 @@ fn known<T: Copy>(ok: bool, v: T) -> Option<T> {
     ok.then_some(v)
 }
 
+#[derive(Serialize)]
+pub struct VerdictBody<'a> {
+    pub verdict: &'static str,
+    /// "low", "medium", "high": raised (and the verdict repeated) as evidence grows.
+    pub confidence: &'static str,
+    pub sock: Option<u64>,
+    #[serde(flatten)]
+    pub flow: FlowBody,
+    pub process: Option<Process>,
+    pub evidence: &'a serde_json::Value,
+    pub advice: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct PathBody<'a> {
+    pub verdict: &'static str,
+    /// Destination prefix the sockets share (IPv4 /24, IPv6 /64).
+    pub destination: &'a str,
+    pub sockets: &'a [u64],
+    pub evidence: &'a serde_json::Value,
+}
+
+pub fn verdict(clock: &WallClock, v: &Verdict) -> Vec<u8> {
+    line(
+        "verdict",
+        &clock.rfc3339(v.ts_ns),
+        clock.unix_ns(v.ts_ns),
+        VerdictBody {
+            verdict: v.verdict,
+            confidence: v.confidence,
+            sock: v.sock,
+            flow: FlowBody::from(&v.flow),
+            process: v.owner.as_ref().map(Process::from),
+            evidence: &v.evidence,
+            advice: &v.advice,
+        },
+    )
+}
+
+pub fn path(clock: &WallClock, p: &PathLine) -> Vec<u8> {
+    line(
+        "path",
+        &clock.rfc3339(p.ts_ns),
+        clock.unix_ns(p.ts_ns),
+        PathBody {
+            verdict: p.verdict,
+            destination: &p.destination,
+            sockets: &p.sockets,
+            evidence: &p.evidence,
+        },
+    )
+}
+
+/// Any engine output as a JSON line.
+pub fn emit(clock: &WallClock, units: Units, e: &Emit) -> Vec<u8> {
+    match e {
+        Emit::Event(a) => event(clock, units, a),
+        Emit::Verdict(v) => verdict(clock, v),
+        Emit::Path(p) => path(clock, p),
+    }
+}
+
 /// One event, annotated by the engine, as a JSON line.
 pub fn event(clock: &WallClock, units: Units, a: &Annotated) -> Vec<u8> {
     let h = a.event.header();
@@ -360,4 +427,9 @@ pub struct SummaryBody {
     pub lost: BTreeMap<String, u64>,
     pub lost_total: u64,
     pub sockets_seen: u64,
+    /// Verdicts emitted, by name.
+    pub verdicts: BTreeMap<&'static str, u64>,
+    /// send_error verdicts held back by the per-socket rate limit (1/s per errno);
+    /// every send_error event is still printed.
+    pub send_verdicts_rate_limited: u64,
 }

@@ -1,0 +1,84 @@
+//! Path grouping: when several sockets to one destination prefix reach the same
+//! verdict, say it once for the path.
+
+use std::collections::{BTreeSet, HashMap};
+
+use agent_common::event::{AF_INET6, Flow};
+use serde_json::{Value, json};
+
+use crate::net;
+
+/// IPv4 /24 and IPv6 /64: the granularity at which paths usually share a router.
+pub fn prefix(flow: &Flow) -> String {
+    if flow.family == AF_INET6 {
+        let a = &flow.daddr;
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&a[..8]);
+        format!("{}/64", std::net::Ipv6Addr::from(p))
+    } else {
+        let a = &flow.daddr;
+        format!("{}.{}.{}.0/24", a[0], a[1], a[2])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathLine {
+    pub ts_ns: u64,
+    pub verdict: &'static str,
+    pub destination: String,
+    pub sockets: Vec<u64>,
+    pub evidence: Value,
+}
+
+/// Bounded: at most `max` (verdict, prefix) groups, each with at most 64 sockets listed.
+pub struct Paths {
+    groups: HashMap<(&'static str, String), BTreeSet<u64>>,
+    max: usize,
+}
+
+impl Paths {
+    pub fn new(max: usize) -> Self {
+        Self {
+            groups: HashMap::new(),
+            max,
+        }
+    }
+
+    /// A socket reached `verdict`; returns a path line when its group just grew past one.
+    pub fn add(
+        &mut self,
+        ts_ns: u64,
+        verdict: &'static str,
+        flow: &Flow,
+        sock: u64,
+        mss: Option<u64>,
+    ) -> Option<PathLine> {
+        let key = (verdict, prefix(flow));
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.max {
+            return None;
+        }
+        let set = self.groups.entry(key.clone()).or_default();
+        if set.len() >= 64 || !set.insert(sock) {
+            return None;
+        }
+        (set.len() >= 2).then(|| PathLine {
+            ts_ns,
+            verdict,
+            destination: key.1.clone(),
+            sockets: set.iter().copied().collect(),
+            evidence: json!({
+                "sockets_affected": set.len(),
+                "mss": mss,
+                "last_peer": net::peer_ip(flow),
+            }),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}

@@ -1,0 +1,84 @@
+//! `sendsight replay FILE`: the recorded raw events through the same decoder and
+//! engine, deterministically (time comes from the events). No privileges needed.
+
+use std::{io::Write, path::Path};
+
+use agent_common::loss::slot;
+
+use crate::{
+    clock::WallClock,
+    engine::Limits,
+    output::json::Units,
+    pipeline::Pipeline,
+    record::{Reader, RecordError},
+    run::summary_line,
+};
+
+/// Replays `path`, writing lines to `out`. Returns the number of records.
+pub fn replay(path: &Path, limits: Limits, out: &mut impl Write) -> anyhow::Result<u64> {
+    let mut reader = Reader::open(path)?;
+    replay_from(&mut reader, limits, out)
+}
+
+pub fn replay_from<R: std::io::Read>(
+    reader: &mut Reader<R>,
+    limits: Limits,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
+    let clock = WallClock::with_offset(reader.header.clock_offset_ns);
+    let mut pipe = Pipeline::new(
+        clock,
+        Units {
+            hz: reader.header.hz,
+        },
+        limits,
+    );
+    let mut n = 0u64;
+    let (mut first, mut last) = (None, 0u64);
+    let mut io_err = None;
+    loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e @ (RecordError::Truncated { .. } | RecordError::Frame { .. })) => {
+                eprintln!("sendsight: warning: {e}; replayed what came before");
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        n += 1;
+        if let Ok(ev) = crate::decode::decode(&rec) {
+            let ts = ev.header().ts_ns;
+            first.get_or_insert(ts);
+            last = last.max(ts);
+            pipe.engine.tick(ts);
+        }
+        pipe.record(&rec, &mut |line| {
+            if io_err.is_none()
+                && let Err(e) = out.write_all(&line)
+            {
+                io_err = Some(e);
+            }
+        });
+        if let Some(e) = io_err.take() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(n);
+            }
+            return Err(e.into());
+        }
+    }
+    let first = first.unwrap_or(0);
+    let lost = [0u64; slot::COUNT as usize];
+    let summary = summary_line(
+        &pipe,
+        &lost,
+        (last.saturating_sub(first)) as f64 / 1e9,
+        &clock.rfc3339(last),
+        clock.unix_ns(last),
+    );
+    match out.write_all(&summary).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    Ok(n)
+}
