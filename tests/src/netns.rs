@@ -27,6 +27,11 @@ impl Netns {
         sh("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection: link-local addresses that stay tentative
+        // for ~2 s would eat the first IPv6 packets (and add retransmits to the
+        // agent's view that no scenario asked for).
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
         ns
     }
 

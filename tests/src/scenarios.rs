@@ -551,7 +551,7 @@ pub fn too_big_received(topo: &Topology, v6: bool) -> TooBig {
     }
 }
 
-fn bulk_from(client_ip: IpAddr, to: SocketAddr, bytes: usize) -> TcpStream {
+pub fn bulk_from(client_ip: IpAddr, to: SocketAddr, bytes: usize) -> TcpStream {
     let mut s = tcp_connect(client_ip, to);
     let chunk = vec![0x5au8; 64 * 1024];
     let mut left = bytes;
@@ -571,7 +571,7 @@ fn bulk_from(client_ip: IpAddr, to: SocketAddr, bytes: usize) -> TcpStream {
 
 /// Flushes the client's route cache (`ip route flush cache`), so a path MTU learned
 /// by an earlier scenario on this topology is forgotten and learned again.
-fn forget_path_mtus(topo: &Topology, v6: bool) {
+pub fn forget_path_mtus(topo: &Topology, v6: bool) {
     topo.client
         .ip(&[if v6 { "-6" } else { "-4" }, "route", "flush", "cache"]);
 }
@@ -595,7 +595,7 @@ fn wait_no_tentative_ipv6(ns: &Netns) {
 
 /// Picks a free port on `ip` inside `ns` (bind to 0, read, close): the sink server
 /// of `traffic` wants an address up front.
-fn free_tcp_port(ns: &Netns, ip: IpAddr) -> u16 {
+pub fn free_tcp_port(ns: &Netns, ip: IpAddr) -> u16 {
     join(ns.run("ss-port", move || {
         TcpListener::bind(SocketAddr::new(ip, 0))
             .unwrap_or_else(|e| panic!("bind {ip}: {e}"))
@@ -690,7 +690,7 @@ impl<'a> TooBigCounter<'a> {
 // ---------------------------------------------------------------------------------
 
 /// Client and server addresses of the family, once the path can carry traffic.
-fn ips(topo: &Topology, v6: bool) -> (IpAddr, IpAddr) {
+pub fn ips(topo: &Topology, v6: bool) -> (IpAddr, IpAddr) {
     if v6 && let Some(router) = &topo.router {
         // A fresh router cannot resolve the server's address until the link-local
         // address of its server-side link has passed duplicate address detection
@@ -987,4 +987,27 @@ pub fn errno_name(errno: i32) -> String {
         "{name} ({errno}, {})",
         std::io::Error::from_raw_os_error(errno)
     )
+}
+
+/// Makes the server advertise a 1500-byte-path MSS although its own link is the
+/// 1400 one in `Topology::routed(_, 1400)`: as if the small MTU sat in the middle of
+/// the path, so the client sends packets the router cannot forward.
+pub fn server_advertises_full_mss(topo: &Topology, v6: bool) {
+    let (fam, router_server, advmss) = if v6 {
+        ("-6", topo.addrs.router_server6.as_str(), "1440")
+    } else {
+        ("-4", topo.addrs.router_server4.as_str(), "1460")
+    };
+    topo.server.ip(&[
+        fam,
+        "route",
+        "change",
+        "default",
+        "via",
+        router_server,
+        "dev",
+        "eth0",
+        "advmss",
+        advmss,
+    ]);
 }

@@ -88,7 +88,15 @@ impl Engine {
         let mut verdicts = Vec::new();
         let ts = event.header().ts_ns;
         let t = &mut self.sockets;
+        // A flow with no peer port is a socket not connected (listening) or already
+        // torn down (events trailing a close): nothing to judge, and no identity to
+        // resurrect after `forget`.
+        let unconnected = |f: &agent_common::event::Flow| f.dport == 0;
         let (sock, owner, sk) = match &event {
+            Event::Retransmit(e) if unconnected(&e.flow) => (None, None, None),
+            Event::SocketState(e) if unconnected(&e.flow) => (None, None, None),
+            Event::CongState(e) if unconnected(&e.flow) => (None, None, None),
+            Event::SocketError(e) if unconnected(&e.flow) => (None, None, None),
             Event::Retransmit(e) => {
                 let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
                 (Some(id), o, Some(e.header.sk))
@@ -169,6 +177,7 @@ impl Engine {
         }
         if let Event::SocketState(e) = &event
             && e.new_state == TCP_CLOSE
+            && sock.is_some()
         {
             self.sockets.forget(e.header.sk);
         }

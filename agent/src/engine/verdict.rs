@@ -139,33 +139,36 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
         t.fast += 1;
     }
 
-    // Healthy PMTUD: a too-big message arrived and the MSS shrank.
+    // Healthy PMTUD: a too-big message arrived and the MSS shrank to fit it (from
+    // its earlier value when one was seen, else at least to what the MTU allows).
     if !t.pmtud_ok_reported
         && let Some(tb) = too_big_valid(t).cloned()
         && e.mss > 0
-        && e.mss < tb.mss_before.max(mss_before)
     {
-        t.pmtud_ok_reported = true;
         let before = tb.mss_before.max(mss_before);
-        out.push(verdict(
-            t,
-            c,
-            ts,
-            "pmtud_ok",
-            "high",
-            json!({
-                "mtu": tb.mtu,
-                "router": tb.router,
-                "mss_before": before,
-                "mss_after": e.mss,
-                "ms_to_adapt": ms(ts.saturating_sub(tb.ts_ns)),
-            }),
-            format!(
-                "path MTU discovery works: {} reported MTU {}, the socket lowered its MSS \
-                 from {before} to {} and resent. Nothing to fix.",
-                tb.router, tb.mtu, e.mss
-            ),
-        ));
+        let fits = tb.mtu > header_bytes(&t.flow) && e.mss <= tb.mtu - header_bytes(&t.flow);
+        if fits && (before == 0 || e.mss < before) {
+            t.pmtud_ok_reported = true;
+            out.push(verdict(
+                t,
+                c,
+                ts,
+                "pmtud_ok",
+                "high",
+                json!({
+                    "mtu": tb.mtu,
+                    "router": tb.router,
+                    "mss_before": (before != 0).then_some(before),
+                    "mss_after": e.mss,
+                    "ms_to_adapt": ms(ts.saturating_sub(tb.ts_ns)),
+                }),
+                format!(
+                    "path MTU discovery works: {} reported MTU {}, the socket lowered its \
+                     MSS to {} and resent. Nothing to fix.",
+                    tb.router, tb.mtu, e.mss
+                ),
+            ));
+        }
     }
 
     if e.kind == retransmit_kind::RTO {
