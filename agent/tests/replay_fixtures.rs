@@ -1,0 +1,70 @@
+//! Recordings of the real scenario suite (tests/tests/verdicts.rs, saved with
+//! SENDSIGHT_FIXTURES_DIR) replayed without privileges: each must reach exactly the
+//! verdicts it reached live, twice in a row identically.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use sendsight::{engine::Limits, record::Reader, replay::replay_from};
+use serde_json::Value;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ssrec"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn replay(bytes: &[u8]) -> Vec<u8> {
+    let mut reader = Reader::new(bytes, "fixture".into()).expect("valid recording");
+    let mut out = Vec::new();
+    replay_from(&mut reader, Limits::default(), &mut out).expect("replays");
+    out
+}
+
+#[test]
+fn every_scenario_replays_to_its_verdicts() {
+    let all = fixtures();
+    assert!(all.len() >= 8, "expected the 8 scenario recordings, found {}", all.len());
+    for path in all {
+        let bytes = std::fs::read(&path).unwrap();
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(path.with_extension("expect.json")).expect("expect file"),
+        )
+        .unwrap();
+        let out = replay(&bytes);
+        assert_eq!(out, replay(&bytes), "{}: replay is not deterministic", path.display());
+        let lines: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: BTreeSet<String> = lines
+            .iter()
+            .filter(|l| l["type"] == "verdict" && l["peer"]["ip"] == expect["peer"])
+            .map(|l| l["verdict"].as_str().unwrap().to_string())
+            .collect();
+        let want: BTreeSet<String> = expect["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(got, want, "{}", path.display());
+        assert_eq!(lines.last().unwrap()["type"], "summary");
+    }
+}
+
+#[test]
+fn truncated_recording_replays_what_came_before() {
+    let path = &fixtures()[0];
+    let bytes = std::fs::read(path).unwrap();
+    for cut in [bytes.len() - 1, bytes.len() / 2, 200] {
+        let out = replay(&bytes[..cut]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().last().unwrap().contains("\"type\":\"summary\""));
+    }
+}
