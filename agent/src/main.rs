@@ -43,6 +43,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// BTF file to use instead of /sys/kernel/btf/vmlinux.
+        #[arg(long, value_name = "FILE")]
+        btf: Option<std::path::PathBuf>,
     },
     /// Run the engine over a recording made with `run --record` (no privileges
     /// needed): the same verdicts, in the same order, as the live run.
@@ -67,6 +70,52 @@ struct RunArgs {
     /// Forget a socket after this long without events (e.g. 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Where lines go: stdout, file:PATH (appended, 0600, rotated by size),
+    /// unix:PATH or tcp:HOST:PORT (a collector such as rsyslog, Vector, Fluent Bit).
+    #[arg(long, default_value = "stdout", value_name = "SINK")]
+    output: sendsight::output::sink::Spec,
+    /// Rotate a file output when it reaches this many bytes.
+    #[arg(long, default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    rotate_bytes: u64,
+    /// Old files kept by rotation.
+    #[arg(long, default_value_t = 5)]
+    rotate_keep: u32,
+    /// Bound of a network output's queue while the collector is slow or away; lines
+    /// beyond it are dropped and counted.
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(65536..=(1u64 << 32)))]
+    queue_bytes: u64,
+    /// Only sockets of these processes (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Only sockets of processes with this command name (comm).
+    #[arg(long, value_delimiter = ',')]
+    comm: Vec<String>,
+    /// Only sockets of processes in these cgroups (cgroup v2 id).
+    #[arg(long, value_delimiter = ',')]
+    cgroup: Vec<u64>,
+    /// Only sockets in these network namespaces (inode number, as in /proc/PID/ns/net).
+    #[arg(long, value_delimiter = ',')]
+    netns: Vec<u32>,
+    /// Only flows with this local or peer port.
+    #[arg(long, value_delimiter = ',')]
+    port: Vec<u16>,
+    /// Only flows whose local or peer address is in this CIDR.
+    #[arg(long, value_delimiter = ',', value_parser = sendsight::filter::parse_cidr)]
+    cidr: Vec<ipnet::IpNet>,
+    /// Only these line types (comma-separated): retransmit, send_error, icmp_too_big,
+    /// socket_state, socket_error, cong_state, verdict, path, loss.
+    #[arg(long, value_parser = sendsight::filter::parse_events)]
+    events: Option<std::collections::BTreeSet<String>>,
+    /// At most this many lines per socket and type per second (the rest counted as
+    /// `rate_limited` loss); 0: no limit.
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+    /// Serve Prometheus metrics (and /healthz) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// BTF file to use instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<std::path::PathBuf>,
     /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_sockets: u64,
@@ -161,8 +210,11 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Replay { .. } => unreachable!("handled above"),
-        Command::Check { json } => {
-            let report = sendsight::check::check(Options::default());
+        Command::Check { json, btf } => {
+            let report = sendsight::check::check(Options {
+                btf,
+                ..Options::default()
+            });
             if json {
                 println!(
                     "{}",
@@ -183,6 +235,7 @@ fn main() -> ExitCode {
                 probes: Options {
                     ring_bytes: args.ring_bytes,
                     max_sockets: args.max_sockets.min(u32::MAX as u64) as u32,
+                    btf: args.btf.clone(),
                 },
                 limits: Limits {
                     max_sockets: args.max_sockets as usize,
@@ -191,6 +244,28 @@ fn main() -> ExitCode {
                 },
                 loss_interval: Duration::from_secs(1),
                 record: args.record,
+                output: match args.output {
+                    sendsight::output::sink::Spec::File { path, .. } => {
+                        sendsight::output::sink::Spec::File {
+                            path,
+                            max_bytes: args.rotate_bytes,
+                            keep: args.rotate_keep,
+                        }
+                    }
+                    other => other,
+                },
+                queue_bytes: args.queue_bytes as usize,
+                filter: sendsight::filter::Filter {
+                    pids: args.pid,
+                    comms: args.comm,
+                    cgroups: args.cgroup,
+                    netns: args.netns,
+                    ports: args.port,
+                    cidrs: args.cidr,
+                    events: args.events,
+                },
+                rate_limit: args.rate_limit,
+                metrics: args.metrics,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,14 +1,25 @@
 //! decode -> engine -> JSON, shared by `run` (live) and `replay` (recorded), so
 //! both produce the same lines from the same records.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     clock::WallClock,
     decode,
     engine::{Emit, Engine, Limits},
+    filter::{Filter, RateLimit},
+    metrics::Metrics,
     output::json::{self, Units},
 };
+
+/// What shapes the output (not the engine's view).
+#[derive(Default)]
+pub struct Shaping {
+    pub filter: Filter,
+    /// Lines per socket per type per second; 0: no limit.
+    pub rate_limit: u32,
+    pub metrics: Option<Arc<Metrics>>,
+}
 
 pub struct Pipeline {
     pub clock: WallClock,
@@ -19,10 +30,13 @@ pub struct Pipeline {
     pub verdicts: BTreeMap<&'static str, u64>,
     pub decode_errors: u64,
     first_decode_error: Option<String>,
+    filter: Filter,
+    pub rate: RateLimit,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
-    pub fn new(clock: WallClock, units: Units, limits: Limits) -> Self {
+    pub fn new(clock: WallClock, units: Units, limits: Limits, shaping: Shaping) -> Self {
         Self {
             clock,
             units,
@@ -31,6 +45,9 @@ impl Pipeline {
             verdicts: BTreeMap::new(),
             decode_errors: 0,
             first_decode_error: None,
+            filter: shaping.filter,
+            rate: RateLimit::new(shaping.rate_limit),
+            metrics: shaping.metrics,
         }
     }
 
@@ -39,9 +56,24 @@ impl Pipeline {
         match decode::decode(bytes) {
             Ok(event) => {
                 *self.counts.entry(event.kind_name()).or_default() += 1;
+                if let Some(m) = &self.metrics {
+                    m.event(event.kind_name());
+                }
                 for e in self.engine.on_event(event) {
                     if let Emit::Verdict(v) = &e {
                         *self.verdicts.entry(v.verdict).or_default() += 1;
+                        if let Some(m) = &self.metrics {
+                            m.verdict(v.verdict);
+                        }
+                    }
+                    if !self.filter.allows(&e) {
+                        continue;
+                    }
+                    if !self.rate.admit(&e) {
+                        if let Some(m) = &self.metrics {
+                            m.lost("rate_limited", 1);
+                        }
+                        continue;
                     }
                     out(json::emit(&self.clock, self.units, &e));
                 }
@@ -54,6 +86,9 @@ impl Pipeline {
                     self.first_decode_error = Some(e.to_string());
                 }
                 self.decode_errors += 1;
+                if let Some(m) = &self.metrics {
+                    m.lost("decode", 1);
+                }
             }
         }
     }
@@ -61,5 +96,12 @@ impl Pipeline {
     pub fn send_verdicts_rate_limited(&self) -> u64 {
         // Only sockets still tracked are counted; evicted ones took theirs along.
         self.engine.sockets.suppressed_total()
+    }
+}
+
+impl Pipeline {
+    /// Whether `loss` lines pass the `--events` filter.
+    pub fn allows_loss_lines(&self) -> bool {
+        self.filter.allows_type("loss")
     }
 }

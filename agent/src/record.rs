@@ -24,6 +24,9 @@ pub struct Header {
     /// Realtime minus monotonic at recording start (ns): replays print the same `ts`.
     pub clock_offset_ns: i128,
     pub hz: Option<u32>,
+    /// The recording host, printed on replayed lines.
+    #[serde(default)]
+    pub host: Option<crate::host::Host>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +200,7 @@ mod tests {
             kernel: "6.18".into(),
             clock_offset_ns: 5,
             hz: Some(250),
+            host: None,
         }
     }
 

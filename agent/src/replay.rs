@@ -25,6 +25,9 @@ pub fn replay_from<R: std::io::Read>(
     limits: Limits,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
+    if let Some(h) = &reader.header.host {
+        crate::host::set(h.clone());
+    }
     let clock = WallClock::with_offset(reader.header.clock_offset_ns);
     let mut pipe = Pipeline::new(
         clock,
@@ -32,6 +35,7 @@ pub fn replay_from<R: std::io::Read>(
             hz: reader.header.hz,
         },
         limits,
+        Default::default(),
     );
     let mut n = 0u64;
     let (mut first, mut last) = (None, 0u64);
@@ -72,6 +76,7 @@ pub fn replay_from<R: std::io::Read>(
     let summary = summary_line(
         &pipe,
         &lost,
+        0,
         (last.saturating_sub(first)) as f64 / 1e9,
         &clock.rfc3339(last),
         clock.unix_ns(last),

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,11 +16,12 @@ use crate::{
     clock::WallClock,
     engine::Limits,
     ingest::Ingest,
+    metrics::Metrics,
     output::{
         json::{self, LossBody, StartBody, SummaryBody, Units},
-        sink::{SinkError, Stdout},
+        sink::{self, Sink, SinkError},
     },
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Shaping},
     probes::{self, Options},
     record::{self, Recorder},
 };
@@ -33,6 +35,13 @@ pub struct RunConfig {
     pub loss_interval: Duration,
     /// Write the raw event stream here (for `sendsight replay`).
     pub record: Option<PathBuf>,
+    pub output: sink::Spec,
+    /// Bound of a network sink's queue, in bytes.
+    pub queue_bytes: usize,
+    pub filter: crate::filter::Filter,
+    pub rate_limit: u32,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why the run ended, for the exit path.
@@ -44,7 +53,9 @@ enum Stop {
 
 struct State {
     pipe: Pipeline,
-    out: Stdout,
+    out: Sink,
+    sink_reported: u64,
+    rate_reported: u64,
     recorder: Option<Recorder>,
     kernel_reported: [u64; slot::COUNT as usize],
     decode_reported: u64,
@@ -82,6 +93,9 @@ impl State {
         for (i, total) in kernel.iter().enumerate() {
             let before = self.kernel_reported[i];
             if *total > before {
+                if let Some(m) = &self.pipe.metrics {
+                    m.lost(SLOT_NAMES[i], total - before);
+                }
                 let line = json::line(
                     "loss",
                     &ts,
@@ -94,6 +108,39 @@ impl State {
                 );
                 self.out.push(&line)?;
                 self.kernel_reported[i] = *total;
+            }
+        }
+        if !self.pipe.allows_loss_lines() {
+            self.kernel_reported = kernel;
+            self.decode_reported = self.pipe.decode_errors;
+            return self.out.flush();
+        }
+        for (source, now, before) in [
+            ("sink", self.out.dropped(), &mut self.sink_reported),
+            (
+                "rate_limited",
+                self.pipe.rate.dropped,
+                &mut self.rate_reported,
+            ),
+        ] {
+            if now > *before {
+                let line = json::line(
+                    "loss",
+                    &ts,
+                    ts_ns,
+                    LossBody {
+                        source,
+                        lost: now - *before,
+                        total: now,
+                    },
+                );
+                if let Some(m) = &self.pipe.metrics
+                    && source == "sink"
+                {
+                    m.lost(source, now - *before);
+                }
+                *before = now;
+                self.out.push(&line)?;
             }
         }
         let decode = self.pipe.decode_errors;
@@ -124,6 +171,7 @@ fn kernel_release() -> String {
 pub fn summary_line(
     pipe: &Pipeline,
     lost: &[u64; slot::COUNT as usize],
+    sink_dropped: u64,
     duration_s: f64,
     ts: &str,
     ts_ns: i128,
@@ -136,6 +184,8 @@ pub fn summary_line(
     }
     lost_map.insert("decode".to_string(), pipe.decode_errors);
     lost_map.insert("sockets_evicted".to_string(), pipe.engine.sockets.evicted);
+    lost_map.insert("sink".to_string(), sink_dropped);
+    lost_map.insert("rate_limited".to_string(), pipe.rate.dropped);
     json::line(
         "summary",
         ts,
@@ -160,10 +210,21 @@ pub fn summary_line(
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut loaded = probes::load(cfg.probes)?;
+    let mut loaded = probes::load(cfg.probes.clone())?;
     let clock = WallClock::from_system();
     let hz = crate::hz::kernel_hz();
     let kernel = kernel_release();
+    let host = crate::host::Host::from_system();
+    crate::host::set(host.clone());
+    let metrics = cfg.metrics.map(|_| Arc::new(Metrics::default()));
+    if let (Some(addr), Some(m)) = (cfg.metrics, &metrics) {
+        let server = crate::metrics::serve(addr, m.clone())
+            .await
+            .with_context(|| format!("--metrics {addr}: cannot listen"))?;
+        tokio::spawn(server);
+        eprintln!("sendsight: metrics on http://{addr}/metrics (health: /healthz)");
+    }
+    let out = Sink::open(&cfg.output, cfg.queue_bytes)?;
     let recorder = match &cfg.record {
         Some(path) => Some(Recorder::create(
             path,
@@ -172,13 +233,25 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 kernel: kernel.clone(),
                 clock_offset_ns: clock.offset_ns(),
                 hz,
+                host: Some(host),
             },
         )?),
         None => None,
     };
     let mut state = State {
-        pipe: Pipeline::new(clock, Units { hz }, cfg.limits),
-        out: Stdout::default(),
+        pipe: Pipeline::new(
+            clock,
+            Units { hz },
+            cfg.limits,
+            Shaping {
+                filter: cfg.filter.clone(),
+                rate_limit: cfg.rate_limit,
+                metrics,
+            },
+        ),
+        out,
+        sink_reported: 0,
+        rate_reported: 0,
         recorder,
         kernel_reported: [0; slot::COUNT as usize],
         decode_reported: 0,
@@ -252,6 +325,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => {
                 state.pipe.engine.tick(WallClock::monotonic_now());
+                if let Some(m) = &state.pipe.metrics {
+                    m.sockets.set(state.pipe.engine.sockets.len() as i64);
+                }
                 let lost = loaded.lost_counts();
                 match state.report_loss(lost) {
                     Ok(()) => {}
@@ -292,6 +368,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let summary = summary_line(
         &state.pipe,
         &lost,
+        state.out.dropped(),
         started.elapsed().as_secs_f64(),
         &ts,
         ts_ns,
@@ -302,6 +379,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .map_or(end, Err)
         .and_then(|()| state.out.push(&summary))
         .and_then(|()| state.out.flush());
+    state.out.close(Duration::from_secs(2)).await;
     match r {
         Ok(()) | Err(SinkError::Closed) => {}
         Err(e) => return Err(e.into()),

@@ -138,6 +138,15 @@ impl Engine {
             && let Some(entry) = self.sockets.get_mut(sk)
         {
             let tl = &mut entry.timeline;
+            let netns = match &event {
+                Event::Retransmit(e) => e.netns,
+                Event::SendError(e) => e.netns,
+                Event::SocketState(e) => e.netns,
+                _ => 0,
+            };
+            if netns != 0 {
+                tl.netns = netns;
+            }
             match &event {
                 Event::Retransmit(e) => verdict::on_retransmit(tl, &ctx, e, &mut verdicts),
                 Event::CongState(e) => verdict::on_cong_state(tl, &ctx, e, &mut verdicts),

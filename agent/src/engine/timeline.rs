@@ -54,6 +54,7 @@ pub struct Episode {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timeline {
     pub flow: Flow,
+    pub netns: u32,
     pub last_ns: u64,
     pub retransmits: VecDeque<RetransmitFact>,
     pub too_big: VecDeque<TooBigFact>,

@@ -19,6 +19,8 @@ pub struct Verdict {
     pub confidence: &'static str,
     pub evidence: Value,
     pub advice: String,
+    /// Network namespace of the socket (0: unknown).
+    pub netns: u32,
 }
 
 /// A retransmitted segment at least this big, and the socket's full MSS, counts as
@@ -67,6 +69,7 @@ fn verdict(
         confidence,
         evidence,
         advice,
+        netns: t.netns,
     }
 }
 
@@ -412,6 +415,7 @@ pub fn spoofed(
             "router": router,
             "quoted_seq": e.seq,
         }),
+        netns: e.netns,
         advice: "a too-big message that matches no live connection's unacknowledged data: \
                  off-path or forged (or for a connection sendsight has not seen since it \
                  started). It is not used as evidence. If many arrive, someone may be trying \
@@ -586,5 +590,6 @@ pub fn on_send_error(t: &mut Timeline, c: &Ctx, e: &SendError, out: &mut Vec<Ver
             "snd_queue": t.retransmits.back().map(|r| r.snd_queue),
         }),
         advice,
+        netns: t.netns,
     });
 }

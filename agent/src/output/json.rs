@@ -21,6 +21,8 @@ pub struct Line<'a, B: Serialize> {
     pub kind: &'static str,
     pub ts: &'a str,
     pub ts_ns: i128,
+    pub host: &'static crate::host::Host,
+    pub agent_version: &'static str,
     #[serde(flatten)]
     pub body: B,
 }
@@ -31,6 +33,8 @@ pub fn line<B: Serialize>(kind: &'static str, ts: &str, ts_ns: i128, body: B) ->
         kind,
         ts,
         ts_ns,
+        host: crate::host::get(),
+        agent_version: env!("CARGO_PKG_VERSION"),
         body,
     })
     .unwrap_or_else(|e| {

@@ -14,13 +14,11 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error(
-        "cannot read kernel BTF at {path}: {source}; this kernel was built without \
-         CONFIG_DEBUG_INFO_BTF, which sendsight needs to find struct layouts"
-    )]
+    #[error("cannot read BTF at {path}: {source}; {hint}")]
     Read {
         path: String,
         source: std::io::Error,
+        hint: &'static str,
     },
     #[error("malformed BTF: {0}")]
     Malformed(String),
@@ -98,6 +96,12 @@ impl Btf {
         let data = fs::read(path).map_err(|source| BtfError::Read {
             path: path.display().to_string(),
             source,
+            hint: if path == Path::new(VMLINUX) {
+                "this kernel was built without CONFIG_DEBUG_INFO_BTF, which sendsight needs \
+                 to find struct layouts: pass a BTF file for it with --btf (e.g. from BTFHub)"
+            } else {
+                "check the --btf path"
+            },
         })?;
         Self::parse(&data)
     }

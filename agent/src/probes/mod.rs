@@ -44,12 +44,15 @@ pub enum ProbeError {
 }
 
 /// Tunables of the kernel side.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// EVENTS ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
     /// Entries of the kernel's socket -> owner/counters map.
     pub max_sockets: u32,
+    /// BTF to use instead of /sys/kernel/btf/vmlinux (e.g. from BTFHub for kernels
+    /// built without CONFIG_DEBUG_INFO_BTF).
+    pub btf: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
         Self {
             ring_bytes: 1 << 20,
             max_sockets: 65_536,
+            btf: None,
         }
     }
 }
@@ -167,7 +171,10 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     }
     let found = tracefs::ensure_mounted()?;
     let root = found.root().to_path_buf();
-    let btf = btf::Btf::from_sys_fs()?;
+    let btf = match &opts.btf {
+        Some(p) => btf::Btf::from_file(p)?,
+        None => btf::Btf::from_sys_fs()?,
+    };
     let mut resolver = layout::Resolver {
         btf: &btf,
         missing: Vec::new(),
