@@ -59,7 +59,7 @@ enum Command {
 struct RunArgs {
     /// Stop after this long (e.g. 30s, 5m, 1h30m; a bare number is seconds).
     /// Default: run until SIGINT or SIGTERM.
-    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     duration: Option<Duration>,
     /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]

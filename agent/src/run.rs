@@ -384,6 +384,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         Ok(()) | Err(SinkError::Closed) => {}
         Err(e) => return Err(e.into()),
     }
+    // Also on stderr: when the output itself is what failed (disk full, collector
+    // gone), this is where the operator still sees what was lost.
+    let sink_lost = state.out.dropped();
+    eprintln!(
+        "sendsight: summary: {} events, {} verdicts, lost: kernel {}, decode {}, sink {}, \
+         rate-limited {}",
+        state.pipe.counts.values().sum::<u64>(),
+        state.pipe.verdicts.values().sum::<u64>(),
+        lost.iter().take(slot::CONG_STATE as usize + 1).sum::<u64>(),
+        state.pipe.decode_errors,
+        sink_lost,
+        state.pipe.rate.dropped
+    );
     let why = match stop {
         Stop::Duration => "duration over".to_string(),
         Stop::Signal(s) => format!("{s} received"),

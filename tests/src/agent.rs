@@ -63,6 +63,12 @@ impl Output {
 impl Agent {
     /// Starts `sendsight run <args>` and waits until it reports its probes attached.
     pub fn start(args: &[&str]) -> Agent {
+        Self::start_expecting(args, true)
+    }
+
+    /// Starts the agent; with `stdout_lines` false (output sent elsewhere), waits for
+    /// the attach message on stderr instead of the `start` line.
+    pub fn start_expecting(args: &[&str], stdout_lines: bool) -> Agent {
         let mut child = Command::new(binary())
             .arg("run")
             .args(args)
@@ -73,6 +79,7 @@ impl Agent {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (started_tx, started_rx) = mpsc::channel();
+        let started_tx_err = started_tx.clone();
         let out = child.stdout.take().unwrap();
         let l2 = lines.clone();
         let r1 = std::thread::spawn(move || {
@@ -88,9 +95,13 @@ impl Agent {
         });
         let err = child.stderr.take().unwrap();
         let e2 = stderr.clone();
+        let started_tx2 = started_tx_err;
         let r2 = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
+                if !stdout_lines && line.contains("sendsight: tracing") {
+                    let _ = started_tx2.send(());
+                }
                 let mut s = e2.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
@@ -114,8 +125,17 @@ impl Agent {
 
     /// SIGINT, then wait for a clean exit (the summary comes last).
     pub fn stop(&mut self) -> Output {
+        self.stop_with(libc::SIGINT)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal`, then waits for the agent to exit.
+    pub fn stop_with(&mut self, signal: i32) -> Output {
         let mut child = self.child.take().expect("agent already stopped");
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {

@@ -1,0 +1,67 @@
+//! Signals and lifecycle: SIGTERM detaches every program (none of ours stays loaded),
+//! flushes and prints the summary; a second signal exits at once.
+//! Its own test binary: no other agent may be running while programs are counted.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sendsight_tests::{Agent, agent::binary, require_root};
+
+/// Names of our programs as the kernel lists them (truncated to 15 characters).
+const OURS: &[&str] = &[
+    "tcp_retransmit_",
+    "sock_send_lengt",
+    "sys_exit",
+    "netif_receive_s",
+    "icmp_send",
+    "inet_sock_set_s",
+    "inet_sk_error_r",
+    "tcp_cong_state_",
+];
+
+fn loaded_ours() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| OURS.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn sigterm_detaches_everything_and_second_signal_is_immediate() {
+    require_root();
+    assert!(loaded_ours().is_empty(), "programs of ours already loaded: {:?}", loaded_ours());
+    let mut agent = Agent::start(&[]);
+    let during = loaded_ours();
+    assert!(during.len() >= 6, "expected our programs loaded while running, got {during:?}");
+    let out = agent.stop_with(libc::SIGTERM);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.lines.last().unwrap()["type"], "summary");
+    assert!(out.stderr.contains("SIGTERM received; all programs detached"), "{}", out.stderr);
+    let after = loaded_ours();
+    assert!(after.is_empty(), "still loaded after SIGTERM: {after:?}");
+
+    // Two signals back to back: the second one does not wait for the clean path.
+    let mut child = Command::new(binary())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while loaded_ours().len() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(loaded_ours().is_empty(), "still loaded after two signals: {:?}", loaded_ours());
+}
