@@ -26,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "util-linux",
     "procps",
+    "rsyslog",
 ];
 
 #[cfg(test)]
