@@ -1,0 +1,23 @@
+//! Benchmark floors: the least a program on these tracepoints can do (read one field
+//! at a loader-given offset, return). Loaded only by `sendsight-bench`, never by the
+//! agent; they anchor the per-program cost ratios in BENCHMARKS.md.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+
+use crate::{lay, read};
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn floor_send(ctx: TracePointContext) -> u32 {
+    match read::tp::<i32>(&ctx, lay!(send_tp.ret)) {
+        Ok(r) => r as u32 & 1,
+        Err(r) => r,
+    }
+}
+
+#[tracepoint(category = "net", name = "netif_receive_skb")]
+pub fn floor_rx(ctx: TracePointContext) -> u32 {
+    match read::tp::<u64>(&ctx, lay!(skb_tp.netif_skbaddr)) {
+        Ok(r) => r as u32 & 1,
+        Err(r) => r,
+    }
+}
