@@ -82,6 +82,8 @@ pub struct KernelStructs {
     pub skb_network_header: u16,
     pub skb_protocol: u16,
     pub skb_dev: u16,
+    /// `sk_buff.data`: at netif_receive_skb, the network header.
+    pub skb_data: u16,
     // struct tcp_skb_cb (inside skb->cb)
     pub tcb_seq: u16,
     pub tcb_gso_segs: u16,
@@ -204,6 +206,7 @@ impl Layout {
             skb_network_header: ABSENT,
             skb_protocol: ABSENT,
             skb_dev: ABSENT,
+            skb_data: ABSENT,
             tcb_seq: ABSENT,
             tcb_gso_segs: ABSENT,
             tcb_gso_size: ABSENT,
@@ -264,7 +267,9 @@ pub struct Config {
     pub send_syscalls: [i32; 8],
     /// Value of `icsk_pending` meaning "loss probe timer" (ICSK_TIME_LOSS_PROBE).
     pub icsk_time_loss_probe: u32,
-    pub _reserved: u32,
+    /// Wake the reader only when this many bytes wait in the ring (it also polls on
+    /// a short timer): a wakeup per event costs microseconds per event.
+    pub wakeup_bytes: u32,
 }
 
 impl Config {
@@ -273,7 +278,7 @@ impl Config {
         sys_exit_attached: 0,
         send_syscalls: [-1; 8],
         icsk_time_loss_probe: 5,
-        _reserved: 0,
+        wakeup_bytes: 0,
     };
 }
 
@@ -290,8 +295,8 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 94);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 94);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 96);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 96);
 const _: () = assert!(core::mem::size_of::<Config>() == 48);
 
 #[cfg(feature = "user")]

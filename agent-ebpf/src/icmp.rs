@@ -12,8 +12,8 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
@@ -44,13 +44,36 @@ pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
 }
 
 fn try_receive(ctx: &TracePointContext) -> Result<u32, Fail> {
-    let skb = read::tp::<u64>(ctx, lay!(skb_tp.netif_skbaddr))?;
-    let proto = u16::from_be(read::kernel::<u16>(skb, lay!(kernel.skb_protocol))?);
+    on_receive(read::tp::<u64>(ctx, lay!(skb_tp.netif_skbaddr))?)
+}
+
+/// Raw-tracepoint variant, `TP_PROTO(struct sk_buff *skb)`: no trace record, no
+/// helper to read the argument. Preferred wherever it attaches.
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn netif_rx_raw(ctx: RawTracePointContext) -> i32 {
+    match on_receive(ctx.arg(0)) {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+#[inline(always)]
+fn on_receive(skb: u64) -> Result<u32, Fail> {
+    // One read for the ethertype and the data pointer (adjacent in sk_buff; the
+    // loader checked they fit in 32 bytes): this runs for every packet.
+    let base = lay!(kernel.skb_protocol);
+    let blk = bytes::<32>(skb + base as u64)?;
+    let proto = u16::from_be_bytes([blk[0], blk[1]]);
     if proto != ETH_P_IP && proto != ETH_P_IPV6 {
         return Ok(0);
     }
-    let head = read::kernel::<u64>(skb, lay!(kernel.skb_head))?;
-    let ip = head + read::kernel::<u16>(skb, lay!(kernel.skb_network_header))? as u64;
+    let rel = lay!(kernel.skb_data).wrapping_sub(base) as usize;
+    if rel > 24 {
+        return Ok(0);
+    }
+    let mut d = [0u8; 8];
+    d.copy_from_slice(&blk[rel..rel + 8]);
+    // At netif_receive_skb, data points at the network header.
+    let ip = u64::from_le_bytes(d);
     // Decide with a few small reads whether this is a too-big message at all; only
     // then reserve ring space and fill the record in place (the stack is 512 bytes).
     let (icmp, h) = if proto == ETH_P_IP {
@@ -65,7 +88,7 @@ fn try_receive(ctx: &TracePointContext) -> Result<u32, Fail> {
         }
         (icmp, h)
     } else {
-        let nh = bytes::<8>(ip)?;
+        let nh = bytes::<10>(ip)?;
         if nh[6] != IPPROTO_ICMPV6 {
             return Ok(0);
         }
@@ -98,7 +121,7 @@ fn try_receive(ctx: &TracePointContext) -> Result<u32, Fail> {
     }
     device_facts(ev, skb);
     ev.header = header();
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     Ok(0)
 }
 
@@ -192,6 +215,6 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     ev.router = [0; 16];
     device_facts(ev, skb);
     ev.header = header();
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
     Ok(0)
 }

@@ -63,6 +63,20 @@ macro_rules! cfg {
     };
 }
 
+/// Submit flags: no wakeup while little waits in the ring (the agent polls on a
+/// short timer anyway), a forced one when it fills up.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg!(wakeup_bytes) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Count one lost event for `slot`. Never fails: a counter must not turn into a
 /// second loss.
 #[inline(always)]

@@ -8,6 +8,9 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
 /// Error type of the programs: the value returned to the kernel.
 pub type Fail = u32;
 
+/// A field of the tracepoint record. Through a helper: the offset is a runtime
+/// value (from LAYOUT) and the verifier only allows direct context loads at offsets
+/// encoded in the instruction. The hot paths use raw tracepoints instead.
 #[inline(always)]
 pub fn tp<T>(ctx: &TracePointContext, offset: u16) -> Result<T, Fail> {
     if offset == ABSENT {

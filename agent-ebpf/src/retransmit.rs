@@ -97,7 +97,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
     })();
 
     match filled {
-        Ok(()) => entry.submit(0),
+        Ok(()) => entry.submit(crate::maps::submit_flags()),
         Err(_) => entry.discard(0),
     }
     Ok(0)

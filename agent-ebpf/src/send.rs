@@ -46,12 +46,27 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
 fn try_sock_send_length(ctx: &TracePointContext) -> Result<u32, Fail> {
     let ret = read::tp::<i32>(ctx, lay!(send_tp.ret))?;
     let sk = read::tp::<u64>(ctx, lay!(send_tp.sk))?;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
-        return Ok(0);
+    on_send(sk, ret)
+}
+
+/// The same hook as a raw tracepoint: `TP_PROTO(struct sock *sk, int ret, int
+/// flags)` read by position (checked against BTF by the loader), with no trace
+/// record built by the kernel and no helper call to read it: the cheap variant,
+/// preferred wherever it attaches.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    match on_send(sk, ret as i32) {
+        Ok(r) | Err(r) => r as i32,
     }
+}
+
+#[inline(always)]
+fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
+    let pid_tgid = bpf_get_current_pid_tgid();
     if ret >= 0 {
-        // The hot path: count, do not emit.
+        // The hot path (every successful send on the host): count, do not emit.
         match SOCKS.get_ptr_mut(&sk) {
             Some(info) => {
                 let info = unsafe { &mut *info };
@@ -70,6 +85,9 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Result<u32, Fail> {
                 }
             }
         }
+        return Ok(0);
+    }
+    if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
         return Ok(0);
     }
     sock::claim(sk);
@@ -281,5 +299,5 @@ fn emit(
     ev.syscall = syscall;
     ev.source = source;
     ev.netns = sock::netns_of(sk);
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }

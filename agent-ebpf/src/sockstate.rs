@@ -65,7 +65,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
             ev.new_state = new;
             ev.owner = sock::owner_of(sk);
             ev.netns = sock::netns_of(sk);
-            entry.submit(0);
+            entry.submit(crate::maps::submit_flags());
         }
         Err(_) => entry.discard(0),
     }
@@ -93,7 +93,7 @@ fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
         Ok(())
     })();
     match filled {
-        Ok(()) => entry.submit(0),
+        Ok(()) => entry.submit(crate::maps::submit_flags()),
         Err(_) => entry.discard(0),
     }
     Ok(0)
@@ -121,7 +121,7 @@ fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
         Ok(())
     })();
     match filled {
-        Ok(()) => entry.submit(0),
+        Ok(()) => entry.submit(crate::maps::submit_flags()),
         Err(_) => entry.discard(0),
     }
     Ok(0)

@@ -54,11 +54,39 @@ impl WallClock {
     }
 }
 
+const SECONDS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+
+thread_local! {
+    /// The date-and-time part of the last second formatted: lines come in bursts
+    /// within one second, and calendar arithmetic per line is most of the cost.
+    static LAST_SECOND: std::cell::RefCell<(i128, String)> =
+        const { std::cell::RefCell::new((i128::MIN, String::new())) };
+}
+
 pub fn format_unix_ns(unix_ns: i128) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
-        .ok()
-        .and_then(|t| t.format(RFC3339_NANOS).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00.000000000Z".to_string())
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    LAST_SECOND.with(|cache| {
+        let mut c = cache.borrow_mut();
+        if c.0 != secs {
+            let Some(prefix) = OffsetDateTime::from_unix_timestamp(secs as i64)
+                .ok()
+                .and_then(|t| t.format(SECONDS).ok())
+            else {
+                return OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+                    .ok()
+                    .and_then(|t| t.format(RFC3339_NANOS).ok())
+                    .unwrap_or_else(|| "1970-01-01T00:00:00.000000000Z".to_string());
+            };
+            *c = (secs, prefix);
+        }
+        let mut out = String::with_capacity(30);
+        out.push_str(&c.1);
+        use std::fmt::Write as _;
+        let _ = write!(out, ".{nanos:09}Z");
+        out
+    })
 }
 
 #[cfg(test)]
@@ -73,5 +101,14 @@ mod tests {
         );
         let c = WallClock::with_offset(1_000_000_000);
         assert_eq!(c.rfc3339(5), "1970-01-01T00:00:01.000000005Z");
+        // The per-second cache must not leak one second into the next.
+        assert_eq!(
+            format_unix_ns(1_700_000_001_000_000_000),
+            "2023-11-14T22:13:21.000000000Z"
+        );
+        assert_eq!(
+            format_unix_ns(1_700_000_000_999_999_999),
+            "2023-11-14T22:13:20.999999999Z"
+        );
     }
 }

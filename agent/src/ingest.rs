@@ -59,6 +59,23 @@ impl Ingest {
         })
     }
 
+    /// Drains up to [`BATCH`] records without waiting for a notification: the
+    /// programs only wake us when the ring fills up, so the agent also polls.
+    pub fn poll(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while n < BATCH {
+            match ring.next() {
+                Some(item) => {
+                    f(&item);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
     /// Drains whatever is left without waiting (after detaching).
     pub fn drain_now(&mut self, mut f: impl FnMut(&[u8])) -> usize {
         let ring = self.ring.get_mut();

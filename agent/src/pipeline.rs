@@ -52,9 +52,11 @@ impl Pipeline {
     }
 
     /// One raw record in; its lines appended to `out` (newline-terminated JSON).
-    pub fn record(&mut self, bytes: &[u8], out: &mut impl FnMut(Vec<u8>)) {
+    /// Returns the event's kernel timestamp when it decoded.
+    pub fn record(&mut self, bytes: &[u8], out: &mut impl FnMut(Vec<u8>)) -> Option<u64> {
         match decode::decode(bytes) {
             Ok(event) => {
+                let ts = event.header().ts_ns;
                 *self.counts.entry(event.kind_name()).or_default() += 1;
                 if let Some(m) = &self.metrics {
                     m.event(event.kind_name());
@@ -77,6 +79,7 @@ impl Pipeline {
                     }
                     out(json::emit(&self.clock, self.units, &e));
                 }
+                Some(ts)
             }
             Err(e) => {
                 if self.first_decode_error.is_none() {
@@ -89,6 +92,7 @@ impl Pipeline {
                 if let Some(m) = &self.metrics {
                     m.lost("decode", 1);
                 }
+                None
             }
         }
     }

@@ -51,19 +51,19 @@ pub fn replay_from<R: std::io::Read>(
             Err(e) => return Err(e.into()),
         };
         n += 1;
-        if let Ok(ev) = crate::decode::decode(&rec) {
-            let ts = ev.header().ts_ns;
-            first.get_or_insert(ts);
-            last = last.max(ts);
-            pipe.engine.tick(ts);
-        }
-        pipe.record(&rec, &mut |line| {
+        let ts = pipe.record(&rec, &mut |line| {
             if io_err.is_none()
                 && let Err(e) = out.write_all(&line)
             {
                 io_err = Some(e);
             }
         });
+        if let Some(ts) = ts {
+            first.get_or_insert(ts);
+            last = last.max(ts);
+            // Time passes with the events: idle sockets are forgotten as live.
+            pipe.engine.tick(ts);
+        }
         if let Some(e) = io_err.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(n);

@@ -73,7 +73,7 @@ impl State {
         }
         let out = &mut self.out;
         let failed = &mut self.failed;
-        self.pipe.record(bytes, &mut |line| {
+        let _ = self.pipe.record(bytes, &mut |line| {
             if failed.is_none()
                 && let Err(e) = out.push(&line)
             {
@@ -299,6 +299,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.loss_interval);
+    // The programs skip the wakeup for small amounts of data (it costs µs per
+    // event); this poll bounds the latency of a quiet ring to 20 ms.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     eprintln!(
         "sendsight: tracing{}; stop with Ctrl-C",
         cfg.duration
@@ -317,6 +321,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             batch = ingest.ready() => {
                 let batch = batch.context("waiting on the ring buffer")?;
                 batch.drain(|bytes| state.handle(bytes));
+                match state.failed.take().map_or_else(|| state.out.flush(), Err) {
+                    Ok(()) => {}
+                    Err(SinkError::Closed) => break Stop::OutputClosed,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ = poll.tick() => {
+                ingest.poll(|bytes| state.handle(bytes));
                 match state.failed.take().map_or_else(|| state.out.flush(), Err) {
                     Ok(()) => {}
                     Err(SinkError::Closed) => break Stop::OutputClosed,

@@ -11,6 +11,8 @@ use sendsight_tests::{Agent, agent::binary, require_root};
 
 /// Names of our programs as the kernel lists them (truncated to 15 characters).
 const OURS: &[&str] = &[
+    "sock_send_raw",
+    "netif_rx_raw",
     "tcp_retransmit_",
     "sock_send_lengt",
     "sys_exit",
@@ -40,6 +42,11 @@ fn sigterm_detaches_everything_and_second_signal_is_immediate() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.lines.last().unwrap()["type"], "summary");
     assert!(out.stderr.contains("SIGTERM received; all programs detached"), "{}", out.stderr);
+    // Detached before the summary; freed by the kernel right after (RCU).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !loaded_ours().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let after = loaded_ours();
     assert!(after.is_empty(), "still loaded after SIGTERM: {after:?}");
 
@@ -62,6 +69,11 @@ fn sigterm_detaches_everything_and_second_signal_is_immediate() {
     let status = child.wait().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
-    std::thread::sleep(Duration::from_millis(200));
+    // Exiting closed every link and program fd; the kernel frees them after an RCU
+    // grace period, so allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !loaded_ours().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(loaded_ours().is_empty(), "still loaded after two signals: {:?}", loaded_ours());
 }

@@ -169,7 +169,13 @@ impl Lossy {
         let _ = Command::new("ip").args(["netns", "del", "ssb-s"]).status();
         sh("ip", &["netns", "add", "ssb-c"])?;
         sh("ip", &["netns", "add", "ssb-s"])?;
-        sh("ip", &["link", "add", "eth0", "netns", "ssb-c", "type", "veth", "peer", "name", "eth0", "netns", "ssb-s"])?;
+        sh(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", "ssb-c", "type", "veth", "peer", "name", "eth0",
+                "netns", "ssb-s",
+            ],
+        )?;
         for (ns, a) in [("ssb-c", "198.18.250.2/24"), ("ssb-s", "198.18.250.1/24")] {
             sh("ip", &["-n", ns, "addr", "add", a, "dev", "eth0"])?;
             sh("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
@@ -195,7 +201,21 @@ impl Lossy {
             .stderr(Stdio::null())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(300));
-        sh("ip", &["netns", "exec", "ssb-c", "iperf3", "-c", "198.18.250.1", "-p", "5201", "-t", &secs.to_string()])?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                "ssb-c",
+                "iperf3",
+                "-c",
+                "198.18.250.1",
+                "-p",
+                "5201",
+                "-t",
+                &secs.to_string(),
+            ],
+        )?;
         let _ = server.wait();
         Ok(())
     }
@@ -270,13 +290,21 @@ fn program_costs(secs: u32) -> anyhow::Result<Costs> {
     stop(agent);
 
     let mut rows = Vec::new();
-    for (owner, set) in [("sendsight", &agent_ids), ("floor", &floor_ids), ("bpftrace", &bt_ids)] {
+    for (owner, set) in [
+        ("sendsight", &agent_ids),
+        ("floor", &floor_ids),
+        ("bpftrace", &bt_ids),
+    ] {
         for id in set {
             let (Some((name, a)), Some((_, b))) = (s0.get(id), s1.get(id)) else {
                 continue;
             };
             let cnt = b.cnt - a.cnt;
-            let avg = if cnt > 0 { (b.ns - a.ns) as f64 / cnt as f64 } else { 0.0 };
+            let avg = if cnt > 0 {
+                (b.ns - a.ns) as f64 / cnt as f64
+            } else {
+                0.0
+            };
             rows.push((owner.to_string(), name.clone(), avg, cnt));
         }
     }
@@ -340,7 +368,11 @@ fn flood(threads: usize, secs: f64, per_thread_rate: Option<u64>) -> u64 {
 }
 
 /// Agent summary after a flood: (delivered send_error events, lost send_error).
-fn flood_run(ring: Option<&str>, threads: usize, rate: Option<u64>) -> anyhow::Result<(u64, u64, u64, u64)> {
+fn flood_run(
+    ring: Option<&str>,
+    threads: usize,
+    rate: Option<u64>,
+) -> anyhow::Result<(u64, u64, u64, u64)> {
     let out = std::env::temp_dir().join(format!("sendsight-bench-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let spec = format!("file:{}", out.display());
@@ -357,7 +389,8 @@ fn flood_run(ring: Option<&str>, threads: usize, rate: Option<u64>) -> anyhow::R
     let hwm = rss_kib(pid, "VmHWM:");
     stop(agent);
     let text = std::fs::read_to_string(&out)?;
-    let summary: serde_json::Value = serde_json::from_str(text.lines().last().context("no summary")?)?;
+    let summary: serde_json::Value =
+        serde_json::from_str(text.lines().last().context("no summary")?)?;
     let delivered = summary["events"]["send_error"].as_u64().unwrap_or(0);
     let lost = summary["lost"]["send_error"].as_u64().unwrap_or(0);
     let _ = std::fs::remove_file(&out);
@@ -475,10 +508,15 @@ fn map_memory(pid: u32) -> BTreeMap<String, u64> {
     };
     for e in dir.flatten() {
         let info = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let get = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+        let get = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
         if let (Some(ty), Some(mem)) = (get("map_type:"), get("memlock:")) {
             let id = get("map_id:").unwrap_or_default();
-            *out.entry(format!("type {ty} (id {id})")).or_default() += mem.parse::<u64>().unwrap_or(0);
+            *out.entry(format!("type {ty} (id {id})")).or_default() +=
+                mem.parse::<u64>().unwrap_or(0);
         }
     }
     out
@@ -497,11 +535,15 @@ fn main() -> anyhow::Result<()> {
     let secs = if quick { 2 } else { 5 };
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
     let mut md = String::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_string();
     md += &format!(
         "Machine: {} cores, kernel {kernel}, {}. Load: iperf3 loopback TCP {secs} s + UDP \
          {secs} s, then TCP through a veth pair dropping every 7th data packet for {secs} s.\n\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         if quick { "quick mode" } else { "full mode" }
     );
 
@@ -521,10 +563,11 @@ fn main() -> anyhow::Result<()> {
     };
     let floor_rx = find("floor", "floor_rx");
     let floor_send = find("floor", "floor_send");
-    let rx = find("sendsight", "netif_receive_s");
-    let send = find("sendsight", "sock_send_lengt");
+    let rx = find("sendsight", "netif_rx_raw");
+    let send = find("sendsight", "sock_send_raw");
     let rt = find("sendsight", "tcp_retransmit_");
-    let bt_rows: Vec<&(String, String, f64, u64)> = c.rows.iter().filter(|r| r.0 == "bpftrace").collect();
+    let bt_rows: Vec<&(String, String, f64, u64)> =
+        c.rows.iter().filter(|r| r.0 == "bpftrace").collect();
     md += &format!(
         "\nRatios: receive hook / floor = **{:.2}x** (target <= 1.25x); send path / floor = \
          **{:.2}x** (target <= 2x); bpftrace programs: {}.\n\n",
@@ -556,9 +599,18 @@ fn main() -> anyhow::Result<()> {
     let mut ratios = Vec::new();
     for (i, (w, wo)) in pairs.iter().enumerate() {
         ratios.push(w / wo);
-        md += &format!("| {} | {:.2} | {:.2} | {:.3} |\n", i + 1, w / 1e9, wo / 1e9, w / wo);
+        md += &format!(
+            "| {} | {:.2} | {:.2} | {:.3} |\n",
+            i + 1,
+            w / 1e9,
+            wo / 1e9,
+            w / wo
+        );
     }
-    md += &format!("\nMedian ratio **{:.3}** (target >= 0.98).\n\n", median(ratios));
+    md += &format!(
+        "\nMedian ratio **{:.3}** (target >= 0.98).\n\n",
+        median(ratios)
+    );
 
     eprintln!("bench: 4/6 userspace pipeline (replay of a synthetic recording)...");
     let dir = std::env::temp_dir().join(format!("sendsight-bench-{}", std::process::id()));
@@ -586,7 +638,8 @@ fn main() -> anyhow::Result<()> {
         let (attempts, delivered, lost, hwm) = flood_run(ring, threads, rate)?;
         md += &format!(
             "| {} | {label} | {:.0} | {delivered} | {lost} | {:.1} MiB |\n",
-            ring.map(|r| format!("{r} B")).unwrap_or("default 1 MiB".into()),
+            ring.map(|r| format!("{r} B"))
+                .unwrap_or("default 1 MiB".into()),
             attempts as f64 / 2.0,
             hwm as f64 / 1024.0
         );

@@ -37,9 +37,15 @@ impl From<&Flow> for FlowKey {
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub id: u64,
-    pub flow: Option<FlowKey>,
     pub owner: Option<Owner>,
+    /// The flow (`timeline.flow`) is indexed in `by_flow` once known.
     pub timeline: Timeline,
+}
+
+impl Entry {
+    fn flow_key(&self) -> Option<FlowKey> {
+        (self.timeline.flow.family != 0).then(|| FlowKey::from(&self.timeline.flow))
+    }
 }
 
 pub struct SocketTable {
@@ -88,7 +94,6 @@ impl SocketTable {
                 sk,
                 Entry {
                     id,
-                    flow: None,
                     owner: None,
                     timeline: Timeline::default(),
                 },
@@ -112,13 +117,13 @@ impl SocketTable {
     pub fn learn(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> (u64, Option<Owner>) {
         let key = FlowKey::from(flow);
         let e = self.entry(sk);
+        let old_flow = e.flow_key();
         e.timeline.flow = *flow;
-        let old_flow = e.flow.replace(key);
         if owner.pid != 0 {
             e.owner = Some(*owner);
         }
         let (id, best) = (e.id, e.owner);
-        if old_flow != Some(key) {
+        if flow.family != 0 && old_flow != Some(key) {
             if let Some(old) = old_flow {
                 self.by_flow.remove(&old);
             }
@@ -138,7 +143,7 @@ impl SocketTable {
         match self.by_sk.remove(&sk) {
             Some(e) => {
                 self.suppressed_gone += e.timeline.send_verdicts_suppressed;
-                if let Some(f) = e.flow
+                if let Some(f) = e.flow_key()
                     && self.by_flow.get(&f) == Some(&sk)
                 {
                     self.by_flow.remove(&f);
@@ -212,6 +217,7 @@ mod tests {
         for sk in 0..100u64 {
             let flow = Flow {
                 sport: sk as u16,
+                family: 2,
                 ..Flow::default()
             };
             t.learn(sk, &flow, &Owner::default());

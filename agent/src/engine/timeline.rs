@@ -5,19 +5,76 @@ use std::collections::VecDeque;
 use agent_common::event::{Flow, Retransmit};
 
 /// How many of each kind of fact a socket keeps (older ones fall off).
-pub const KEEP_RETRANSMITS: usize = 16;
+pub const KEEP_RETRANSMITS: usize = 8;
 pub const KEEP_TOO_BIG: usize = 8;
 
+/// Kept compact (32 bytes): a socket keeps [`KEEP_RETRANSMITS`] of these, and the
+/// agent may track 100k sockets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetransmitFact {
     pub ts_ns: u64,
-    pub kind: u8,
     pub seq: u32,
     pub seg_len: u32,
-    pub segs: u32,
-    pub mss: u32,
-    pub backoff: u8,
     pub snd_queue: u32,
+    pub mss: u16,
+    pub segs: u16,
+    pub kind: u8,
+    pub backoff: u8,
+}
+
+/// Names of the verdicts, in the order `VerdictLog` lists them.
+pub const VERDICT_NAMES: [&str; 9] = [
+    "pmtud_blackhole",
+    "pmtud_ok",
+    "blackhole_recovered",
+    "packet_loss",
+    "path_down",
+    "stall",
+    "disconnect",
+    "spoofed_ptb",
+    "send_error",
+];
+
+/// Which verdicts a socket has had, and the latest one other than send_error: a
+/// bitmask instead of a list (bounded, no allocation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictLog {
+    seen: u16,
+    last: Option<u8>,
+}
+
+impl VerdictLog {
+    fn index(name: &str) -> Option<usize> {
+        VERDICT_NAMES.iter().position(|n| *n == name)
+    }
+
+    pub fn push(&mut self, name: &'static str) {
+        if let Some(i) = Self::index(name) {
+            self.seen |= 1 << i;
+            if name != "send_error" {
+                self.last = Some(i as u8);
+            }
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        Self::index(name).is_some_and(|i| self.seen & (1 << i) != 0)
+    }
+
+    /// Verdicts other than send_error, in `VERDICT_NAMES` order.
+    pub fn prior(&self) -> Vec<&'static str> {
+        VERDICT_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| **n != "send_error" && self.seen & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    /// The latest verdict other than send_error.
+    pub fn last(&self) -> Option<&'static str> {
+        self.last.map(|i| VERDICT_NAMES[i as usize])
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +115,7 @@ pub struct Timeline {
     pub last_ns: u64,
     pub retransmits: VecDeque<RetransmitFact>,
     pub too_big: VecDeque<TooBigFact>,
-    pub episode: Option<Episode>,
+    pub episode: Option<Box<Episode>>,
     /// Latest known send window: [snd_una, snd_una + snd_queue] (from retransmits).
     pub window: Option<(u32, u32)>,
     pub last_mss: u32,
@@ -72,13 +129,14 @@ pub struct Timeline {
     /// snd_una advanced between two retransmits at least once.
     pub progressed: u32,
     pub last_snd_una: Option<u32>,
-    /// Verdicts emitted on this socket, in order (names only).
-    pub verdicts: Vec<&'static str>,
+    /// Verdicts emitted on this socket.
+    pub verdicts: VerdictLog,
     pub loss_reported: Option<&'static str>,
     pub pmtud_ok_reported: bool,
     pub ended_reported: bool,
-    /// Last send_error verdict per errno (ts), for rate limiting.
-    pub last_send_verdict: Vec<(i32, u64)>,
+    /// Last send_error verdict per errno (errno, ts; errno 0: free slot), for rate
+    /// limiting.
+    pub last_send_verdict: [(i32, u64); 2],
     /// send_error verdicts held back by the rate limit (the events are all printed).
     pub send_verdicts_suppressed: u64,
 }
@@ -95,8 +153,8 @@ impl Timeline {
             kind: e.kind,
             seq: e.seq,
             seg_len: e.seg_len,
-            segs: e.segs,
-            mss: e.mss,
+            segs: e.segs.min(u16::MAX as u32) as u16,
+            mss: e.mss.min(u16::MAX as u32) as u16,
             backoff: e.backoff,
             snd_queue: e.snd_queue,
         };
@@ -128,9 +186,7 @@ impl Timeline {
     }
 
     pub fn verdict(&mut self, name: &'static str) {
-        if self.verdicts.len() < 32 {
-            self.verdicts.push(name);
-        }
+        self.verdicts.push(name);
     }
 
     /// Bytes per delivered segment so far: well under the MSS means no full-size

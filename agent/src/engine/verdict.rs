@@ -177,7 +177,7 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
     if e.kind == retransmit_kind::RTO {
         t.rto += 1;
         if t.episode.is_none() {
-            t.episode = Some(Episode {
+            t.episode = Some(Box::new(Episode {
                 start_ns: ts,
                 snd_una: e.snd_una,
                 mss: e.mss,
@@ -193,7 +193,7 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
                 blackhole: None,
                 stall_reported: false,
                 first_seg_len: e.seg_len,
-            });
+            }));
         }
         let too_big = !t.too_big.is_empty();
         let state = t.flow.state;
@@ -242,7 +242,7 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
                         "full_size_retransmits": ep.full_size,
                         "seg_len": e.seg_len,
                         "mss": ep.mss,
-                        "packet_size": ep.mss + hdr,
+                        "packet_size": ep.mss.saturating_add(hdr),
                         "too_big_received": 0,
                         "bytes_acked": ep.bytes_acked,
                         "segments_delivered": ep.delivered,
@@ -259,7 +259,7 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
                          kernel then searches for a size that fits, after 3 RTOs), or clamp \
                          the MSS (iptables/nft 'tcp option maxseg size set rt mtu', or `ip \
                          route ... advmss 1360`). Packets of 1280 bytes fit IPv6's minimum MTU.",
-                        ep.mss + hdr,
+                        ep.mss.saturating_add(hdr),
                         net::peer_ip(&t.flow),
                         if t.flow.family == agent_common::event::AF_INET6 {
                             "packet-too-big"
@@ -307,9 +307,9 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
     // Loss with progress, not bound to size or to a PMTU event.
     let pmtu_involved = t.pmtud_ok_reported
         || !t.too_big.is_empty()
-        || t.verdicts
-            .iter()
-            .any(|v| v.starts_with("pmtud") || *v == "blackhole_recovered")
+        || t.verdicts.has("pmtud_blackhole")
+        || t.verdicts.has("pmtud_ok")
+        || t.verdicts.has("blackhole_recovered")
         || t.episode.as_ref().is_some_and(|ep| ep.blackhole.is_some());
     if t.progressed > 0 && t.total_retransmits >= LOSS_MIN_RETRANSMITS && !pmtu_involved {
         let confidence = if t.total_retransmits >= LOSS_HIGH_RETRANSMITS {
@@ -510,20 +510,21 @@ pub fn on_send_error(t: &mut Timeline, c: &Ctx, e: &SendError, out: &mut Vec<Ver
             return;
         }
         slot.1 = ts;
-    } else if t.last_send_verdict.len() < 8 {
-        t.last_send_verdict.push((e.errno, ts));
+    } else {
+        // A free slot, else the one used longest ago.
+        let slot = t
+            .last_send_verdict
+            .iter_mut()
+            .min_by_key(|(n, at)| (*n != 0, *at))
+            .expect("two slots");
+        *slot = (e.errno, ts);
     }
     if matches!(e.errno, ETIMEDOUT | ECONNRESET | EPIPE) {
         // The send is often the first to hear of it: judge the ending now.
         ended(t, c, ts, e.errno, out);
     }
-    let prior: Vec<&'static str> = t
-        .verdicts
-        .iter()
-        .copied()
-        .filter(|v| *v != "send_error")
-        .collect();
-    let likely = prior.last().copied().or(match e.errno {
+    let prior = t.verdicts.prior();
+    let likely = t.verdicts.last().or(match e.errno {
         ETIMEDOUT => Some("path_down"),
         ECONNRESET | EPIPE => Some("disconnect"),
         EMSGSIZE => Some("message_larger_than_path_mtu"),

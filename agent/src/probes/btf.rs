@@ -72,6 +72,7 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
+    typedefs: HashMap<String, u32>,
 }
 
 /// Where a member lives inside its outermost struct.
@@ -164,7 +165,19 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                KIND_FUNC_PROTO => {
+                    // Parameters, kept as members (name, type) for raw-tracepoint checks.
+                    for i in 0..vlen {
+                        let m = at + i * 8;
+                        members.push(Member {
+                            name: u32_at(tdata, m)?,
+                            ty: u32_at(tdata, m + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    vlen * 8
+                }
+                KIND_ENUM => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
                 KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
                 | KIND_FLOAT | KIND_TYPE_TAG => 0,
@@ -183,11 +196,17 @@ impl Btf {
             types,
             strings,
             structs: HashMap::new(),
+            typedefs: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
                 let name = btf.string(t.name).to_string();
                 btf.structs.entry(name).or_insert(id as u32);
+            } else if t.kind == KIND_TYPEDEF && t.name != 0 {
+                let name = btf.string(t.name);
+                if name.starts_with("btf_trace_") {
+                    btf.typedefs.insert(name.to_string(), id as u32);
+                }
             }
         }
         Ok(btf)
@@ -260,6 +279,51 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// C-ish name of a type: `struct sock *`, `int`, `const void *`.
+    fn type_name(&self, id: u32, depth: u32) -> String {
+        let Some(t) = self.ty(id) else {
+            return "?".into();
+        };
+        if depth > 8 {
+            return "?".into();
+        }
+        match t.kind {
+            0 => "void".into(),
+            KIND_PTR => format!("{} *", self.type_name(t.size_or_type, depth + 1)),
+            KIND_CONST => format!("const {}", self.type_name(t.size_or_type, depth + 1)),
+            KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => {
+                self.type_name(t.size_or_type, depth + 1)
+            }
+            KIND_STRUCT => format!("struct {}", self.string(t.name)),
+            KIND_UNION => format!("union {}", self.string(t.name)),
+            _ => self.string(t.name).to_string(),
+        }
+    }
+
+    /// Argument types of raw tracepoint `name` (its `btf_trace_<name>` prototype,
+    /// without the leading context pointer), or None when the kernel has no such
+    /// tracepoint. Raw tracepoint programs read arguments by position: this is how
+    /// the loader checks the positions it compiled in.
+    pub fn raw_tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let id = *self.typedefs.get(&format!("btf_trace_{name}"))?;
+        let ptr = self.ty(self.resolve(self.ty(id)?.size_or_type))?;
+        if ptr.kind != KIND_PTR {
+            return None;
+        }
+        let proto = self.ty(ptr.size_or_type)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        Some(
+            proto
+                .members
+                .iter()
+                .skip(1)
+                .map(|p| self.type_name(p.ty, 0))
+                .collect(),
+        )
     }
 
     pub fn has_struct(&self, strukt: &str) -> bool {

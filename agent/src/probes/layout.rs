@@ -203,6 +203,7 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         skb_network_header: r.opt("sk_buff", "network_header", 2),
         skb_protocol: r.opt("sk_buff", "protocol", 2),
         skb_dev: r.opt("sk_buff", "dev", 8),
+        skb_data: r.opt("sk_buff", "data", 8),
         tcb_seq: r.opt("tcp_skb_cb", "seq", 4),
         tcb_gso_segs: r.opt("tcp_skb_cb", "tcp_gso_segs", 2),
         tcb_gso_size: r.opt("tcp_skb_cb", "tcp_gso_size", 2),

@@ -149,6 +149,8 @@ struct Plan {
     degraded: Option<String>,
     /// Said when it is unavailable: what covers for it.
     fallback: &'static str,
+    /// Another way to attach the same probe, tried when the first fails.
+    alternative: Option<(&'static str, Kind)>,
 }
 
 enum Kind {
@@ -197,6 +199,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         blocked: tp_missing("tcp", "tcp_retransmit_skb"),
         degraded: None,
         fallback: "none: retransmits cannot be observed on this kernel",
+        alternative: None,
     };
     if p.blocked.is_none() {
         match layout::retransmit_tp(&root) {
@@ -224,14 +227,33 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     }
     plans.push(p);
 
-    // Send errors, socket layer (6.3+).
+    // Send errors, socket layer (6.3+). Raw tracepoint first (no trace record, no
+    // helper per argument: this runs on every send), when BTF confirms the argument
+    // positions the program reads; the classic tracepoint otherwise.
+    let raw_send = btf
+        .raw_tracepoint_args("sock_send_length")
+        .is_some_and(|a| a.len() >= 2 && a[0] == "struct sock *" && a[1] == "int");
+    let classic_send = (
+        "sock_send_length",
+        Kind::Tracepoint("sock", "sock_send_length"),
+    );
+    let (program, kind, alternative) = if raw_send {
+        (
+            "sock_send_raw",
+            Kind::Raw("sock_send_length"),
+            Some(classic_send),
+        )
+    } else {
+        (classic_send.0, classic_send.1, None)
+    };
     let mut p = Plan {
         probe: "send_socket",
-        program: "sock_send_length",
-        kind: Kind::Tracepoint("sock", "sock_send_length"),
+        program,
+        kind,
         blocked: tp_missing("sock", "sock_send_length"),
         degraded: None,
         fallback: "send errors come from the syscall exits only; no per-socket send counters",
+        alternative,
     };
     if p.blocked.is_none() {
         match layout::send_tp(&root) {
@@ -263,19 +285,43 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
             .then(|| "fd -> socket or pt_regs layout unknown in BTF".to_string()),
         degraded: None,
         fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
+        alternative: None,
     });
 
-    // Received too-big messages.
+    // Received too-big messages: every received packet passes here, so the raw
+    // tracepoint again when BTF confirms its single `struct sk_buff *` argument.
+    let raw_rx = btf
+        .raw_tracepoint_args("netif_receive_skb")
+        .is_some_and(|a| a.first().is_some_and(|t| t == "struct sk_buff *"));
+    let classic_rx = (
+        "netif_receive_skb",
+        Kind::Tracepoint("net", "netif_receive_skb"),
+    );
+    let (program, kind, alternative) = if raw_rx {
+        (
+            "netif_rx_raw",
+            Kind::Raw("netif_receive_skb"),
+            Some(classic_rx),
+        )
+    } else {
+        (classic_rx.0, classic_rx.1, None)
+    };
     let mut p = Plan {
         probe: "icmp_rx",
-        program: "netif_receive_skb",
-        kind: Kind::Tracepoint("net", "netif_receive_skb"),
+        program,
+        kind,
         blocked: tp_missing("net", "netif_receive_skb"),
         degraded: None,
         fallback: "received too-big messages are not seen",
+        alternative,
     };
-    if [k.skb_head, k.skb_network_header, k.skb_protocol].contains(&ABSENT) {
+    if [k.skb_data, k.skb_protocol].contains(&ABSENT) {
         p.blocked = Some("sk_buff layout unknown in BTF".into());
+    } else if k.skb_data < k.skb_protocol || k.skb_data - k.skb_protocol > 24 {
+        p.blocked = Some(format!(
+            "sk_buff.protocol ({}) and sk_buff.data ({}) are not within one 32-byte read",
+            k.skb_protocol, k.skb_data
+        ));
     }
     if p.blocked.is_none() {
         match layout::netif_tp(&root) {
@@ -293,6 +339,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         blocked: tp_missing("icmp", "icmp_send"),
         degraded: Some("IPv4 only; the MTU is not in the tracepoint record".into()),
         fallback: "frag-needed messages this host sends are not seen",
+        alternative: None,
     };
     if p.blocked.is_none() {
         match layout::icmp_send_tp(&root) {
@@ -314,6 +361,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         blocked: tp_missing("sock", "inet_sock_set_state"),
         degraded: None,
         fallback: "no state changes; owners are learned from sends only",
+        alternative: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -337,6 +385,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         blocked: tp_missing("sock", "inet_sk_error_report"),
         degraded: None,
         fallback: "socket errors are seen only when a send returns them",
+        alternative: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -360,6 +409,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         blocked: tp_missing("tcp", "tcp_cong_state_set"),
         degraded: None,
         fallback: "congestion state is read from the socket at each retransmit instead",
+        alternative: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -383,6 +433,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         self_tgid: std::process::id(),
         sys_exit_attached: sys_exit_planned as u32,
         send_syscalls: send_syscalls(),
+        wakeup_bytes: opts.ring_bytes / 8,
         ..Config::DEFAULT
     };
 
@@ -403,8 +454,31 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
                 state: State::Unavailable,
                 note: format!("{why}; fallback: {}", plan.fallback),
             },
-            None => match attach_one(&mut ebpf, plan.program, &plan.kind) {
-                Ok(()) => ProbeStatus {
+            None => match attach_one(&mut ebpf, plan.program, &plan.kind).or_else(|first| {
+                match &plan.alternative {
+                    Some((program, kind)) => attach_one(&mut ebpf, program, kind)
+                        .map(|_| {
+                            Some(format!(
+                                "{} failed ({first}); attached as {}",
+                                plan.kind.describe(),
+                                kind.describe()
+                            ))
+                        })
+                        .map_err(|second| format!("{first}; then {second}")),
+                    None => Err(first),
+                }
+            }) {
+                Ok(Some(note)) => ProbeStatus {
+                    probe: plan.probe,
+                    attach: plan
+                        .alternative
+                        .as_ref()
+                        .map(|a| a.1.describe())
+                        .unwrap_or(attach),
+                    state: State::Degraded,
+                    note,
+                },
+                Ok(None) => ProbeStatus {
                     probe: plan.probe,
                     attach,
                     state: if plan.degraded.is_some() {
@@ -451,7 +525,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     })
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<(), String> {
+fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<Option<String>, String> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
@@ -469,5 +543,5 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<(), String>
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
     }
-    Ok(())
+    Ok(None)
 }
