@@ -1,0 +1,373 @@
+//! The agent runs without root: as nobody (uid 65534) with only the minimal
+//! capability set, given as ambient capabilities, it attaches every probe root
+//! attaches and reports a real retransmit exactly; with any one of those
+//! capabilities taken away it refuses up front (exit 77) with one line naming it.
+//!
+//! The minimal set, found by running the agent under setpriv with smaller and smaller
+//! sets (README, "Privileges"): CAP_BPF, CAP_PERFMON, and CAP_DAC_READ_SEARCH
+//! because tracefs is mounted root-only (mode 0700). Mounting tracefs would also need
+//! CAP_SYS_ADMIN: these tests mount it first, as a deployment should.
+//!
+//! Topologies use nets 60..=61.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use sendsight_tests::{
+    Topology,
+    agent::binary,
+    require_root,
+    scenarios::{free_tcp_port, ips},
+    sh, traffic,
+};
+use serde_json::Value;
+
+const NOBODY: u32 = 65534;
+/// setpriv's names (capabilities(7) without the CAP_ prefix, lower case).
+const MINIMAL: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
+
+fn cap_number(name: &str) -> u32 {
+    match name {
+        "dac_read_search" => 2,
+        "perfmon" => 38,
+        "bpf" => 39,
+        _ => panic!("unknown capability {name}"),
+    }
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The deployment's precondition: tracefs mounted (by root, at boot).
+fn ensure_tracefs_mounted() {
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        sh("mount", &["-t", "tracefs", "nodev", TRACEFS]);
+    }
+}
+
+/// Can anyone but root look inside tracefs? (Then CAP_DAC_READ_SEARCH is not needed.)
+fn tracefs_open_to_others() -> bool {
+    std::fs::metadata(TRACEFS)
+        .map(|m| m.permissions().mode() & 0o005 == 0o005)
+        .unwrap_or(false)
+}
+
+/// A copy of the agent binary that nobody can execute, wherever the checkout lives
+/// (a home directory may be closed to other users). Removed on drop.
+struct NobodyBinary {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl NobodyBinary {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sendsight-caps-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("sendsight");
+        std::fs::copy(binary(), &bin).expect("copy the agent binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        NobodyBinary { dir, bin }
+    }
+}
+
+impl Drop for NobodyBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `setpriv` to nobody with exactly `caps` as inheritable, ambient and bounding sets:
+/// after exec the agent's effective set is `caps` and nothing else.
+fn as_nobody(bin: &Path, caps: &[&str], args: &[&str]) -> Command {
+    let list: String = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={list}"))
+        .arg(format!("--ambient-caps={list}"))
+        .arg(format!("--bounding-set={list}"))
+        .arg(bin)
+        .args(args);
+    c
+}
+
+/// The agent running under setpriv (which execs it: same pid).
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux) is needed");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let l2 = lines.clone();
+        let r1 = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line ({e}): {line}"));
+                if v["type"] == "start" {
+                    let _ = tx.send(());
+                }
+                l2.lock().unwrap().push(v);
+            }
+        });
+        let e2 = stderr.clone();
+        let r2 = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = e2.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut r = Running {
+            child,
+            lines,
+            stderr,
+            readers: vec![r1, r2],
+        };
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let (status, _, stderr) = r.stop();
+            panic!("the agent (as nobody) did not start within 60 s ({status}); stderr:\n{stderr}");
+        }
+        r
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) -> (ExitStatus, Vec<Value>, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let s = self.child.wait().unwrap();
+                panic!("the agent did not exit within 30 s of SIGINT (killed: {s})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (
+            status,
+            std::mem::take(&mut *self.lines.lock().unwrap()),
+            std::mem::take(&mut *self.stderr.lock().unwrap()),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `Uid:` and `CapEff:` of a running process.
+fn identity(pid: u32) -> (String, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .trim()
+            .to_string()
+    };
+    let cap_eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    (field("Uid:"), cap_eff)
+}
+
+/// Probe -> state, as root's `sendsight check --json` sees this kernel.
+fn probe_states_as_root() -> Vec<(String, String)> {
+    let out = Command::new(binary())
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check as root failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    states(&v["probes"])
+}
+
+fn states(probes: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = probes
+        .as_array()
+        .expect("a probes array")
+        .iter()
+        .map(|p| {
+            (
+                p["probe"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn drop_every_seventh_data_packet(port: u16) -> String {
+    // As tests/tests/retransmit.rs: on the receiver's input hook, payload only.
+    format!(
+        "table inet ss_caps_loss {{
+            chain in {{
+                type filter hook input priority 0; policy accept;
+                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
+            }}
+        }}"
+    )
+}
+
+#[test]
+fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
+    require_root();
+    ensure_tracefs_mounted();
+    let root_states = probe_states_as_root();
+    let topo = Topology::direct(60);
+    let (client_ip, server_ip) = ips(&topo, false);
+    let port = free_tcp_port(&topo.server, server_ip);
+    let server = SocketAddr::new(server_ip, port);
+    topo.server.nft(&drop_every_seventh_data_packet(port));
+
+    let bin = NobodyBinary::new("minimal");
+    let mut agent = Running::start(as_nobody(&bin.bin, &MINIMAL, &["run"]));
+    // It really is nobody, with exactly the minimal set in effect.
+    let (uid, cap_eff) = identity(agent.pid());
+    let want: u64 = MINIMAL.iter().map(|c| 1u64 << cap_number(c)).sum();
+    assert!(
+        uid.split_whitespace().all(|u| u == NOBODY.to_string()),
+        "Uid: {uid}"
+    );
+    assert_eq!(cap_eff, want, "CapEff {cap_eff:#x}, expected {want:#x}");
+
+    let sink = traffic::sink_server(&topo.server, server, 1);
+    let (stream, info, local) = topo
+        .client
+        .run("ss-caps-bulk", move || {
+            let s = traffic::send_bulk(server, 2 << 20, Duration::from_secs(60));
+            let info = traffic::tcp_info(&s);
+            let local = s.local_addr().unwrap();
+            (s, info, local)
+        })
+        .join()
+        .expect("bulk sender");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, lines, stderr) = agent.stop();
+    drop(stream);
+    let _ = sink.join();
+
+    assert!(status.success(), "agent exited {status}: {stderr}");
+    let start = lines
+        .iter()
+        .find(|l| l["type"] == "start")
+        .expect("a start line");
+    let ours = states(&start["probes"]);
+    println!("probes as nobody: {ours:?}");
+    assert_eq!(
+        ours, root_states,
+        "as nobody with {MINIMAL:?} the probes must end up as they do for root"
+    );
+    assert!(
+        ours.iter().all(|(_, s)| s != "unavailable"),
+        "every probe attached: {ours:?}\n{stderr}"
+    );
+
+    assert!(info.total_retrans > 0, "the nft rule caused no retransmit: {info:?}");
+    let mine: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["type"] == "retransmit"
+                && l["local"]["ip"] == client_ip.to_string()
+                && l["local"]["port"] == local.port()
+        })
+        .collect();
+    let segs: u64 = mine.iter().map(|l| l["segs"].as_u64().unwrap()).sum();
+    println!(
+        "kernel total_retrans={} agent retransmit lines={} segs={segs}",
+        info.total_retrans,
+        mine.len()
+    );
+    assert_eq!(
+        segs, info.total_retrans as u64,
+        "the agent's retransmitted segments for {local} differ from the kernel's count"
+    );
+    for l in &mine {
+        assert_eq!(l["peer"]["port"], port, "{l}");
+        assert_eq!(l["process"]["comm"], "ss-caps-bulk", "{l}");
+        assert!(l["mss"].as_u64().is_some(), "kernel memory was readable: {l}");
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary line");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+}
+
+#[test]
+fn one_capability_fewer_is_refused_naming_it() {
+    require_root();
+    ensure_tracefs_mounted();
+    let bin = NobodyBinary::new("fewer");
+    for missing in MINIMAL {
+        let caps: Vec<&str> = MINIMAL.iter().copied().filter(|c| *c != missing).collect();
+        let out = as_nobody(&bin.bin, &caps, &["run", "--duration", "1s"])
+            .output()
+            .expect("setpriv (util-linux) is needed");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if missing == "dac_read_search" && tracefs_open_to_others() {
+            // Not needed where tracefs is mounted open to everyone.
+            assert!(out.status.success(), "without {missing}: {out:?}");
+            continue;
+        }
+        let lines: Vec<&str> = stderr.lines().collect();
+        let name = format!("CAP_{}", missing.to_uppercase());
+        println!("without {name}: {stderr}");
+        assert_eq!(out.status.code(), Some(77), "without {name}: {out:?}");
+        assert_eq!(lines.len(), 1, "one line expected without {name}, got {lines:?}");
+        assert!(lines[0].contains("missing privileges"), "{lines:?}");
+        assert!(
+            lines[0].contains(&format!("lacks {name}")),
+            "the line must name {name}: {lines:?}"
+        );
+        assert!(out.stdout.is_empty(), "nothing on stdout when refused");
+    }
+    // `check` tells the same story, and passes with the minimal set.
+    let out = as_nobody(&bin.bin, &MINIMAL, &["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check with {MINIMAL:?}: {text}{out:?}");
+    assert!(text.contains("capabilities  ok"), "{text}");
+}
