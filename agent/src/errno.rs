@@ -3,11 +3,24 @@
 
 use nix::errno::Errno;
 
-pub fn name(errno: i32) -> String {
-    match Errno::from_raw(errno) {
-        Errno::UnknownErrno => format!("E{errno}"),
-        e => format!("{e:?}"),
+/// The errno's symbolic name. Interned: names are printed on every error line.
+pub fn name(errno: i32) -> &'static str {
+    static NAMES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<i32, &'static str>>,
+    > = std::sync::OnceLock::new();
+    let map = NAMES.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() > 4096 {
+        // Bounded even for nonsense errnos from a corrupt recording.
+        map.clear();
     }
+    map.entry(errno).or_insert_with(|| {
+        let s = match Errno::from_raw(errno) {
+            Errno::UnknownErrno => format!("E{errno}"),
+            e => format!("{e:?}"),
+        };
+        Box::leak(s.into_boxed_str())
+    })
 }
 
 pub fn text(errno: i32) -> &'static str {

@@ -148,7 +148,10 @@ mod tests {
 
     #[test]
     fn bpf_and_perfmon_suffice_when_tracefs_is_readable() {
-        assert_eq!(missing_for(set(&[CAP_BPF, CAP_PERFMON]), READABLE, NOBODY), None);
+        assert_eq!(
+            missing_for(set(&[CAP_BPF, CAP_PERFMON]), READABLE, NOBODY),
+            None
+        );
         assert_eq!(missing_for(set(&[CAP_SYS_ADMIN]), READABLE, NOBODY), None);
     }
 

@@ -40,6 +40,7 @@ pub fn replay_from<R: std::io::Read>(
     let mut n = 0u64;
     let (mut first, mut last) = (None, 0u64);
     let mut io_err = None;
+    let mut scratch = Vec::with_capacity(4096);
     loop {
         let rec = match reader.next_record() {
             Ok(Some(r)) => r,
@@ -51,13 +52,11 @@ pub fn replay_from<R: std::io::Read>(
             Err(e) => return Err(e.into()),
         };
         n += 1;
-        let ts = pipe.record(&rec, &mut |line| {
-            if io_err.is_none()
-                && let Err(e) = out.write_all(&line)
-            {
-                io_err = Some(e);
-            }
-        });
+        scratch.clear();
+        let ts = pipe.record(&rec, &mut scratch);
+        if let Err(e) = out.write_all(&scratch) {
+            io_err = Some(e);
+        }
         if let Some(ts) = ts {
             first.get_or_insert(ts);
             last = last.max(ts);

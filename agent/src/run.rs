@@ -61,6 +61,8 @@ struct State {
     decode_reported: u64,
     /// First sink error while handling a batch (the batch goes on being counted).
     failed: Option<SinkError>,
+    /// Lines of the record being handled.
+    scratch: Vec<u8>,
 }
 
 impl State {
@@ -71,15 +73,14 @@ impl State {
             eprintln!("sendsight: error: recording stopped: {e}");
             self.recorder = None;
         }
-        let out = &mut self.out;
-        let failed = &mut self.failed;
-        let _ = self.pipe.record(bytes, &mut |line| {
-            if failed.is_none()
-                && let Err(e) = out.push(&line)
-            {
-                *failed = Some(e);
-            }
-        });
+        self.scratch.clear();
+        let _ = self.pipe.record(bytes, &mut self.scratch);
+        if !self.scratch.is_empty()
+            && self.failed.is_none()
+            && let Err(e) = self.out.push(&self.scratch)
+        {
+            self.failed = Some(e);
+        }
     }
 
     fn now(&self) -> (String, i128) {
@@ -252,6 +253,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         out,
         sink_reported: 0,
         rate_reported: 0,
+        scratch: Vec::with_capacity(4096),
         recorder,
         kernel_reported: [0; slot::COUNT as usize],
         decode_reported: 0,

@@ -532,6 +532,12 @@ fn main() -> anyhow::Result<()> {
         bail!("the benchmarks load eBPF programs and create namespaces: run as root");
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    if let Some(path) = std::env::args().skip_while(|a| a != "--synthetic").nth(1) {
+        // Just write the pipeline recording (for profiling `sendsight replay`).
+        let n = synthetic(Path::new(&path), 20_000, 50)?;
+        eprintln!("wrote {n} events to {path}");
+        return Ok(());
+    }
     let secs = if quick { 2 } else { 5 };
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
     let mut md = String::new();

@@ -249,7 +249,7 @@ impl FileSink {
 
     pub fn push(&mut self, line: &[u8]) {
         self.buf.extend_from_slice(line);
-        self.buf_lines += 1;
+        self.buf_lines += line.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
         if self.buf.len() >= 60 * 1024 {
             self.flush();
         }
@@ -362,7 +362,9 @@ impl NetSink {
     fn push(&mut self, line: &[u8]) {
         let mut q = self.queue.lock().expect("queue lock");
         if q.bytes + line.len() > self.max_bytes {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            // A push may hold several lines (one record's event and verdicts).
+            let lines = line.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            self.stats.dropped.fetch_add(lines, Ordering::Relaxed);
             return;
         }
         q.bytes += line.len();
