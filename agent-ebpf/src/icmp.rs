@@ -67,13 +67,16 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
         return Ok(0);
     }
     let rel = lay!(kernel.skb_data).wrapping_sub(base) as usize;
-    if rel > 24 {
-        return Ok(0);
-    }
-    let mut d = [0u8; 8];
-    d.copy_from_slice(&blk[rel..rel + 8]);
-    // At netif_receive_skb, data points at the network header.
-    let ip = u64::from_le_bytes(d);
+    // At netif_receive_skb, data points at the network header. Where sk_buff puts
+    // `data` more than 24 bytes after `protocol` (Debian's 6.1: 180 and 208), a
+    // second read: only for IP packets, which passed the ethertype test above.
+    let ip = if rel <= 24 {
+        let mut d = [0u8; 8];
+        d.copy_from_slice(&blk[rel..rel + 8]);
+        u64::from_le_bytes(d)
+    } else {
+        read::kernel::<u64>(skb, lay!(kernel.skb_data))?
+    };
     // Decide with a few small reads whether this is a too-big message at all; only
     // then reserve ring space and fill the record in place (the stack is 512 bytes).
     let (icmp, h) = if proto == ETH_P_IP {
