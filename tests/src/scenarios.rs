@@ -82,12 +82,18 @@ const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 /// with this ordering it is ECONNRESET (EPIPE is accepted too).
 pub fn epipe_after_reset(topo: &Topology, v6: bool) -> SendFailure {
     let (client_ip, server_ip) = ips(topo, v6);
-    let (server, srv) = tcp_server(&topo.server, server_ip, |s| {
+    // The server resets only once the client has seen its connect complete: on a
+    // slow machine (a VM under emulation) the RST could otherwise beat the client's
+    // check of the connect, failing the connect instead of the send.
+    let (connected_tx, connected_rx) = mpsc::channel::<()>();
+    let (server, srv) = tcp_server(&topo.server, server_ip, move |s| {
+        let _ = connected_rx.recv_timeout(STEP_TIMEOUT);
         set_linger_zero(s.as_raw_fd());
         drop(s); // RST
     });
     let client = topo.client.run("ss-epipe", move || {
         let s = tcp_connect(client_ip, server);
+        let _ = connected_tx.send(());
         let fd = s.as_raw_fd();
         // Let the RST arrive before the first send, so the outcome does not depend
         // on a race between the server's close and our sends.
