@@ -8,6 +8,7 @@ mod run;
 mod setup;
 mod test;
 mod toolchain;
+mod vmtest;
 
 use clap::{Parser, Subcommand};
 
@@ -35,11 +36,28 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests and the end-to-end suite (needs root).
+    /// Run every test: unit tests and the end-to-end suite (needs root), then the
+    /// kernel matrix (`vmtest --kernel all`) unless --no-vm or SENDSIGHT_NO_VM=1.
     Test {
+        /// Skip the kernel matrix under qemu (also: SENDSIGHT_NO_VM=1).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The kernel matrix: boot Debian's 6.1 and 6.12 kernels under qemu (TCG), run
+    /// `sendsight check` and the end-to-end tests inside, print the table.
+    Vmtest {
+        /// 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// End-to-end test binaries (tests/tests/*.rs names) to run in each guest.
+        #[arg(long, value_delimiter = ',', default_values_t = vmtest::DEFAULT_TESTS.iter().map(|s| s.to_string()))]
+        tests: Vec<String>,
+        /// Limit per kernel, in seconds (boot to power-off); over it the kernel fails.
+        #[arg(long, default_value_t = vmtest::DEFAULT_TIMEOUT_S)]
+        timeout: u64,
     },
 }
 
@@ -55,9 +73,22 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             run::run(&args)
         }
-        Command::Test { args } => {
+        Command::Test { no_vm, args } => {
             setup::setup()?;
-            test::test(&args)
+            let no_vm = no_vm || std::env::var_os("SENDSIGHT_NO_VM").is_some_and(|v| v == "1");
+            test::test(&args, !no_vm)
+        }
+        Command::Vmtest {
+            kernel,
+            tests,
+            timeout,
+        } => {
+            setup::setup()?;
+            vmtest::vmtest(&vmtest::Options {
+                series: vmtest::series(&kernel)?,
+                tests,
+                timeout: std::time::Duration::from_secs(timeout),
+            })
         }
     }
 }

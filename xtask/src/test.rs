@@ -1,14 +1,56 @@
 //! `cargo xtask test`: every test. Unit tests run anywhere; the end-to-end suite
-//! needs root and fails (never skips) without it.
+//! needs root and fails (never skips) without it. Then the kernel matrix: the
+//! end-to-end tests again inside Debian's 6.1 and 6.12 kernels under qemu
+//! (`cargo xtask vmtest`), unless asked not to (`--no-vm`, SENDSIGHT_NO_VM=1).
 
-use crate::{build, cmd};
+use std::time::{Duration, Instant};
 
-pub fn test(args: &[String]) -> anyhow::Result<()> {
+use anyhow::bail;
+
+use crate::{build, cmd, vmtest};
+
+pub fn test(args: &[String], vm: bool) -> anyhow::Result<()> {
     // The end-to-end tests run the agent binary: build it (with its eBPF object).
     build::build(false)?;
+    let t = Instant::now();
     let mut c = cmd::cargo();
     // Default members: agent-ebpf only builds for the BPF target.
     c.args(["test", "--no-fail-fast"]);
     c.args(args);
-    cmd::run(&mut c)
+    // Host failures do not stop the matrix: CI reports both.
+    let host = cmd::run(&mut c);
+    let host_s = t.elapsed().as_secs_f64();
+    if !vm {
+        eprintln!("xtask test: kernel matrix skipped (--no-vm / SENDSIGHT_NO_VM=1)");
+        return host;
+    }
+    let runs = vmtest::run_matrix(&vmtest::Options {
+        series: vmtest::SERIES.to_vec(),
+        tests: vmtest::DEFAULT_TESTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        timeout: Duration::from_secs(vmtest::DEFAULT_TIMEOUT_S),
+    });
+    let check = vmtest::host_check();
+    let runs = match runs {
+        Ok(runs) => runs,
+        Err(e) => {
+            if let Err(h) = host {
+                bail!("host tests: {h:#}\nkernel matrix: {e:#}");
+            }
+            return Err(e.context("kernel matrix"));
+        }
+    };
+    vmtest::print_matrix(Some(&check), &runs);
+    println!(
+        "host tests: {} in {host_s:.0} s (cargo test, this kernel)",
+        if host.is_ok() { "passed" } else { "FAILED" }
+    );
+    match (host, vmtest::verdict(&runs)) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(h), Ok(())) => Err(h),
+        (Ok(()), Err(v)) => Err(v),
+        (Err(h), Err(v)) => bail!("host tests: {h:#}\n{v:#}"),
+    }
 }

@@ -15,8 +15,10 @@ pub const EBPF_NIGHTLY: &str = "nightly-2026-07-20";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-/// Debian packages: to build bpf-linker against LLVM 22, and what the end-to-end
-/// tests run (ip, nft, setpriv, sysctl).
+/// Debian packages: to build bpf-linker against LLVM 22, what the end-to-end
+/// tests run (ip, nft, setpriv, sysctl), and what `cargo xtask vmtest` needs to boot
+/// Debian's kernels under qemu (busybox for the guest, xz for 6.12's modules,
+/// objcopy to strip debug info off what goes into the initramfs).
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
