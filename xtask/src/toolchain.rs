@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "util-linux",
     "procps",
     "rsyslog",
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "binutils",
 ];
 
 #[cfg(test)]
