@@ -9,6 +9,7 @@ pub mod kind {
     pub const SOCKET_STATE: u16 = 4;
     pub const SOCKET_ERROR: u16 = 5;
     pub const CONG_STATE: u16 = 6;
+    pub const UDP_SEND: u16 = 7;
 }
 
 /// First bytes of every record.
@@ -245,7 +246,20 @@ pub struct SockInfo {
     /// routinely; a growing count is the "send queue full" signal).
     pub eagain: u64,
     pub netns: u32,
-    pub _reserved: u32,
+    /// Second (ktime) of the last `UdpSend` record for this socket: one per second.
+    pub udp_reported_s: u32,
+}
+
+/// A UDP datagram larger than `Config::udp_large_bytes` was sent (at most one
+/// record per socket per second): the payload that may not fit the path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpSend {
+    pub header: Header,
+    pub flow: Flow,
+    pub owner: Owner,
+    pub bytes: u32,
+    pub netns: u32,
 }
 
 /// A socket-layer send failure waiting for its syscall exit (`PENDING`, per thread),
@@ -269,6 +283,7 @@ const _: () = assert!(core::mem::size_of::<SocketState>() == 96 + 8);
 const _: () = assert!(core::mem::size_of::<SocketError>() == 72);
 const _: () = assert!(core::mem::size_of::<CongState>() == 72);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 64);
+const _: () = assert!(core::mem::size_of::<UdpSend>() == 104);
 const _: () = assert!(core::mem::size_of::<PendingSend>() == 24);
 
 #[cfg(feature = "user")]
@@ -285,5 +300,6 @@ mod pod {
     unsafe impl aya::Pod for super::SocketError {}
     unsafe impl aya::Pod for super::CongState {}
     unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::UdpSend {}
     unsafe impl aya::Pod for super::PendingSend {}
 }

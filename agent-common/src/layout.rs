@@ -270,6 +270,10 @@ pub struct Config {
     /// Wake the reader only when this many bytes wait in the ring (it also polls on
     /// a short timer): a wakeup per event costs microseconds per event.
     pub wakeup_bytes: u32,
+    /// A UDP datagram of more payload bytes than this is reported (`udp_send`), at
+    /// most once per socket per second.
+    pub udp_large_bytes: u32,
+    pub _reserved: u32,
 }
 
 impl Config {
@@ -279,6 +283,8 @@ impl Config {
         send_syscalls: [-1; 8],
         icsk_time_loss_probe: 5,
         wakeup_bytes: 0,
+        udp_large_bytes: 1400,
+        _reserved: 0,
     };
 }
 
@@ -292,12 +298,16 @@ pub mod send_slot {
     pub const SENDMSG: usize = 2;
     pub const WRITEV: usize = 3;
     pub const SENDMMSG: usize = 4;
+    /// `connect(fd, addr, len)`: not a send, but where ephemeral ports run out.
+    pub const CONNECT: usize = 5;
+    /// `bind(fd, addr, len)`
+    pub const BIND: usize = 6;
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelStructs>() == 96);
 const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 56);
 
 #[cfg(feature = "user")]
 mod pod {

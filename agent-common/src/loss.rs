@@ -13,6 +13,7 @@ pub mod slot {
     /// exit and was emitted on its own instead (not a loss of the event, a loss of
     /// its syscall details). Counted for honesty.
     pub const PENDING_FULL: u32 = 6;
+    pub const UDP_SEND: u32 = 7;
     /// Number of slots; the map is sized from this.
     pub const COUNT: u32 = 8;
 }
@@ -26,5 +27,5 @@ pub const SLOT_NAMES: [&str; slot::COUNT as usize] = [
     "socket_error",
     "cong_state",
     "send_error_details",
-    "reserved",
+    "udp_send",
 ];

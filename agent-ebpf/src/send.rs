@@ -12,7 +12,7 @@
 //! (kernels before 6.3) the syscall exit resolves the socket from the fd itself.
 
 use agent_common::{
-    event::{Header, Owner, PendingSend, SendError, kind, send_flags, send_source},
+    event::{Header, Owner, PendingSend, SendError, UdpSend, kind, send_flags, send_source},
     layout::{ABSENT, send_slot},
     loss::slot,
 };
@@ -65,6 +65,9 @@ pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if ret > cfg!(udp_large_bytes) as i32 {
+        large_udp(sk, ret as u32);
+    }
     if ret >= 0 {
         // The hot path (every successful send on the host): count, do not emit.
         match SOCKS.get_ptr_mut(&sk) {
@@ -177,6 +180,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
     }
     let tid = pid_tgid as u32;
     let errno = (-ret) as i32;
+    if which == send_slot::CONNECT || which == send_slot::BIND {
+        return connect_or_bind(regs, which, nr, errno);
+    }
     let parked = unsafe { PENDING.get(&tid) }.copied();
     if parked.is_some() {
         let _ = PENDING.remove(&tid);
@@ -211,6 +217,108 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
         source = send_source::SYSCALL;
     }
     emit(sk, errno, bytes, nr, source, sock::current_owner(), 0);
+    Ok(0)
+}
+
+/// A big send: if the socket is UDP, a `UdpSend` record (once per socket per second).
+#[inline(never)]
+fn large_udp(sk: u64, bytes: u32) {
+    let protocol = read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8;
+    if protocol != agent_common::event::IPPROTO_UDP {
+        return;
+    }
+    let now_s = (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32;
+    sock::claim(sk);
+    if let Some(info) = SOCKS.get_ptr_mut(&sk) {
+        let info = unsafe { &mut *info };
+        if info.udp_reported_s == now_s {
+            return;
+        }
+        info.udp_reported_s = now_s;
+    }
+    let Some(mut entry) = EVENTS.reserve::<UdpSend>(0) else {
+        count_lost(slot::UDP_SEND);
+        return;
+    };
+    let ev = entry.write(UdpSend::default());
+    match sock::flow_of(sk) {
+        Ok(flow) => ev.flow = flow,
+        Err(_) => {
+            entry.discard(0);
+            return;
+        }
+    }
+    ev.header = Header {
+        kind: kind::UDP_SEND,
+        len: size_of::<UdpSend>() as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sk,
+    };
+    ev.owner = sock::current_owner();
+    ev.bytes = bytes;
+    ev.netns = sock::netns_of(sk);
+    entry.submit(crate::maps::submit_flags());
+}
+
+const EINPROGRESS: i32 = 115;
+const EALREADY: i32 = 114;
+const EINTR: i32 = 4;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// A failed connect() or bind() on an IP socket: the address it asked for comes
+/// from the user's sockaddr (the socket has no peer yet, or no port).
+#[inline(never)]
+fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, Fail> {
+    // Not failures: a non-blocking connect in progress, an interrupted call.
+    if errno == EINPROGRESS || errno == EALREADY || errno == EINTR || errno == EAGAIN {
+        return Ok(0);
+    }
+    let fd = read::kernel::<u64>(regs, lay!(kernel.regs_arg0))? as i64;
+    let Ok(sk) = sk_of_fd(fd) else { return Ok(0) };
+    let addr = read::kernel::<u64>(regs, lay!(kernel.regs_arg1))?;
+    let family = unsafe { bpf_probe_read_user(addr as *const u16) }.map_err(|_| 1u32)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(0);
+    }
+    let port = u16::from_be(unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.map_err(|_| 1u32)?);
+    let mut ip = [0u8; 16];
+    if family == AF_INET {
+        let a = unsafe { bpf_probe_read_user((addr + 4) as *const [u8; 4]) }.map_err(|_| 1u32)?;
+        ip[..4].copy_from_slice(&a);
+    } else {
+        ip = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.map_err(|_| 1u32)?;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SendError>(0) else {
+        count_lost(slot::SEND_ERROR);
+        return Ok(0);
+    };
+    let ev = entry.write(SendError::default());
+    ev.header = Header {
+        kind: kind::SEND_ERROR,
+        len: size_of::<SendError>() as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        sk,
+    };
+    if let Ok(flow) = sock::flow_of(sk) {
+        ev.flow = flow;
+    }
+    ev.flow.family = family;
+    if which == send_slot::CONNECT {
+        ev.flow.daddr = ip;
+        ev.flow.dport = port;
+    } else {
+        ev.flow.saddr = ip;
+        ev.flow.sport = port;
+    }
+    ev.owner = sock::current_owner();
+    ev.errno = errno;
+    ev.syscall = nr;
+    ev.source = send_source::SYSCALL;
+    ev.netns = sock::netns_of(sk);
+    entry.submit(crate::maps::submit_flags());
     Ok(0)
 }
 

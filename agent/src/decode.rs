@@ -3,7 +3,7 @@
 //! mismatched record is a typed error that the caller counts, never a panic.
 
 use agent_common::event::{
-    CongState, Header, IcmpTooBig, Retransmit, SendError, SocketError, SocketState, kind,
+    CongState, Header, IcmpTooBig, Retransmit, SendError, SocketError, SocketState, UdpSend, kind,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +14,7 @@ pub enum Event {
     SocketState(SocketState),
     SocketError(SocketError),
     CongState(CongState),
+    UdpSend(UdpSend),
 }
 
 impl Event {
@@ -25,20 +26,30 @@ impl Event {
             Event::SocketState(e) => &e.header,
             Event::SocketError(e) => &e.header,
             Event::CongState(e) => &e.header,
+            Event::UdpSend(e) => &e.header,
         }
     }
 
-    /// Name of the event's kind, as used in `type` and in the ledger.
+    /// Name of the event's kind, as used in `type` and in the ledger. A failed
+    /// connect()/bind() travels as a send-error record but is its own line type.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Event::Retransmit(_) => "retransmit",
+            Event::SendError(e) if is_connect_or_bind(e) => "connect_error",
             Event::SendError(_) => "send_error",
             Event::IcmpTooBig(_) => "icmp_too_big",
             Event::SocketState(_) => "socket_state",
             Event::SocketError(_) => "socket_error",
             Event::CongState(_) => "cong_state",
+            Event::UdpSend(_) => "udp_send",
         }
     }
+}
+
+/// Whether a send-error record is a failed connect() or bind().
+pub fn is_connect_or_bind(e: &SendError) -> bool {
+    let nr = e.syscall as libc::c_long;
+    nr == libc::SYS_connect || nr == libc::SYS_bind
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SOCKET_STATE => body(bytes, &header).map(Event::SocketState),
         kind::SOCKET_ERROR => body(bytes, &header).map(Event::SocketError),
         kind::CONG_STATE => body(bytes, &header).map(Event::CongState),
+        kind::UDP_SEND => body(bytes, &header).map(Event::UdpSend),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

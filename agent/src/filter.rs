@@ -13,6 +13,8 @@ use crate::{decode::Event, engine::Emit, net};
 pub const EVENT_TYPES: &[&str] = &[
     "retransmit",
     "send_error",
+    "connect_error",
+    "udp_send",
     "icmp_too_big",
     "socket_state",
     "socket_error",
@@ -111,6 +113,7 @@ impl Filter {
                     Event::SocketState(x) => (&x.flow, Some(x.netns)),
                     Event::SocketError(x) => (&x.flow, None),
                     Event::CongState(x) => (&x.flow, None),
+                    Event::UdpSend(x) => (&x.flow, Some(x.netns)),
                 };
                 self.allows_parts(a.owner.as_ref(), Some(flow), netns.filter(|n| *n != 0))
             }

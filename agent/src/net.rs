@@ -88,6 +88,14 @@ pub fn syscall_name(nr: i32) -> Option<&'static str> {
         libc::SYS_sendmmsg => "sendmmsg",
         libc::SYS_write => "write",
         libc::SYS_writev => "writev",
+        libc::SYS_connect => "connect",
+        libc::SYS_bind => "bind",
         _ => return None,
     })
+}
+
+/// Services recognised from a flow: IKE/IPsec NAT-T on UDP 500 and 4500.
+pub fn service(flow: &Flow) -> Option<&'static str> {
+    let ike = |p: u16| p == 500 || p == 4500;
+    (flow.protocol == IPPROTO_UDP && (ike(flow.sport) || ike(flow.dport))).then_some("ike")
 }

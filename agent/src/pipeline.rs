@@ -19,6 +19,8 @@ pub struct Shaping {
     /// Lines per socket per type per second; 0: no limit.
     pub rate_limit: u32,
     pub metrics: Option<Arc<Metrics>>,
+    /// Adds facts about the live host to verdicts (none in replays).
+    pub enrich: Option<fn(&mut crate::engine::Verdict)>,
 }
 
 pub struct Pipeline {
@@ -33,6 +35,7 @@ pub struct Pipeline {
     filter: Filter,
     pub rate: RateLimit,
     pub metrics: Option<Arc<Metrics>>,
+    enrich: Option<fn(&mut crate::engine::Verdict)>,
 }
 
 impl Pipeline {
@@ -48,6 +51,7 @@ impl Pipeline {
             filter: shaping.filter,
             rate: RateLimit::new(shaping.rate_limit),
             metrics: shaping.metrics,
+            enrich: shaping.enrich,
         }
     }
 
@@ -63,7 +67,10 @@ impl Pipeline {
                 if let Some(m) = &self.metrics {
                     m.event(event.kind_name());
                 }
-                for e in self.engine.on_event(event) {
+                for mut e in self.engine.on_event(event) {
+                    if let (Emit::Verdict(v), Some(enrich)) = (&mut e, self.enrich) {
+                        enrich(v);
+                    }
                     if let Emit::Verdict(v) = &e {
                         *self.verdicts.entry(v.verdict).or_default() += 1;
                         if let Some(m) = &self.metrics {

@@ -248,6 +248,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 filter: cfg.filter.clone(),
                 rate_limit: cfg.rate_limit,
                 metrics,
+                enrich: Some(crate::sysinfo::enrich),
             },
         ),
         out,

@@ -28,7 +28,11 @@ fn replay(bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn every_scenario_replays_to_its_verdicts() {
     let all = fixtures();
-    assert!(all.len() >= 8, "expected the 8 scenario recordings, found {}", all.len());
+    assert!(
+        all.len() >= 8,
+        "expected the 8 scenario recordings, found {}",
+        all.len()
+    );
     for path in all {
         let bytes = std::fs::read(&path).unwrap();
         let expect: Value = serde_json::from_slice(
@@ -36,7 +40,12 @@ fn every_scenario_replays_to_its_verdicts() {
         )
         .unwrap();
         let out = replay(&bytes);
-        assert_eq!(out, replay(&bytes), "{}: replay is not deterministic", path.display());
+        assert_eq!(
+            out,
+            replay(&bytes),
+            "{}: replay is not deterministic",
+            path.display()
+        );
         let lines: Vec<Value> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -65,6 +74,11 @@ fn truncated_recording_replays_what_came_before() {
     for cut in [bytes.len() - 1, bytes.len() / 2, 200] {
         let out = replay(&bytes[..cut]);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.lines().last().unwrap().contains("\"type\":\"summary\""));
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("\"type\":\"summary\"")
+        );
     }
 }

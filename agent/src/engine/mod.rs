@@ -3,8 +3,10 @@
 //! replays (same events, same verdicts, same order) and property tests.
 
 pub mod path;
+pub mod ports;
 pub mod sockets;
 pub mod timeline;
+pub mod udp;
 pub mod verdict;
 
 use agent_common::event::{Owner, icmp_source};
@@ -58,6 +60,8 @@ impl Default for Limits {
 pub struct Engine {
     pub sockets: SocketTable,
     pub paths: path::Paths,
+    pub ports: ports::Ports,
+    pub udp: udp::Udp,
     limits: Limits,
     pub evicted_idle: u64,
     last_tick: u64,
@@ -68,6 +72,8 @@ impl Engine {
         Self {
             sockets: SocketTable::new(limits.max_sockets),
             paths: path::Paths::new(limits.max_paths),
+            ports: ports::Ports::default(),
+            udp: udp::Udp::default(),
             limits,
             evicted_idle: 0,
             last_tick: 0,
@@ -97,6 +103,14 @@ impl Engine {
             Event::SocketState(e) if unconnected(&e.flow) => (None, None, None),
             Event::CongState(e) if unconnected(&e.flow) => (None, None, None),
             Event::SocketError(e) if unconnected(&e.flow) => (None, None, None),
+            // Sockets that never connected: judged per destination, not tracked.
+            Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {
+                (None, Some(e.owner), None)
+            }
+            Event::UdpSend(e) => {
+                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
+                (Some(id), o, Some(e.header.sk))
+            }
             Event::Retransmit(e) => {
                 let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
                 (Some(id), o, Some(e.header.sk))
@@ -159,11 +173,15 @@ impl Engine {
                 Event::SocketState(e) if e.new_state == TCP_CLOSE => {
                     verdict::on_close(tl, &ctx, ts, &mut verdicts)
                 }
-                Event::SocketState(_) => {}
+                Event::SocketState(_) | Event::UdpSend(_) => {}
             }
             tl.last_ns = ts;
         } else {
             match &event {
+                // UDP has no sequence window: a too-big for an unknown UDP flow cannot
+                // be told from a real one, so it is evidence (below), not forgery.
+                Event::IcmpTooBig(e) if e.quoted.protocol == agent_common::event::IPPROTO_UDP => {}
+                Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {}
                 Event::IcmpTooBig(e) if e.source == icmp_source::RECEIVED => {
                     let router = net::ip(e.quoted.family, &e.router).to_string();
                     verdicts.push(verdict::spoofed(
@@ -184,6 +202,21 @@ impl Engine {
                 _ => {}
             }
         }
+        // Per destination and per UDP flow.
+        let more = match &event {
+            Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {
+                self.ports.on_connect_error(&ctx, e)
+            }
+            Event::SendError(e) if e.flow.protocol == agent_common::event::IPPROTO_UDP => {
+                self.udp.on_send_error(&ctx, e)
+            }
+            Event::UdpSend(e) => self.udp.on_send(&ctx, e),
+            Event::IcmpTooBig(e) if e.quoted.protocol == agent_common::event::IPPROTO_UDP => {
+                self.udp.on_too_big(&ctx, e)
+            }
+            _ => None,
+        };
+        verdicts.extend(more);
         if let Event::SocketState(e) = &event
             && e.new_state == TCP_CLOSE
             && sock.is_some()

@@ -23,7 +23,9 @@ pub struct RetransmitFact {
 }
 
 /// Names of the verdicts, in the order `VerdictLog` lists them.
-pub const VERDICT_NAMES: [&str; 9] = [
+pub const VERDICT_NAMES: [&str; 11] = [
+    "ephemeral_ports_exhausted",
+    "udp_path_mtu",
     "pmtud_blackhole",
     "pmtud_ok",
     "blackhole_recovered",

@@ -78,6 +78,9 @@ pub struct FlowBody {
     pub protocol: &'static str,
     pub local: Endpoint,
     pub peer: Endpoint,
+    /// A well-known service recognised from the flow ("ike": UDP 500/4500).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<&'static str>,
 }
 
 impl From<&Flow> for FlowBody {
@@ -93,6 +96,7 @@ impl From<&Flow> for FlowBody {
                 ip: net::peer_ip(f),
                 port: f.dport,
             },
+            service: net::service(f),
         }
     }
 }
@@ -221,6 +225,14 @@ pub struct SocketErrorBody<'a> {
     pub errno: i32,
     pub errno_name: &'static str,
     pub errno_text: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct UdpSendBody<'a> {
+    #[serde(flatten)]
+    pub socket: SocketBody<'a>,
+    /// Payload bytes of the datagram.
+    pub bytes: u32,
 }
 
 #[derive(Serialize)]
@@ -423,6 +435,16 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 errno: e.errno,
                 errno_name: errno::name(e.errno),
                 errno_text: errno::text(e.errno),
+            },
+        ),
+        Event::UdpSend(e) => line_into(
+            out,
+            kind,
+            &ts,
+            ts_ns,
+            UdpSendBody {
+                socket: socket_body(a, &e.flow, e.netns),
+                bytes: e.bytes,
             },
         ),
         Event::CongState(e) => line_into(

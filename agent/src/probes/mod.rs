@@ -135,6 +135,8 @@ fn send_syscalls() -> [i32; 8] {
     s[send_slot::SENDMSG] = libc::SYS_sendmsg as i32;
     s[send_slot::WRITEV] = libc::SYS_writev as i32;
     s[send_slot::SENDMMSG] = libc::SYS_sendmmsg as i32;
+    s[send_slot::CONNECT] = libc::SYS_connect as i32;
+    s[send_slot::BIND] = libc::SYS_bind as i32;
     s
 }
 
