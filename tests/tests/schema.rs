@@ -31,10 +31,12 @@ fn repo() -> PathBuf {
 }
 
 /// Every line type the agent prints, one schema file each.
-const TYPES: [&str; 11] = [
+const TYPES: [&str; 13] = [
     "start",
     "retransmit",
     "send_error",
+    "connect_error",
+    "udp_send",
     "icmp_too_big",
     "socket_state",
     "socket_error",
