@@ -2,6 +2,7 @@
 //! file per command. Every command that needs the toolchain runs `setup` first
 //! (idempotent: a second run only checks).
 
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -46,6 +47,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure overhead, throughput, loss and memory (BENCHMARKS.md); needs root.
+    Bench {
+        /// Shorter load phases (2 s instead of 5 s).
+        #[arg(long)]
+        quick: bool,
+    },
     /// The kernel matrix: boot Debian's 6.1 and 6.12 kernels under qemu (TCG), run
     /// `sendsight check` and the end-to-end tests inside, print the table.
     Vmtest {
@@ -77,6 +84,10 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             let no_vm = no_vm || std::env::var_os("SENDSIGHT_NO_VM").is_some_and(|v| v == "1");
             test::test(&args, !no_vm)
+        }
+        Command::Bench { quick } => {
+            setup::setup()?;
+            bench::bench(quick)
         }
         Command::Vmtest {
             kernel,

@@ -70,7 +70,12 @@ fn apt_installed(pkg: &str) -> bool {
 }
 
 fn ensure_apt() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    ensure_packages(APT_PACKAGES)
+}
+
+/// Installs the Debian packages of `list` that are missing (one apt-get run).
+pub fn ensure_packages(list: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = list
         .iter()
         .copied()
         .filter(|p| !apt_installed(p))

@@ -35,6 +35,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "binutils",
 ];
 
+/// Only for `cargo xtask bench`: the peers and the load generator it measures
+/// against (bpftrace pulls in a large LLVM; the tests do not need it).
+pub const BENCH_PACKAGES: &[&str] = &["bpftrace", "iperf3"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
