@@ -46,7 +46,8 @@ impl WallClock {
     }
 
     pub fn unix_ns(&self, mono_ns: u64) -> i128 {
-        mono_ns as i128 + self.offset_ns
+        // Saturating: a corrupt recording may claim any offset (found by cargo-fuzz).
+        (mono_ns as i128).saturating_add(self.offset_ns)
     }
 
     pub fn rfc3339(&self, mono_ns: u64) -> String {

@@ -49,7 +49,6 @@ fn replay(bytes: &[u8]) -> Result<String, String> {
 /// The offset of a real recording is about 1.8e18 (2026); anything beyond a few
 /// centuries is corruption that the reader could reject, or the clock could saturate.
 #[test]
-#[ignore = "crash found by cargo-fuzz, not fixed yet (agent/src/clock.rs unix_ns overflow)"]
 fn huge_clock_offset_in_a_recording_header_does_not_panic() {
     let header = format!(
         r#"{{"agent_version":"","kernel":"","clock_offset_ns":{},"hz":null}}"#,
