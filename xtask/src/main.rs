@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod fuzz;
 mod run;
 mod setup;
 mod test;

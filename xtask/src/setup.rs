@@ -133,11 +133,28 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     .context("installing bpf-linker")
 }
 
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if cmd::output("cargo", &[&format!("+{EBPF_NIGHTLY}"), "fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    say("installing cargo-fuzz (the fuzz run in `cargo xtask test`); about a minute");
+    cmd::run(cmd::command("cargo").args([
+        &format!("+{STABLE}"),
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("installing cargo-fuzz")
+}
+
 pub fn setup() -> anyhow::Result<()> {
     let t = Instant::now();
     ensure_rust()?;
     ensure_apt()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     say(&format!("ready ({:.1} s)", t.elapsed().as_secs_f64()));
     Ok(())
 }

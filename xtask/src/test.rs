@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::{build, cmd, vmtest};
+use crate::{build, cmd, fuzz, vmtest};
 
 pub fn test(args: &[String], vm: bool) -> anyhow::Result<()> {
     // The end-to-end tests run the agent binary: build it (with its eBPF object).
@@ -18,7 +18,14 @@ pub fn test(args: &[String], vm: bool) -> anyhow::Result<()> {
     c.args(["test", "--no-fail-fast"]);
     c.args(args);
     // Host failures do not stop the matrix: CI reports both.
-    let host = cmd::run(&mut c);
+    let mut host = cmd::run(&mut c);
+    // A short fuzz run of the decoder and the replay reader.
+    if let Err(e) = fuzz::run(20) {
+        host = match host {
+            Ok(()) => Err(e),
+            Err(h) => Err(h.context(format!("{e:#}"))),
+        };
+    }
     let host_s = t.elapsed().as_secs_f64();
     if !vm {
         eprintln!("xtask test: kernel matrix skipped (--no-vm / SENDSIGHT_NO_VM=1)");

@@ -13,6 +13,7 @@ pub const STABLE: &str = "1.99.1";
 /// bpf-linker's. Nightlies from October 2026 on use LLVM 23.
 pub const EBPF_NIGHTLY: &str = "nightly-2026-07-20";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: to build bpf-linker against LLVM 22, what the end-to-end
