@@ -317,9 +317,9 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         fallback: "received too-big messages are not seen",
         alternative,
     };
-    // protocol and data within one 32-byte read is the fast path; elsewhere (Debian's
-    // 6.1: 180 and 208) the program reads `data` separately.
-    if [k.skb_data, k.skb_protocol].contains(&ABSENT) {
+    // len, protocol and data within one 128-byte read is the fast path; elsewhere the
+    // program reads them one by one.
+    if [k.skb_data, k.skb_protocol, k.skb_len].contains(&ABSENT) {
         p.blocked = Some("sk_buff layout unknown in BTF".into());
     }
     if p.blocked.is_none() {
