@@ -533,8 +533,12 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     if let Some(path) = std::env::args().skip_while(|a| a != "--synthetic").nth(1) {
-        // Just write the pipeline recording (for profiling `sendsight replay`).
-        let n = synthetic(Path::new(&path), 20_000, 50)?;
+        // Just write a recording (for profiling `sendsight replay`): the pipeline one,
+        // or with `--sockets N` the memory one (N sockets, one event each).
+        let n = match std::env::args().skip_while(|a| a != "--sockets").nth(1) {
+            Some(n) => synthetic(Path::new(&path), n.parse()?, 1)?,
+            None => synthetic(Path::new(&path), 20_000, 50)?,
+        };
         eprintln!("wrote {n} events to {path}");
         return Ok(());
     }

@@ -163,6 +163,10 @@ impl Timeline {
         if self.retransmits.len() == KEEP_RETRANSMITS {
             self.retransmits.pop_front();
         }
+        if self.retransmits.capacity() == 0 {
+            // Most sockets retransmit rarely: start small rather than at 4.
+            self.retransmits.reserve_exact(1);
+        }
         self.retransmits.push_back(f);
         self.total_retransmits += 1;
         self.total_segs += e.segs as u64;
