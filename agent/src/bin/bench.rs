@@ -485,18 +485,20 @@ fn synthetic(path: &Path, sockets: u64, per_socket: u64) -> anyhow::Result<u64> 
 /// Runs `sendsight replay` on `path`; returns (seconds, max RSS KiB).
 fn replay_cost(path: &Path, extra: &[&str]) -> anyhow::Result<(f64, u64)> {
     let t = Instant::now();
-    let status = Command::new(agent_bin())
+    let child = Command::new(agent_bin())
         .arg("replay")
         .arg(path)
         .args(extra)
         .stdout(Stdio::null())
-        .status()?;
-    let secs = t.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("replay failed: {status}");
-    }
+        .spawn()?;
+    // wait4: this child's own peak RSS (RUSAGE_CHILDREN would be the max of all).
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let mut status = 0;
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    let secs = t.elapsed().as_secs_f64();
+    if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("replay failed: status {status}");
+    }
     Ok((secs, ru.ru_maxrss as u64))
 }
 
