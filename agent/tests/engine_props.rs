@@ -469,6 +469,7 @@ fn header_mut(e: &mut Event) -> &mut Header {
         Event::SocketState(e) => &mut e.header,
         Event::SocketError(e) => &mut e.header,
         Event::CongState(e) => &mut e.header,
+        Event::UdpSend(e) => &mut e.header,
     }
 }
 
@@ -740,6 +741,12 @@ fn stamp(e: &mut Event, s: &Sock, mask: u8) {
             }
         }
         Event::CongState(e) => {
+            if on(SET_FLOW) {
+                e.flow = s.flow;
+            }
+        }
+        Event::UdpSend(e) => {
+            e.header.sk = s.sk;
             if on(SET_FLOW) {
                 e.flow = s.flow;
             }
@@ -1102,6 +1109,7 @@ fn size_of_kind(k: u16) -> Option<usize> {
         kind::SOCKET_STATE => size_of::<SocketState>(),
         kind::SOCKET_ERROR => size_of::<SocketError>(),
         kind::CONG_STATE => size_of::<CongState>(),
+        kind::UDP_SEND => size_of::<agent_common::event::UdpSend>(),
         _ => return None,
     })
 }
@@ -1114,6 +1122,7 @@ fn encode_event(e: &Event) -> Vec<u8> {
         Event::SocketState(x) => encode(x),
         Event::SocketError(x) => encode(x),
         Event::CongState(x) => encode(x),
+        Event::UdpSend(x) => encode(x),
     }
 }
 

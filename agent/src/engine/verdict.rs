@@ -311,7 +311,15 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
         || t.verdicts.has("pmtud_ok")
         || t.verdicts.has("blackhole_recovered")
         || t.episode.as_ref().is_some_and(|ep| ep.blackhole.is_some());
-    if t.progressed > 0 && t.total_retransmits >= LOSS_MIN_RETRANSMITS && !pmtu_involved {
+    // Loss means recovering: acknowledgements moved on between retransmits more
+    // than once (a single tail-loss probe answered before the peer died is not a
+    // lossy path), and never judged from inside a stall that has not moved.
+    let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
+    if t.progressed >= 2
+        && t.total_retransmits >= LOSS_MIN_RETRANSMITS
+        && !pmtu_involved
+        && !stalled
+    {
         let confidence = if t.total_retransmits >= LOSS_HIGH_RETRANSMITS {
             "high"
         } else {
