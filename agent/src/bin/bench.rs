@@ -640,7 +640,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     eprintln!("bench: 5/6 loss under a send-error flood...");
-    md += "### 5. Send-error flood: delivered vs lost\n\n| ring | generator | attempts/s | delivered | lost | agent peak RSS |\n|---|---|---:|---:|---:|---:|\n";
+    md += "### 5. Send-error flood: delivered vs lost\n\n| ring | generator | attempts (2 s) | attempts/s | delivered | lost | agent peak RSS |\n|---|---|---:|---:|---:|---:|---:|\n";
     for (ring, threads, rate, label) in [
         (None, 1, Some(100_000u64), "1 thread at 100k/s"),
         (None, 1, None, "1 thread, max speed"),
