@@ -1382,6 +1382,16 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Verifier logs span lines; a table cell or list item cannot.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+        .replace('|', "/")
+}
+
 fn secs(s: Option<f64>) -> String {
     s.map_or("-".into(), |s| format!("{s:.0} s"))
 }
@@ -1399,28 +1409,56 @@ pub fn render(host: Option<&KernelRun>, runs: &[KernelRun]) -> String {
         }
     };
     let mut out = String::new();
-    let mut rows = Vec::new();
+    // Probes: one row per probe, one column per kernel, "state: attach method";
+    // the notes (why degraded or unavailable, and the fallback) below.
+    let mut probes: Vec<String> = Vec::new();
     for r in &all {
-        if r.probes.is_empty() {
-            rows.push(vec![
-                kname(r),
-                "(none)".into(),
-                "-".into(),
-                "NO REPORT".into(),
-                r.errors.first().cloned().unwrap_or_default(),
-            ]);
-        }
         for p in &r.probes {
-            rows.push(vec![
-                kname(r),
-                p.probe.clone(),
-                p.attach.clone(),
-                p.state.clone(),
-                p.note.clone(),
-            ]);
+            if !probes.contains(&p.probe) {
+                probes.push(p.probe.clone());
+            }
         }
     }
-    out += &table(&["kernel", "probe", "attach", "state", "note"], &rows);
+    let header: Vec<String> = std::iter::once("probe".to_string())
+        .chain(all.iter().map(|r| kname(r)))
+        .collect();
+    let mut rows = Vec::new();
+    for probe in &probes {
+        let mut row = vec![probe.clone()];
+        for r in &all {
+            row.push(match r.probes.iter().find(|p| &p.probe == probe) {
+                Some(p) => format!("{}: {}", p.state, p.attach),
+                None if r.probes.is_empty() => "NO REPORT".into(),
+                None => "-".into(),
+            });
+        }
+        rows.push(row);
+    }
+    out += &table(
+        &header.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+    );
+    let mut notes = String::new();
+    for r in &all {
+        for p in r.probes.iter().filter(|p| !p.note.is_empty()) {
+            notes += &format!(
+                "- {} {} ({}): {}\n",
+                kname(r),
+                p.probe,
+                p.state,
+                one_line(&p.note)
+            );
+        }
+        if r.probes.is_empty()
+            && let Some(e) = r.errors.first()
+        {
+            notes += &format!("- {}: no probe report: {}\n", kname(r), one_line(e));
+        }
+    }
+    if !notes.is_empty() {
+        out += "\n";
+        out += &notes;
+    }
 
     // Tests: one row per test, one column per kernel.
     let mut names: Vec<String> = Vec::new();
@@ -1600,6 +1638,35 @@ mod tests {
         assert!(!run.passed());
         run.tests.remove(1);
         assert!(run.passed());
+    }
+
+    #[test]
+    fn matrix_pivots_probes_by_kernel() {
+        let mut vm = KernelRun::new("6.1", "pkg 1");
+        vm.release = "6.1.0-56-cloud-amd64".into();
+        vm.probes.push(ProbeRow {
+            probe: "send_syscall".into(),
+            attach: "raw_tracepoint sys_exit".into(),
+            state: "unavailable".into(),
+            note: "Verifier output: too large\nstack depth 400+320".into(),
+        });
+        vm.tests.push(TestRow {
+            name: "cli::a".into(),
+            result: "FLAKY".into(),
+            secs: 3.0,
+        });
+        let mut dead = KernelRun::new("6.12", "pkg 2");
+        dead.errors.push("TIMEOUT: the VM was still running".into());
+        let text = render(None, &[vm, dead]);
+        assert!(text.contains("| probe        | 6.1.0-56-cloud-amd64"), "{text}");
+        assert!(text.contains("unavailable: raw_tracepoint sys_exit"), "{text}");
+        assert!(text.contains("NO REPORT"), "{text}");
+        assert!(
+            text.contains("(unavailable): Verifier output: too large / stack depth 400+320"),
+            "{text}"
+        );
+        assert!(text.contains("FLAKY (3 s)"), "{text}");
+        assert!(text.contains("no probe report: TIMEOUT"), "{text}");
     }
 
     #[test]
