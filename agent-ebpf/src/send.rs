@@ -221,7 +221,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
 }
 
 /// A big send: if the socket is UDP, a `UdpSend` record (once per socket per second).
-#[inline(never)]
+#[inline(always)]
 fn large_udp(sk: u64, bytes: u32) {
     let protocol = read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8;
     if protocol != agent_common::event::IPPROTO_UDP {
@@ -269,7 +269,7 @@ const AF_INET6: u16 = 10;
 
 /// A failed connect() or bind() on an IP socket: the address it asked for comes
 /// from the user's sockaddr (the socket has no peer yet, or no port).
-#[inline(never)]
+#[inline(always)]
 fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, Fail> {
     // Not failures: a non-blocking connect in progress, an interrupted call.
     if errno == EINPROGRESS || errno == EALREADY || errno == EINTR || errno == EAGAIN {

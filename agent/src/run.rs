@@ -211,6 +211,10 @@ pub fn summary_line(
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    // First of all: a SIGTERM right after the start line (a supervisor, a test)
+    // must take the clean path, not the default action.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut loaded = probes::load(cfg.probes.clone())?;
     let clock = WallClock::from_system();
     let hz = crate::hz::kernel_hz();
@@ -298,8 +302,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     let events = loaded.events.take().context("ring buffer already taken")?;
     let mut ingest = Ingest::new(events).context("registering the ring buffer with tokio")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.loss_interval);
     // The programs skip the wakeup for small amounts of data (it costs µs per

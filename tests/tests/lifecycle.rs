@@ -23,31 +23,45 @@ const OURS: &[&str] = &[
     "tcp_cong_state_",
 ];
 
-fn loaded_ours() -> Vec<String> {
+/// IDs of loaded programs with our names. Another agent on the machine (an
+/// operator's, or a leftover of another suite) may have some: compare IDs, not names.
+fn loaded_ours() -> std::collections::BTreeSet<u32> {
     aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| OURS.contains(&n.as_str()))
+        .filter(|p| p.name_as_str().is_some_and(|n| OURS.contains(&n)))
+        .map(|p| p.id())
         .collect()
 }
 
 #[test]
 fn sigterm_detaches_everything_and_second_signal_is_immediate() {
     require_root();
-    assert!(loaded_ours().is_empty(), "programs of ours already loaded: {:?}", loaded_ours());
+    let before = loaded_ours();
     let mut agent = Agent::start(&[]);
-    let during = loaded_ours();
-    assert!(during.len() >= 6, "expected our programs loaded while running, got {during:?}");
+    let during: std::collections::BTreeSet<u32> =
+        loaded_ours().difference(&before).copied().collect();
+    assert!(
+        during.len() >= 6,
+        "expected our programs loaded while running, got {during:?}"
+    );
     let out = agent.stop_with(libc::SIGTERM);
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.lines.last().unwrap()["type"], "summary");
-    assert!(out.stderr.contains("SIGTERM received; all programs detached"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("SIGTERM received; all programs detached"),
+        "{}",
+        out.stderr
+    );
     // Detached before the summary; freed by the kernel right after (RCU).
+    let ours_left = |set: &std::collections::BTreeSet<u32>| -> Vec<u32> {
+        loaded_ours().intersection(set).copied().collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !loaded_ours().is_empty() && Instant::now() < deadline {
+    while !ours_left(&during).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let after = loaded_ours();
+    let after = ours_left(&during);
     assert!(after.is_empty(), "still loaded after SIGTERM: {after:?}");
 
     // Two signals back to back: the second one does not wait for the clean path.
@@ -57,23 +71,37 @@ fn sigterm_detaches_everything_and_second_signal_is_immediate() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let before = loaded_ours();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while loaded_ours().len() < 6 && Instant::now() < deadline {
+    let second = loop {
+        let new: std::collections::BTreeSet<u32> =
+            loaded_ours().difference(&before).copied().collect();
+        if new.len() >= 6 || Instant::now() > deadline {
+            break new;
+        }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
         libc::kill(child.id() as i32, libc::SIGINT);
     }
     let t = Instant::now();
     let status = child.wait().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
     // Exiting closed every link and program fd; the kernel frees them after an RCU
     // grace period, so allow it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !loaded_ours().is_empty() && Instant::now() < deadline {
+    while !ours_left(&second).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(loaded_ours().is_empty(), "still loaded after two signals: {:?}", loaded_ours());
+    assert!(
+        ours_left(&second).is_empty(),
+        "still loaded after two signals: {:?}",
+        ours_left(&second)
+    );
 }

@@ -35,7 +35,11 @@ fn make_traffic(net: u8) -> Topology {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn lines_of(path: &Path) -> Vec<Value> {
@@ -52,16 +56,39 @@ fn file_sink_is_private_and_rotates() {
     let dir = tmpdir("file");
     let path = dir.join("out.jsonl");
     let spec = format!("file:{}", path.display());
-    let mut agent = Agent::start_expecting(&["--output", &spec, "--rotate-bytes", "4096", "--rotate-keep", "3"], false);
+    let mut agent = Agent::start_expecting(
+        &[
+            "--output",
+            &spec,
+            "--rotate-bytes",
+            "4096",
+            "--rotate-keep",
+            "3",
+        ],
+        false,
+    );
     let _topo = make_traffic(70);
     let _topo2 = make_traffic(71);
     let out = agent.stop();
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.lines.is_empty(), "stdout must stay empty with a file output");
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        out.lines.is_empty(),
+        "stdout must stay empty with a file output"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let rotated = dir.join("out.jsonl.1");
-    assert!(rotated.exists(), "no rotation at 4 KiB: {:?}", std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>());
-    assert!(!dir.join("out.jsonl.4").exists(), "keeps 3 old files at most");
+    assert!(
+        rotated.exists(),
+        "no rotation at 4 KiB: {:?}",
+        std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
+    );
+    assert!(
+        !dir.join("out.jsonl.4").exists(),
+        "keeps 3 old files at most"
+    );
     let mut all = Vec::new();
     for i in (1..=3).rev() {
         all.extend(lines_of(&dir.join(format!("out.jsonl.{i}"))));
@@ -93,12 +120,25 @@ fn full_disk_is_a_clear_error_and_counted_loss() {
     let _ = Command::new("umount").arg(&dir).status();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
-        out.stderr.contains("No space left on device") && out.stderr.contains("dropped and counted"),
+        out.stderr.contains("No space left on device")
+            && out.stderr.contains("dropped and counted"),
         "{}",
         out.stderr
     );
-    let summary = out.stderr.lines().find(|l| l.contains("sendsight: summary")).unwrap();
-    let sink: u64 = summary.split("sink ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let summary = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("sendsight: summary"))
+        .unwrap();
+    let sink: u64 = summary
+        .split("sink ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(sink > 0, "{summary}");
 }
 
@@ -138,7 +178,10 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="sendsight")
             .expect("rsyslogd (Debian's rsyslog; `cargo xtask setup` installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "rsyslogd did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Rsyslog { child, out }
@@ -179,9 +222,15 @@ fn rsyslog_receives_every_line_in_order() {
     // Intact and complete: every event the agent counted is a line, once.
     let events: u64 = lines
         .iter()
-        .filter(|l| !["start", "summary", "loss", "verdict", "path"].contains(&l["type"].as_str().unwrap()))
+        .filter(|l| {
+            !["start", "summary", "loss", "verdict", "path"].contains(&l["type"].as_str().unwrap())
+        })
         .count() as u64;
-    assert_eq!(events, summary["events_total"].as_u64().unwrap(), "events lost or duplicated in transit");
+    assert_eq!(
+        events,
+        summary["events_total"].as_u64().unwrap(),
+        "events lost or duplicated in transit"
+    );
     assert_eq!(summary["lost"]["sink"], 0);
     // In order: event timestamps never go backwards within one CPU's stream.
     for l in &lines {
@@ -200,10 +249,22 @@ fn gone_collector_never_blocks_and_drops_are_counted() {
     let _t2 = make_traffic(77);
     let t = Instant::now();
     let out = agent.stop();
-    assert!(t.elapsed() < Duration::from_secs(10), "exit blocked on the collector");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "exit blocked on the collector"
+    );
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stderr.contains("queueing (bounded) and retrying"), "{}", out.stderr);
-    assert!(out.stderr.contains("not delivered to the collector at exit"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("queueing (bounded) and retrying"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("not delivered to the collector at exit"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -211,7 +272,12 @@ fn filters_shape_the_output() {
     require_root();
     let topo = Topology::direct(78);
     let (_, server_ip) = ips(&topo, false);
-    let mut agent = Agent::start(&["--cidr", &format!("{server_ip}/32"), "--events", "send_error,verdict"]);
+    let mut agent = Agent::start(&[
+        "--cidr",
+        &format!("{server_ip}/32"),
+        "--events",
+        "send_error,verdict",
+    ]);
     let f = scenarios::epipe_after_reset(&topo, false);
     let _other = make_traffic(79);
     let out = agent.stop();
@@ -241,17 +307,30 @@ fn metrics_endpoint_counts_events() {
     std::thread::sleep(Duration::from_millis(300));
     let get = |path: &str| {
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
     };
     let health = get("/healthz");
-    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
     let metrics = get("/metrics");
     agent.stop();
-    assert!(metrics.contains("sendsight_events_total{type=\"send_error\"}"), "{metrics}");
-    assert!(metrics.contains("sendsight_verdicts_total{verdict=\"send_error\"}"), "{metrics}");
+    assert!(
+        metrics.contains("sendsight_events_total{type=\"send_error\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sendsight_verdicts_total{verdict=\"send_error\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -264,7 +343,9 @@ fn closed_stdout_exits_cleanly() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     assert!(first.contains("\"type\":\"start\""));
     // The reader is gone (like `sendsight run | head -1`); the next lines fail.
     let _t = make_traffic(81);
@@ -273,11 +354,19 @@ fn closed_stdout_exits_cleanly() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "agent kept running with its stdout closed");
+        assert!(
+            Instant::now() < deadline,
+            "agent kept running with its stdout closed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{status}: {err}");
     assert!(err.contains("output closed by its reader"), "{err}");
 }
@@ -296,20 +385,46 @@ fn bad(args: &[&str], code: i32, needle: &str) {
 fn bad_input_is_explained() {
     require_root();
     bad(&["run", "--cidr", "10.0.0.0/33"], 2, "is not a CIDR");
-    bad(&["run", "--events", "retransmits"], 2, "unknown event type \"retransmits\"");
+    bad(
+        &["run", "--events", "retransmits"],
+        2,
+        "unknown event type \"retransmits\"",
+    );
     bad(&["run", "--duration", "-3s"], 2, "duration");
     bad(&["run", "--output", "udp:1.2.3.4"], 2, "is not an output");
     bad(&["run", "--output", "tcp:localhost"], 2, "HOST:PORT");
-    bad(&["run", "--metrics", "nowhere"], 2, "invalid socket address");
-    bad(&["run", "--output", "file:/nonexistent-dir/x.jsonl"], 1, "/nonexistent-dir/x.jsonl: No such file or directory");
-    bad(&["run", "--btf", "/nonexistent.btf"], 1, "cannot read BTF at /nonexistent.btf");
+    bad(
+        &["run", "--metrics", "nowhere"],
+        2,
+        "invalid socket address",
+    );
+    bad(
+        &["run", "--output", "file:/nonexistent-dir/x.jsonl"],
+        1,
+        "/nonexistent-dir/x.jsonl: No such file or directory",
+    );
+    bad(
+        &["run", "--btf", "/nonexistent.btf"],
+        1,
+        "cannot read BTF at /nonexistent.btf",
+    );
     // check reports on stdout (it is its output), and still exits non-zero.
-    let out = Command::new(binary()).args(["check", "--btf", "/etc/hostname"]).output().unwrap();
+    let out = Command::new(binary())
+        .args(["check", "--btf", "/etc/hostname"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("malformed BTF") && text.contains("NOT OK"), "{text}");
+    assert!(
+        text.contains("malformed BTF") && text.contains("NOT OK"),
+        "{text}"
+    );
     bad(&["replay", "/etc/hostname"], 1, "not a sendsight recording");
-    bad(&["replay", "/nonexistent.ssrec"], 1, "No such file or directory");
+    bad(
+        &["replay", "/nonexistent.ssrec"],
+        1,
+        "No such file or directory",
+    );
 }
 
 #[test]
@@ -327,10 +442,11 @@ fn unmounted_tracefs_without_mount_rights_is_explained() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Refused up front (77), naming the capability and the command that fixes it.
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("tracefs is not mounted and mounting it at /sys/kernel/tracing failed")
-            && err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+        err.contains("CAP_SYS_ADMIN") && err.contains("mount -t tracefs nodev /sys/kernel/tracing"),
         "{err}"
     );
 }
@@ -365,5 +481,8 @@ fn rate_limit_counts_what_it_drops() {
     let limited = summary["lost"]["rate_limited"].as_u64().unwrap();
     assert!(info.total_retrans > 10, "{info:?}");
     assert!(limited > 0, "nothing rate-limited: {summary}");
-    assert!(ours <= 3 * 5, "{ours} lines passed a 3/s limit in a short run");
+    assert!(
+        ours <= 3 * 5,
+        "{ours} lines passed a 3/s limit in a short run"
+    );
 }
