@@ -217,6 +217,8 @@ pub fn verdict(runs: &[KernelRun]) -> anyhow::Result<()> {
 pub fn run_matrix(opts: &Options) -> anyhow::Result<Vec<KernelRun>> {
     let dir = vm_dir();
     fs::create_dir_all(&dir)?;
+    // One run at a time per target dir: runs share the stage, initramfs and logs.
+    let _lock = lock(&dir.join(".lock"))?;
     // Kernels first: a missing kernel fails before minutes of building.
     let mut kernels = Vec::new();
     for s in &opts.series {
@@ -243,6 +245,29 @@ pub fn run_matrix(opts: &Options) -> anyhow::Result<Vec<KernelRun>> {
         runs.push(boot(k, &initrd, opts.timeout));
     }
     Ok(runs)
+}
+
+/// An exclusive flock on `path`, held until the file is dropped; waits (saying so)
+/// while another run holds it.
+fn lock(path: &Path) -> anyhow::Result<fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let f = fs::File::create(path).with_context(|| format!("{}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        say(&format!(
+            "waiting for another vmtest run in this target dir ({})",
+            path.display()
+        ));
+        // SAFETY: as above.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "flock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(f)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1659,8 +1684,14 @@ mod tests {
         let mut dead = KernelRun::new("6.12", "pkg 2");
         dead.errors.push("TIMEOUT: the VM was still running".into());
         let text = render(None, &[vm, dead]);
-        assert!(text.contains("| probe        | 6.1.0-56-cloud-amd64"), "{text}");
-        assert!(text.contains("unavailable: raw_tracepoint sys_exit"), "{text}");
+        assert!(
+            text.contains("| probe        | 6.1.0-56-cloud-amd64"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unavailable: raw_tracepoint sys_exit"),
+            "{text}"
+        );
         assert!(text.contains("NO REPORT"), "{text}");
         assert!(
             text.contains("(unavailable): Verifier output: too large / stack depth 400+320"),
