@@ -21,7 +21,8 @@ fn verdicts<'a>(lines: &'a [Value], name: &str, peer: &str) -> Vec<&'a Value> {
 fn narrow_port_range_is_exhausted() {
     require_root();
     let topo = Topology::direct(90);
-    topo.client.sysctl("net.ipv4.ip_local_port_range", "40000 40009");
+    topo.client
+        .sysctl("net.ipv4.ip_local_port_range", "40000 40009");
     topo.client.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let (_, server_ip) = ips(&topo, false);
     let server = SocketAddr::new(server_ip, 8080);
@@ -73,7 +74,11 @@ fn narrow_port_range_is_exhausted() {
     let out = agent.stop();
     drop(srv);
     assert!(
-        failures.iter().filter(|e| **e == libc::EADDRNOTAVAIL).count() >= 3,
+        failures
+            .iter()
+            .filter(|e| **e == libc::EADDRNOTAVAIL)
+            .count()
+            >= 3,
         "the 10-port range should have run out: {failures:?}"
     );
     let peer = server_ip.to_string();
@@ -95,7 +100,10 @@ fn narrow_port_range_is_exhausted() {
     println!("{}", v[0]);
     assert_eq!(ev["ip_local_port_range"], "40000 40009", "{ev}");
     assert_eq!(ev["ephemeral_ports"], 10, "{ev}");
-    assert!(ev["time_wait_to_destination"].as_u64().unwrap() >= 5, "{ev}");
+    assert!(
+        ev["time_wait_to_destination"].as_u64().unwrap() >= 5,
+        "{ev}"
+    );
     assert!(v[0]["advice"].as_str().unwrap().contains("tcp_tw_reuse"));
 }
 
@@ -118,7 +126,8 @@ fn ike_sender(topo: &Topology, size: usize, n: usize, gap: Duration) -> (SocketA
     let (tx, rx) = std::sync::mpsc::channel();
     let _srv = topo.server.run("ss-ike-srv", move || {
         let s = UdpSocket::bind(server).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         tx.send(()).unwrap();
         let mut buf = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(8);
@@ -164,7 +173,10 @@ fn ike_datagrams_over_a_smaller_mtu() {
     let (local, errs) = ike_sender(&topo, 1472, 4, Duration::from_millis(200));
     std::thread::sleep(Duration::from_millis(300));
     let out = agent.stop();
-    assert!(errs.contains(&libc::EMSGSIZE), "the learned MTU should refuse 1472 bytes: {errs:?}");
+    assert!(
+        errs.contains(&libc::EMSGSIZE),
+        "the learned MTU should refuse 1472 bytes: {errs:?}"
+    );
     let peer = server_ip.to_string();
     let ours = |t: &str| -> Vec<&Value> {
         out.of_type(t)
@@ -184,7 +196,10 @@ fn ike_datagrams_over_a_smaller_mtu() {
     assert_eq!(too_big[0]["mtu"], 1400);
     assert_eq!(too_big[0]["protocol"], "udp");
     let emsgsize = ours("send_error");
-    assert!(emsgsize.iter().any(|l| l["errno_name"] == "EMSGSIZE"), "{emsgsize:?}");
+    assert!(
+        emsgsize.iter().any(|l| l["errno_name"] == "EMSGSIZE"),
+        "{emsgsize:?}"
+    );
     let v = verdicts(&out.lines, "udp_path_mtu", &peer);
     assert!(!v.is_empty(), "no udp_path_mtu verdict");
     let last = v.last().unwrap();
@@ -208,14 +223,20 @@ fn ike_datagrams_with_icmp_filtered() {
     let (local, errs) = ike_sender(&topo, 1472, 5, Duration::from_millis(550));
     std::thread::sleep(Duration::from_millis(300));
     let out = agent.stop();
-    assert!(errs.is_empty(), "nothing tells the sender: no EMSGSIZE expected, got {errs:?}");
+    assert!(
+        errs.is_empty(),
+        "nothing tells the sender: no EMSGSIZE expected, got {errs:?}"
+    );
     let peer = server_ip.to_string();
     let received = out
         .of_type("icmp_too_big")
         .into_iter()
         .filter(|l| l["source"] == "received" && l["local"]["port"] == local.port())
         .count();
-    assert_eq!(received, 0, "the filter should have eaten every too-big message");
+    assert_eq!(
+        received, 0,
+        "the filter should have eaten every too-big message"
+    );
     let v = verdicts(&out.lines, "udp_path_mtu", &peer);
     assert!(!v.is_empty(), "no udp_path_mtu verdict without ICMP");
     let last = v.last().unwrap();
@@ -225,6 +246,11 @@ fn ike_datagrams_with_icmp_filtered() {
     assert!(last["evidence"]["large_datagrams"].as_u64().unwrap() >= 2);
     // The router is a namespace of this host: its (filtered) frag-needed was seen
     // being generated, which makes the case certain.
-    assert!(last["evidence"]["too_big_generated_on_this_host"].as_u64().unwrap() >= 1);
+    assert!(
+        last["evidence"]["too_big_generated_on_this_host"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     assert_eq!(last["confidence"], "high");
 }

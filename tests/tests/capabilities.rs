@@ -306,7 +306,10 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
         "every probe attached: {ours:?}\n{stderr}"
     );
 
-    assert!(info.total_retrans > 0, "the nft rule caused no retransmit: {info:?}");
+    assert!(
+        info.total_retrans > 0,
+        "the nft rule caused no retransmit: {info:?}"
+    );
     let mine: Vec<&Value> = lines
         .iter()
         .filter(|l| {
@@ -328,7 +331,10 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
     for l in &mine {
         assert_eq!(l["peer"]["port"], port, "{l}");
         assert_eq!(l["process"]["comm"], "ss-caps-bulk", "{l}");
-        assert!(l["mss"].as_u64().is_some(), "kernel memory was readable: {l}");
+        assert!(
+            l["mss"].as_u64().is_some(),
+            "kernel memory was readable: {l}"
+        );
     }
     let summary = lines
         .iter()
@@ -357,7 +363,11 @@ fn one_capability_fewer_is_refused_naming_it() {
         let name = format!("CAP_{}", missing.to_uppercase());
         println!("without {name}: {stderr}");
         assert_eq!(out.status.code(), Some(77), "without {name}: {out:?}");
-        assert_eq!(lines.len(), 1, "one line expected without {name}, got {lines:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "one line expected without {name}, got {lines:?}"
+        );
         assert!(lines[0].contains("missing privileges"), "{lines:?}");
         assert!(
             lines[0].contains(&format!("lacks {name}")),
@@ -368,6 +378,9 @@ fn one_capability_fewer_is_refused_naming_it() {
     // `check` tells the same story, and passes with the minimal set.
     let out = as_nobody(&bin.bin, &MINIMAL, &["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "check with {MINIMAL:?}: {text}{out:?}");
+    assert!(
+        out.status.success(),
+        "check with {MINIMAL:?}: {text}{out:?}"
+    );
     assert!(text.contains("capabilities  ok"), "{text}");
 }

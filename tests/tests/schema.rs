@@ -65,7 +65,8 @@ fn schemas() -> &'static Schemas {
             let schema: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
             assert_eq!(
-                schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema",
                 "{}",
                 path.display()
             );
@@ -112,7 +113,8 @@ impl Report {
         let s = schemas();
         for line in lines {
             let Some(t) = line["type"].as_str() else {
-                self.errors.push(format!("{origin}: line without a type: {line}"));
+                self.errors
+                    .push(format!("{origin}: line without a type: {line}"));
                 continue;
             };
             let Some(v) = s.by_type.get(t) else {
@@ -216,16 +218,25 @@ fn every_schema_is_valid_and_strict() {
     let mut renamed = retransmit.clone();
     let seg_len = renamed.as_object_mut().unwrap().remove("seg_len").unwrap();
     renamed["segment_len"] = seg_len;
-    assert!(!v.is_valid(&renamed), "a renamed field must fail: {renamed}");
+    assert!(
+        !v.is_valid(&renamed),
+        "a renamed field must fail: {renamed}"
+    );
     let mut added = retransmit.clone();
     added["surprise"] = Value::from(1);
     assert!(!v.is_valid(&added), "an unknown field must fail: {added}");
     let mut removed = retransmit.clone();
     removed.as_object_mut().unwrap().remove("segs");
-    assert!(!v.is_valid(&removed), "a missing field must fail: {removed}");
+    assert!(
+        !v.is_valid(&removed),
+        "a missing field must fail: {removed}"
+    );
     let mut bad_ts = retransmit.clone();
     bad_ts["ts"] = Value::from("2026-11-23T09:20:01.000123Z");
-    assert!(!v.is_valid(&bad_ts), "ts needs 9 fractional digits: {bad_ts}");
+    assert!(
+        !v.is_valid(&bad_ts),
+        "ts needs 9 fractional digits: {bad_ts}"
+    );
     let mut bad_ip = retransmit;
     bad_ip["peer"]["ip"] = Value::from("198.18.1");
     assert!(!v.is_valid(&bad_ip), "an address must be one: {bad_ip}");

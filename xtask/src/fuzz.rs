@@ -16,7 +16,13 @@ pub fn run(secs: u32) -> anyhow::Result<Vec<(&'static str, u64)>> {
     for target in TARGETS {
         let o = cmd::command("cargo")
             .arg(format!("+{EBPF_NIGHTLY}"))
-            .args(["fuzz", "run", target, "--", &format!("-max_total_time={secs}")])
+            .args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={secs}"),
+            ])
             // The fuzz targets use the agent's library only: no eBPF object needed.
             .env("SENDSIGHT_SKIP_EBPF", "1")
             .stdout(Stdio::piped())
@@ -36,7 +42,14 @@ pub fn run(secs: u32) -> anyhow::Result<Vec<(&'static str, u64)>> {
         let runs = log
             .lines()
             .rev()
-            .find_map(|l| l.split("Done ").nth(1)?.split_whitespace().next()?.parse().ok())
+            .find_map(|l| {
+                l.split("Done ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0);
         eprintln!("xtask test: fuzz {target}: {runs} executions in {secs} s, no crash");
         out.push((*target, runs));

@@ -75,11 +75,7 @@ fn ensure_apt() -> anyhow::Result<()> {
 
 /// Installs the Debian packages of `list` that are missing (one apt-get run).
 pub fn ensure_packages(list: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = list
-        .iter()
-        .copied()
-        .filter(|p| !apt_installed(p))
-        .collect();
+    let missing: Vec<&str> = list.iter().copied().filter(|p| !apt_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
