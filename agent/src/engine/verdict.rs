@@ -128,6 +128,14 @@ fn end_episode(t: &mut Timeline, c: &Ctx, ts_ns: u64, how: &str, out: &mut Vec<V
 
 pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) {
     let ts = e.header.ts_ns;
+    // An attempt refused before anything was sent (-EBUSY: the previous copy is
+    // still in the host's queue; -ENOMEM) is retried by the kernel and not counted by
+    // it: it is not a retransmission to judge.
+    if e.flags & agent_common::event::retransmit_flags::HAS_ERR != 0
+        && (e.err == -16 || e.err == -12)
+    {
+        return;
+    }
     // Progress since the stall began ends it.
     if let Some(ep) = &t.episode
         && seq_after(e.snd_una, ep.snd_una)
@@ -211,10 +219,18 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
         }
         let established = matches!(state, TCP_ESTABLISHED | TCP_CLOSE_WAIT | TCP_FIN_WAIT1);
         let avg = Timeline::avg_delivered(ep.bytes_acked, ep.delivered);
-        let size_bound = match avg {
-            None => true,
-            Some(a) => a < SMALL_DELIVERY_RATIO * ep.mss as f64,
-        };
+        // Segments delivered but not cumulatively acknowledged are SACKed data past a
+        // hole: the path carries full-size segments, this is loss (random loss made
+        // exactly this look like a black hole). So is anything delivered during the
+        // stall itself.
+        let sacked_past_hole = ep.delivered > 2 && ep.bytes_acked < u64::from(ep.mss);
+        let delivered_in_stall = e.delivered != ep.delivered;
+        let size_bound = !sacked_past_hole
+            && !delivered_in_stall
+            && match avg {
+                None => true,
+                Some(a) => a < SMALL_DELIVERY_RATIO * ep.mss as f64,
+            };
         let ep = ep.clone();
         // PMTUD black hole: full-size segments retransmitted on RTO, nothing small
         // among them, no too-big message, and only small segments ever delivered.
