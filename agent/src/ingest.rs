@@ -23,18 +23,8 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     /// Hands up to [`BATCH`] records to `f`; returns how many.
-    pub fn drain(mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let ring = self.guard.get_inner_mut();
-        let mut n = 0;
-        while n < BATCH {
-            match ring.next() {
-                Some(item) => {
-                    f(&item);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
+    pub fn drain(mut self, f: impl FnMut(&[u8])) -> usize {
+        let n = take(self.guard.get_inner_mut(), BATCH, f);
         if n < BATCH {
             // Drained: sleep until the kernel's next notification. After a full batch
             // the readiness is kept so the next wait returns at once.
@@ -61,29 +51,23 @@ impl Ingest {
 
     /// Drains up to [`BATCH`] records without waiting for a notification: the
     /// programs only wake us when the ring fills up, so the agent also polls.
-    pub fn poll(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let ring = self.ring.get_mut();
-        let mut n = 0;
-        while n < BATCH {
-            match ring.next() {
-                Some(item) => {
-                    f(&item);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        n
+    pub fn poll(&mut self, f: impl FnMut(&[u8])) -> usize {
+        take(self.ring.get_mut(), BATCH, f)
     }
 
     /// Drains whatever is left without waiting (after detaching).
-    pub fn drain_now(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let ring = self.ring.get_mut();
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            f(&item);
-            n += 1;
-        }
-        n
+    pub fn drain_now(&mut self, f: impl FnMut(&[u8])) -> usize {
+        take(self.ring.get_mut(), usize::MAX, f)
     }
+}
+
+/// Hands up to `limit` records of `ring` to `f`; returns how many.
+fn take(ring: &mut RingBuf<MapData>, limit: usize, mut f: impl FnMut(&[u8])) -> usize {
+    let mut n = 0;
+    while n < limit {
+        let Some(item) = ring.next() else { break };
+        f(&item);
+        n += 1;
+    }
+    n
 }

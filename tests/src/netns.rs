@@ -77,6 +77,21 @@ impl Netns {
         );
     }
 
+    /// Drops the too-big messages this namespace (a router) would send back: ICMP
+    /// fragmentation-needed and ICMPv6 packet-too-big, on the output hook. This makes
+    /// a PMTUD black hole.
+    pub fn filter_too_big(&self) {
+        self.nft(
+            "table inet blackhole {
+                chain out {
+                    type filter hook output priority 0; policy accept;
+                    icmp type destination-unreachable icmp code frag-needed counter drop
+                    icmpv6 type packet-too-big counter drop
+                }
+            }",
+        );
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, so sockets it opens
     /// live here. The thread gets `thread_name` (its comm, as the kernel reports it).
     pub fn run<T: Send + 'static>(

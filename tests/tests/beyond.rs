@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sendsight_tests::{Agent, Netns, Topology, require_root, scenarios::ips};
+use sendsight_tests::{Agent, Topology, require_root, scenarios::ips};
 use serde_json::Value;
 
 fn verdicts<'a>(lines: &'a [Value], name: &str, peer: &str) -> Vec<&'a Value> {
@@ -105,17 +105,6 @@ fn narrow_port_range_is_exhausted() {
         "{ev}"
     );
     assert!(v[0]["advice"].as_str().unwrap().contains("tcp_tw_reuse"));
-}
-
-fn filter_too_big(router: &Netns) {
-    router.nft(
-        "table inet blackhole {
-            chain out {
-                type filter hook output priority 0; policy accept;
-                icmp type destination-unreachable icmp code frag-needed counter drop
-            }
-        }",
-    );
 }
 
 /// Sends `n` datagrams of `size` bytes to server:500 (IKE) with DF set, `gap` apart;
@@ -216,7 +205,7 @@ fn ike_datagrams_over_a_smaller_mtu() {
 fn ike_datagrams_with_icmp_filtered() {
     require_root();
     let topo = Topology::routed(92, 1400);
-    filter_too_big(topo.router.as_ref().unwrap());
+    topo.router.as_ref().unwrap().filter_too_big();
     let (_, server_ip) = ips(&topo, false);
     let mut agent = Agent::start(&[]);
     // Two seconds of sends: large datagrams are reported once per socket per second.

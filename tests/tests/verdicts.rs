@@ -16,7 +16,7 @@ use std::{
 };
 
 use sendsight_tests::{
-    Agent, Netns, Topology,
+    Agent, Topology,
     agent::{Output, binary},
     require_root,
     scenarios::{self, bulk_from, ips, server_advertises_full_mss},
@@ -141,19 +141,6 @@ fn first<'a>(lines: &'a [Value], verdict: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {verdict} verdict"))
 }
 
-/// nftables in the router: drop the too-big messages it would send back.
-fn filter_too_big(router: &Netns) {
-    router.nft(
-        "table inet blackhole {
-            chain out {
-                type filter hook output priority 0; policy accept;
-                icmp type destination-unreachable icmp code frag-needed counter drop
-                icmpv6 type packet-too-big counter drop
-            }
-        }",
-    );
-}
-
 /// A client connection that writes `bytes` without blocking forever (the path may
 /// be a black hole), from a thread in the client namespace.
 fn stuck_sender(
@@ -206,7 +193,7 @@ fn server_addr(topo: &Topology, v6: bool) -> SocketAddr {
 fn blackhole(name: &'static str, net: u8, v6: bool) {
     let topo = Topology::routed(net, 1400);
     server_advertises_full_mss(&topo, v6);
-    filter_too_big(topo.router.as_ref().unwrap());
+    topo.router.as_ref().unwrap().filter_too_big();
     let server = server_addr(&topo, v6);
     let scen = Scenario::start(name);
     let sink = traffic::sink_server(&topo.server, server, 2);
@@ -394,7 +381,7 @@ fn dead_peer_is_path_down() {
 fn blackhole_with_mtu_probing_recovers() {
     let topo = Topology::routed(36, 1400);
     server_advertises_full_mss(&topo, false);
-    filter_too_big(topo.router.as_ref().unwrap());
+    topo.router.as_ref().unwrap().filter_too_big();
     topo.client.sysctl("net.ipv4.tcp_mtu_probing", "1");
     let server = server_addr(&topo, false);
     let scen = Scenario::start("blackhole_recovered");

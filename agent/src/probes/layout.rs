@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, SkbTp};
+use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp};
 
 use super::{
     btf::{Btf, BtfError},
@@ -251,8 +251,4 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
 /// A layout with every tracepoint marked absent, for filling in probe by probe.
 pub fn empty() -> Layout {
     Layout::UNRESOLVED
-}
-
-pub fn skb_tp_absent() -> SkbTp {
-    Layout::UNRESOLVED.skb_tp
 }
