@@ -128,6 +128,13 @@ fn end_episode(t: &mut Timeline, c: &Ctx, ts_ns: u64, how: &str, out: &mut Vec<V
 
 pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) {
     let ts = e.header.ts_ns;
+    // Every record carries the socket's current MSS, refused attempts included: the
+    // record that shows the stall ending may be the first with the lowered MSS.
+    if let Some(ep) = t.episode.as_mut()
+        && e.mss > 0
+    {
+        ep.mss_low = ep.mss_low.min(e.mss);
+    }
     // An attempt refused before anything was sent (-EBUSY: the previous copy is
     // still in the host's queue; -ENOMEM) is retried by the kernel and not counted by
     // it: it is not a retransmission to judge.
