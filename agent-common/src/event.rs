@@ -10,6 +10,8 @@ pub mod kind {
     pub const SOCKET_ERROR: u16 = 5;
     pub const CONG_STATE: u16 = 6;
     pub const UDP_SEND: u16 = 7;
+    /// Made by the agent, never by a program: see [`super::SockLookup`].
+    pub const SOCK_LOOKUP: u16 = 8;
 }
 
 /// First bytes of every record.
@@ -262,6 +264,30 @@ pub struct UdpSend {
     pub netns: u32,
 }
 
+/// Made by the agent, never by a program: the kernel's answer to "does a TCP socket
+/// with this flow exist in this network namespace?", asked when a too-big message
+/// quotes a TCP flow the agent does not track (a forgery quotes one that does not
+/// exist). It travels in the record stream just before the message it answers, so a
+/// recording carries the answer and a replay reaches the same verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLookup {
+    pub header: Header,
+    /// The flow asked about (the quoted flow: saddr/sport local).
+    pub flow: Flow,
+    pub netns: u32,
+    /// [`lookup_answer`]
+    pub answer: u8,
+    pub _reserved: [u8; 3],
+}
+
+pub mod lookup_answer {
+    /// The agent could not ask (no process in that namespace readable, rate bound).
+    pub const UNKNOWN: u8 = 0;
+    pub const EXISTS: u8 = 1;
+    pub const ABSENT: u8 = 2;
+}
+
 /// A socket-layer send failure waiting for its syscall exit (`PENDING`, per thread),
 /// which adds what only the syscall knows (bytes requested, syscall number).
 #[repr(C)]
@@ -285,6 +311,7 @@ const _: () = assert!(core::mem::size_of::<CongState>() == 72);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 64);
 const _: () = assert!(core::mem::size_of::<UdpSend>() == 104);
 const _: () = assert!(core::mem::size_of::<PendingSend>() == 24);
+const _: () = assert!(core::mem::size_of::<SockLookup>() == 72);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -302,4 +329,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::UdpSend {}
     unsafe impl aya::Pod for super::PendingSend {}
+    unsafe impl aya::Pod for super::SockLookup {}
 }

@@ -7,5 +7,6 @@
 #![no_std]
 
 pub mod event;
+pub mod kernel;
 pub mod layout;
 pub mod loss;

@@ -32,7 +32,9 @@ use crate::{
     sock,
 };
 
-const EAGAIN: i32 = 11;
+use agent_common::kernel::errno::{
+    EAGAIN, EALREADY, EINPROGRESS, EINTR, ERESTART_FIRST, ERESTART_LAST,
+};
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 
@@ -95,6 +97,10 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     }
     sock::claim(sk);
     let errno = -ret;
+    // Kernel-internal restart codes: the call is restarted, not failed.
+    if errno >= ERESTART_FIRST && errno <= ERESTART_LAST {
+        return Ok(0);
+    }
     if errno == EAGAIN {
         if let Some(info) = SOCKS.get_ptr_mut(&sk) {
             unsafe { (*info).eagain += 1 };
@@ -180,6 +186,9 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
     }
     let tid = pid_tgid as u32;
     let errno = (-ret) as i32;
+    if errno >= ERESTART_FIRST && errno <= ERESTART_LAST {
+        return Ok(0);
+    }
     if which == send_slot::CONNECT || which == send_slot::BIND {
         return connect_or_bind(regs, which, nr, errno);
     }
@@ -261,9 +270,6 @@ fn large_udp(sk: u64, bytes: u32) {
     entry.submit(crate::maps::submit_flags());
 }
 
-const EINPROGRESS: i32 = 115;
-const EALREADY: i32 = 114;
-const EINTR: i32 = 4;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -282,7 +288,8 @@ fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, 
     if family != AF_INET && family != AF_INET6 {
         return Ok(0);
     }
-    let port = u16::from_be(unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.map_err(|_| 1u32)?);
+    let port =
+        u16::from_be(unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.map_err(|_| 1u32)?);
     let mut ip = [0u8; 16];
     if family == AF_INET {
         let a = unsafe { bpf_probe_read_user((addr + 4) as *const [u8; 4]) }.map_err(|_| 1u32)?;

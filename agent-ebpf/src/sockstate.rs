@@ -17,7 +17,7 @@ use crate::{
     sock,
 };
 
-const TCP_SYN_SENT: u8 = 2;
+use agent_common::kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT};
 
 #[inline(always)]
 fn header(kind: u16, len: usize, sk: u64) -> Header {
@@ -68,6 +68,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
             entry.submit(crate::maps::submit_flags());
         }
         Err(_) => entry.discard(0),
+    }
+    // A closed socket's owner must not outlive it: the next socket at this
+    // address would be attributed to this one's process.
+    if new == TCP_CLOSE {
+        let _ = crate::maps::SOCKS.remove(&sk);
     }
     Ok(0)
 }

@@ -3,7 +3,8 @@
 //! mismatched record is a typed error that the caller counts, never a panic.
 
 use agent_common::event::{
-    CongState, Header, IcmpTooBig, Retransmit, SendError, SocketError, SocketState, UdpSend, kind,
+    CongState, Flow, Header, IcmpTooBig, Retransmit, SendError, SockLookup, SocketError,
+    SocketState, UdpSend, kind,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub enum Event {
     SocketError(SocketError),
     CongState(CongState),
     UdpSend(UdpSend),
+    /// The agent's own record: a kernel answer, consumed by the engine, never printed.
+    SockLookup(SockLookup),
 }
 
 impl Event {
@@ -27,6 +30,45 @@ impl Event {
             Event::SocketError(e) => &e.header,
             Event::CongState(e) => &e.header,
             Event::UdpSend(e) => &e.header,
+            Event::SockLookup(e) => &e.header,
+        }
+    }
+
+    /// The flow the event is about (for a too-big message: the quoted one).
+    pub fn flow(&self) -> &Flow {
+        match self {
+            Event::Retransmit(e) => &e.flow,
+            Event::SendError(e) => &e.flow,
+            Event::IcmpTooBig(e) => &e.quoted,
+            Event::SocketState(e) => &e.flow,
+            Event::SocketError(e) => &e.flow,
+            Event::CongState(e) => &e.flow,
+            Event::UdpSend(e) => &e.flow,
+            Event::SockLookup(e) => &e.flow,
+        }
+    }
+
+    /// The network namespace (inode) the event happened in, where the record says.
+    pub fn netns(&self) -> Option<u32> {
+        match self {
+            Event::Retransmit(e) => Some(e.netns),
+            Event::SendError(e) => Some(e.netns),
+            Event::IcmpTooBig(e) => Some(e.netns),
+            Event::SocketState(e) => Some(e.netns),
+            Event::UdpSend(e) => Some(e.netns),
+            Event::SockLookup(e) => Some(e.netns),
+            Event::SocketError(_) | Event::CongState(_) => None,
+        }
+    }
+
+    /// Records the agent consumes but never prints: its own kernel answers, and
+    /// kernel-internal restart codes (ERESTARTSYS and friends), which the kernel turns
+    /// into a restarted call (or EINTR) before user space sees them.
+    pub fn is_internal(&self) -> bool {
+        match self {
+            Event::SockLookup(_) => true,
+            Event::SendError(e) => agent_common::kernel::errno::is_restart(e.errno),
+            _ => false,
         }
     }
 
@@ -42,6 +84,7 @@ impl Event {
             Event::SocketError(_) => "socket_error",
             Event::CongState(_) => "cong_state",
             Event::UdpSend(_) => "udp_send",
+            Event::SockLookup(_) => "sock_lookup",
         }
     }
 }
@@ -115,6 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SOCKET_ERROR => body(bytes, &header).map(Event::SocketError),
         kind::CONG_STATE => body(bytes, &header).map(Event::CongState),
         kind::UDP_SEND => body(bytes, &header).map(Event::UdpSend),
+        kind::SOCK_LOOKUP => body(bytes, &header).map(Event::SockLookup),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

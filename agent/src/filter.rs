@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use agent_common::event::{Flow, Owner};
 use ipnet::IpNet;
 
-use crate::{decode::Event, engine::Emit, net};
+use crate::{engine::Emit, net};
 
 /// Line types `--events` accepts.
 pub const EVENT_TYPES: &[&str] = &[
@@ -91,6 +91,8 @@ impl Filter {
         }
         if !self.cidrs.is_empty()
             && !flow.is_some_and(|f| {
+                // A v4-mapped address is matched by an IPv4 prefix.
+                let f = &net::canonical(f);
                 let (l, p) = (net::local_ip(f), net::peer_ip(f));
                 self.cidrs.iter().any(|c| c.contains(&l) || c.contains(&p))
             })
@@ -106,16 +108,11 @@ impl Filter {
                 if !self.allows_type(a.event.kind_name()) {
                     return false;
                 }
-                let (flow, netns) = match &a.event {
-                    Event::Retransmit(x) => (&x.flow, Some(x.netns)),
-                    Event::SendError(x) => (&x.flow, Some(x.netns)),
-                    Event::IcmpTooBig(x) => (&x.quoted, Some(x.netns)),
-                    Event::SocketState(x) => (&x.flow, Some(x.netns)),
-                    Event::SocketError(x) => (&x.flow, None),
-                    Event::CongState(x) => (&x.flow, None),
-                    Event::UdpSend(x) => (&x.flow, Some(x.netns)),
-                };
-                self.allows_parts(a.owner.as_ref(), Some(flow), netns.filter(|n| *n != 0))
+                self.allows_parts(
+                    a.owner.as_ref(),
+                    Some(a.event.flow()),
+                    a.event.netns().filter(|n| *n != 0),
+                )
             }
             Emit::Verdict(v) => {
                 self.allows_type("verdict")

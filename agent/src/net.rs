@@ -49,6 +49,36 @@ pub fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// The flow as the wire sees it: an AF_INET6 socket talking to an IPv4 peer
+/// (`::ffff:a.b.c.d`, how dual-stack Java, Go and Node sockets run) sends IPv4
+/// packets, gets IPv4 too-big messages quoting an AF_INET flow, and has IPv4
+/// headers and prefixes. Matching, grouping and filtering use this form; lines
+/// print the socket's own.
+pub fn canonical(flow: &Flow) -> Flow {
+    let mapped = |a: &[u8; 16]| a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+    if flow.family != AF_INET6
+        || !mapped(&flow.daddr)
+        || !(mapped(&flow.saddr) || flow.saddr == [0; 16])
+    {
+        return *flow;
+    }
+    let v4 = |a: &[u8; 16]| {
+        let mut o = [0u8; 16];
+        o[..4].copy_from_slice(&a[12..]);
+        o
+    };
+    Flow {
+        family: AF_INET,
+        saddr: if flow.saddr == [0; 16] {
+            [0; 16]
+        } else {
+            v4(&flow.saddr)
+        },
+        daddr: v4(&flow.daddr),
+        ..*flow
+    }
+}
+
 pub fn local_ip(flow: &Flow) -> IpAddr {
     ip(flow.family, &flow.saddr)
 }
@@ -98,4 +128,31 @@ pub fn syscall_name(nr: i32) -> Option<&'static str> {
 pub fn service(flow: &Flow) -> Option<&'static str> {
     let ike = |p: u16| p == 500 || p == 4500;
     (flow.protocol == IPPROTO_UDP && (ike(flow.sport) || ike(flow.dport))).then_some("ike")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapped_flows_are_ipv4_on_the_wire() {
+        let mut f = Flow {
+            family: AF_INET6,
+            protocol: IPPROTO_TCP,
+            sport: 1,
+            dport: 2,
+            ..Flow::default()
+        };
+        f.saddr[10..].copy_from_slice(&[0xff, 0xff, 198, 18, 1, 2]);
+        f.daddr[10..].copy_from_slice(&[0xff, 0xff, 198, 18, 1, 1]);
+        let c = canonical(&f);
+        assert_eq!(c.family, AF_INET);
+        assert_eq!(peer_ip(&c).to_string(), "198.18.1.1");
+        assert_eq!(local_ip(&c).to_string(), "198.18.1.2");
+        assert_eq!((c.sport, c.dport), (1, 2));
+        // A real IPv6 flow stays as it is.
+        let mut g = f;
+        g.daddr[0] = 0x20;
+        assert_eq!(canonical(&g), g);
+    }
 }

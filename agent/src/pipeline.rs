@@ -61,6 +61,11 @@ impl Pipeline {
     /// Returns the event's kernel timestamp when it decoded.
     pub fn record(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<u64> {
         match decode::decode(bytes) {
+            Ok(event) if event.is_internal() => {
+                let ts = event.header().ts_ns;
+                self.engine.on_event(event);
+                Some(ts)
+            }
             Ok(event) => {
                 let ts = event.header().ts_ns;
                 *self.counts.entry(event.kind_name()).or_default() += 1;
@@ -72,9 +77,9 @@ impl Pipeline {
                         enrich(v);
                     }
                     if let Emit::Verdict(v) = &e {
-                        *self.verdicts.entry(v.verdict).or_default() += 1;
+                        *self.verdicts.entry(v.kind().name()).or_default() += 1;
                         if let Some(m) = &self.metrics {
-                            m.verdict(v.verdict);
+                            m.verdict(v.kind().name());
                         }
                     }
                     if !self.filter.allows(&e) {
@@ -104,6 +109,16 @@ impl Pipeline {
                 None
             }
         }
+    }
+
+    /// The question the engine needs the kernel to answer before this raw record,
+    /// if any (see `Engine::question`). Only too-big records are decoded for it.
+    pub fn question(&self, bytes: &[u8]) -> Option<agent_common::event::SockLookup> {
+        let kind = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
+        if kind != agent_common::event::kind::ICMP_TOO_BIG {
+            return None;
+        }
+        self.engine.question(&decode::decode(bytes).ok()?)
     }
 
     pub fn send_verdicts_rate_limited(&self) -> u64 {

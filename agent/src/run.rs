@@ -63,10 +63,21 @@ struct State {
     failed: Option<SinkError>,
     /// Lines of the record being handled.
     scratch: Vec<u8>,
+    lookups: crate::sysinfo::SockLookups,
 }
 
 impl State {
     fn handle(&mut self, bytes: &[u8]) {
+        // The kernel's answer goes into the stream (and the recording) just before
+        // the record that needed it.
+        if let Some(q) = self.pipe.question(bytes) {
+            let answer = self.lookups.answer(q);
+            self.handle_one(&crate::decode::encode(&answer));
+        }
+        self.handle_one(bytes);
+    }
+
+    fn handle_one(&mut self, bytes: &[u8]) {
         if let Some(r) = &mut self.recorder
             && let Err(e) = r.write(bytes)
         {
@@ -259,6 +270,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         sink_reported: 0,
         rate_reported: 0,
         scratch: Vec::with_capacity(4096),
+        lookups: Default::default(),
         recorder,
         kernel_reported: [0; slot::COUNT as usize],
         decode_reported: 0,

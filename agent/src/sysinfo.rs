@@ -4,30 +4,20 @@
 
 use std::{fs, net::IpAddr, os::fd::AsRawFd};
 
-use serde_json::json;
+use agent_common::event::{Flow, SockLookup, lookup_answer};
 
-use crate::{engine::Verdict, net};
+use crate::{
+    engine::{
+        Verdict,
+        verdict::evidence::{Evidence, PortsHostFacts},
+    },
+    net,
+};
 
 /// Counts TIME_WAIT (state 06) entries towards `peer:port` in a task's view of
 /// /proc/net/tcp{,6} (its network namespace); `task` is a /proc/PID[/task/TID] path.
 pub fn time_wait_to(task: &str, peer: IpAddr, port: u16) -> Option<u64> {
-    let (file, want) = match peer {
-        IpAddr::V4(a) => (
-            "tcp",
-            format!("{:08X}:{port:04X}", u32::from_le_bytes(a.octets())),
-        ),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let mut s = String::new();
-            for w in o.chunks(4) {
-                s.push_str(&format!(
-                    "{:08X}",
-                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
-                ));
-            }
-            ("tcp6", format!("{s}:{port:04X}"))
-        }
-    };
+    let (file, want) = proc_net_endpoint(peer, port);
     let text = fs::read_to_string(format!("{task}/net/{file}")).ok()?;
     Some(
         text.lines()
@@ -38,6 +28,200 @@ pub fn time_wait_to(task: &str, peer: IpAddr, port: u16) -> Option<u64> {
             })
             .count() as u64,
     )
+}
+
+/// An endpoint as /proc/net/tcp{,6} prints it (each 32-bit word of the address in
+/// host order, in hex), and the file that lists it.
+fn proc_net_endpoint(ip: IpAddr, port: u16) -> (&'static str, String) {
+    match ip {
+        IpAddr::V4(a) => (
+            "tcp",
+            format!("{:08X}:{port:04X}", u32::from_le_bytes(a.octets())),
+        ),
+        IpAddr::V6(a) => {
+            let mut s = String::with_capacity(37);
+            for w in a.octets().chunks(4) {
+                s.push_str(&format!(
+                    "{:08X}",
+                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                ));
+            }
+            ("tcp6", format!("{s}:{port:04X}"))
+        }
+    }
+}
+
+/// Does a TCP socket with this flow (saddr/sport local) exist in the network
+/// namespace `netns` (inode)? Read from /proc/net/tcp{,6} as that namespace sees it;
+/// an IPv4 flow is also looked for as a v4-mapped one (dual-stack sockets). None
+/// when the namespace cannot be read.
+pub fn tcp_socket_exists(netns: u32, flow: &Flow, pids: &mut NetnsPids) -> Option<bool> {
+    let tables = pids.read(netns, &["tcp", "tcp6"])?;
+    let (local, peer) = (net::local_ip(flow), net::peer_ip(flow));
+    let mut candidates = vec![(local, peer)];
+    if let (IpAddr::V4(l), IpAddr::V4(p)) = (local, peer) {
+        candidates.push((
+            IpAddr::V6(l.to_ipv6_mapped()),
+            IpAddr::V6(p.to_ipv6_mapped()),
+        ));
+    }
+    Some(candidates.into_iter().any(|(l, p)| {
+        let (file, want_l) = proc_net_endpoint(l, flow.sport);
+        let (_, want_p) = proc_net_endpoint(p, flow.dport);
+        let text = if file == "tcp" {
+            &tables[0]
+        } else {
+            &tables[1]
+        };
+        text.lines().skip(1).any(|line| {
+            let mut f = line.split_whitespace().skip(1);
+            f.next() == Some(want_l.as_str()) && f.next() == Some(want_p.as_str())
+        })
+    }))
+}
+
+/// Reads files of /proc/net as one network namespace sees them: through a process
+/// in it (found by scanning /proc, cached and checked on use), else by joining it
+/// from a short-lived thread (namespaces no process lives in, held by `ip netns`
+/// mounts or by sockets; needs CAP_SYS_ADMIN).
+#[derive(Default)]
+pub struct NetnsPids {
+    cache: std::collections::HashMap<u32, u32>,
+}
+
+fn ns_inode(path: &str) -> Option<u32> {
+    let link = fs::read_link(path).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+impl NetnsPids {
+    fn pid_in(&mut self, netns: u32) -> Option<u32> {
+        if let Some(&pid) = self.cache.get(&netns)
+            && ns_inode(&format!("/proc/{pid}/ns/net")) == Some(netns)
+        {
+            return Some(pid);
+        }
+        self.cache.remove(&netns);
+        if self.cache.len() > 1024 {
+            self.cache.clear();
+        }
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if ns_inode(&format!("/proc/{pid}/ns/net")) == Some(netns) {
+                self.cache.insert(netns, pid);
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// `/proc/net/<file>` for each of `files`, as namespace `netns` sees them.
+    pub fn read(&mut self, netns: u32, files: &[&str]) -> Option<Vec<String>> {
+        if netns == 0 {
+            return None;
+        }
+        if let Some(pid) = self.pid_in(netns) {
+            return files
+                .iter()
+                .map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
+                .collect();
+        }
+        let ns = find_netns_file(netns)?;
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        std::thread::spawn(move || {
+            // SAFETY: valid fd; affects only this short-lived thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            files
+                .iter()
+                .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok())
+                .collect()
+        })
+        .join()
+        .ok()?
+    }
+}
+
+/// A file that is namespace `netns`: an `ip netns` mount, or a thread's ns link.
+fn find_netns_file(netns: u32) -> Option<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let matches = |p: &std::path::Path| fs::metadata(p).is_ok_and(|m| m.ino() == u64::from(netns));
+    if let Ok(dir) = fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            if matches(&e.path()) {
+                return fs::File::open(e.path()).ok();
+            }
+        }
+    }
+    for p in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let ns = t.path().join("ns/net");
+            if matches(&ns) {
+                return fs::File::open(ns).ok();
+            }
+        }
+    }
+    None
+}
+
+/// Answers the engine's questions about kernel sockets, at most `PER_SECOND` a
+/// second (a flood of forged messages must not become a flood of /proc scans);
+/// beyond that the answer is "unknown", recorded as such.
+pub struct SockLookups {
+    pids: NetnsPids,
+    second: Option<std::time::Instant>,
+    used: u32,
+}
+
+impl SockLookups {
+    pub const PER_SECOND: u32 = 20;
+
+    pub fn new() -> Self {
+        Self {
+            pids: NetnsPids::default(),
+            second: None,
+            used: 0,
+        }
+    }
+
+    pub fn answer(&mut self, mut q: SockLookup) -> SockLookup {
+        let now = std::time::Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.used = 0;
+        }
+        if self.used >= Self::PER_SECOND {
+            q.answer = lookup_answer::UNKNOWN;
+            return q;
+        }
+        self.used += 1;
+        q.answer = match tcp_socket_exists(q.netns, &q.flow, &mut self.pids) {
+            Some(true) => lookup_answer::EXISTS,
+            Some(false) => lookup_answer::ABSENT,
+            None => lookup_answer::UNKNOWN,
+        };
+        q
+    }
+}
+
+impl Default for SockLookups {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// `net.ipv4.ip_local_port_range` as seen from a task's network namespace (read from
@@ -59,10 +243,12 @@ pub fn port_range(task: &str) -> Option<(u16, u16)> {
 
 /// Adds host facts to the verdicts that need them.
 pub fn enrich(v: &mut Verdict) {
-    if v.verdict != "ephemeral_ports_exhausted" {
+    let owner = v.owner;
+    let flow = v.flow;
+    let Evidence::EphemeralPortsExhausted(ev) = &mut v.evidence else {
         return;
-    }
-    let Some(owner) = v.owner else {
+    };
+    let Some(owner) = owner else {
         return;
     };
     // The failing thread's view: threads of one process can sit in different
@@ -71,18 +257,11 @@ pub fn enrich(v: &mut Verdict) {
     if !std::path::Path::new(&task).exists() {
         task = format!("/proc/{}", owner.pid);
     }
-    let peer = net::peer_ip(&v.flow);
-    let tw = time_wait_to(&task, peer, v.flow.dport);
+    let peer = net::peer_ip(&flow);
     let range = port_range(&task);
-    if let Some(obj) = v.evidence.as_object_mut() {
-        obj.insert("time_wait_to_destination".into(), json!(tw));
-        obj.insert(
-            "ip_local_port_range".into(),
-            json!(range.map(|(a, b)| format!("{a} {b}"))),
-        );
-        obj.insert(
-            "ephemeral_ports".into(),
-            json!(range.map(|(a, b)| u32::from(b) - u32::from(a) + 1)),
-        );
-    }
+    ev.host = Some(PortsHostFacts {
+        time_wait_to_destination: time_wait_to(&task, peer, flow.dport),
+        ip_local_port_range: range.map(|(a, b)| format!("{a} {b}")),
+        ephemeral_ports: range.map(|(a, b)| u32::from(b) - u32::from(a) + 1),
+    });
 }

@@ -470,6 +470,7 @@ fn header_mut(e: &mut Event) -> &mut Header {
         Event::SocketError(e) => &mut e.header,
         Event::CongState(e) => &mut e.header,
         Event::UdpSend(e) => &mut e.header,
+        Event::SockLookup(e) => &mut e.header,
     }
 }
 
@@ -751,6 +752,7 @@ fn stamp(e: &mut Event, s: &Sock, mask: u8) {
                 e.flow = s.flow;
             }
         }
+        Event::SockLookup(_) => {}
     }
 }
 
@@ -835,8 +837,8 @@ fn check_shape(input: &Event, out: &[Emit]) -> Result<(), TestCaseError> {
             Emit::Event(_) => return Err(TestCaseError::fail("two events in one output")),
             Emit::Verdict(v) => {
                 prop_assert_eq!(v.ts_ns, ts, "verdict not at the event's time");
-                prop_assert!(!v.verdict.is_empty());
-                prop_assert!(["low", "medium", "high"].contains(&v.confidence));
+                prop_assert!(!v.kind().name().is_empty());
+                prop_assert!(["low", "medium", "high"].contains(&v.confidence.name()));
                 prop_assert!(v.owner.is_none_or(|o| o.pid != 0));
                 last_verdict = Some(v);
             }
@@ -844,8 +846,8 @@ fn check_shape(input: &Event, out: &[Emit]) -> Result<(), TestCaseError> {
                 let Some(v) = last_verdict.take() else {
                     return Err(TestCaseError::fail("path line before any verdict"));
                 };
-                prop_assert_eq!(p.verdict, v.verdict);
-                prop_assert!(["pmtud_blackhole", "path_down"].contains(&p.verdict));
+                prop_assert_eq!(p.verdict, v.kind());
+                prop_assert!(["pmtud_blackhole", "path_down"].contains(&p.verdict.name()));
                 prop_assert_eq!(p.ts_ns, ts);
                 prop_assert!(p.sockets.len() >= 2 && p.sockets.len() <= PATH_MAX_SOCKETS);
                 prop_assert!(p.sockets.windows(2).all(|w| w[0] < w[1]), "not sorted");
@@ -1090,7 +1092,7 @@ fn regression_blackhole_packet_size_at_max_mss() {
         for line in engine.on_event(blackhole_rto(0xa, ts, mss, i as u8)) {
             check_line(&clock, Units { hz: Some(250) }, &line).unwrap();
             if let Emit::Verdict(v) = line {
-                verdicts.push(v.verdict);
+                verdicts.push(v.kind().name());
             }
         }
     }
@@ -1110,6 +1112,7 @@ fn size_of_kind(k: u16) -> Option<usize> {
         kind::SOCKET_ERROR => size_of::<SocketError>(),
         kind::CONG_STATE => size_of::<CongState>(),
         kind::UDP_SEND => size_of::<agent_common::event::UdpSend>(),
+        kind::SOCK_LOOKUP => size_of::<agent_common::event::SockLookup>(),
         _ => return None,
     })
 }
@@ -1123,6 +1126,7 @@ fn encode_event(e: &Event) -> Vec<u8> {
         Event::SocketError(x) => encode(x),
         Event::CongState(x) => encode(x),
         Event::UdpSend(x) => encode(x),
+        Event::SockLookup(x) => encode(x),
     }
 }
 

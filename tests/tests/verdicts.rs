@@ -156,9 +156,17 @@ fn stuck_sender(
         let _ = client_ip;
         s.set_write_timeout(Some(hold)).unwrap();
         let local = s.local_addr().unwrap();
+        let mut w = &s;
+        // A small request first, as applications do (TLS hello, HTTP request): it
+        // fits any MTU and is delivered, which is what tells a black hole (only big
+        // packets vanish) from a path that died right after the handshake.
+        w.write_all(&[0x17u8; 100]).expect("small request");
+        assert!(
+            traffic::wait_acked(&s, Duration::from_secs(5)),
+            "the small request was not acknowledged"
+        );
         let started = unix_ns();
         let buf = vec![0x42u8; bytes];
-        let mut w = &s;
         let _ = w.write_all(&buf);
         let deadline = Instant::now() + hold;
         while Instant::now() < deadline {

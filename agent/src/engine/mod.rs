@@ -3,21 +3,21 @@
 //! replays (same events, same verdicts, same order) and property tests.
 
 pub mod path;
-pub mod ports;
 pub mod sockets;
 pub mod timeline;
-pub mod udp;
 pub mod verdict;
 
-use agent_common::event::{Owner, icmp_source};
+use agent_common::{
+    event::{
+        Header, IPPROTO_TCP, IPPROTO_UDP, Owner, SockLookup, icmp_source, kind, lookup_answer,
+    },
+    kernel::tcp_state,
+};
 
 use crate::{decode::Event, net};
 pub use path::PathLine;
 pub use sockets::SocketTable;
-pub use verdict::Verdict;
-
-/// TCP_CLOSE
-const TCP_CLOSE: u8 = 7;
+pub use verdict::{Ports, Udp, Verdict};
 
 /// What the engine hands to the output stage for one event.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,8 +60,10 @@ impl Default for Limits {
 pub struct Engine {
     pub sockets: SocketTable,
     pub paths: path::Paths,
-    pub ports: ports::Ports,
-    pub udp: udp::Udp,
+    pub ports: Ports,
+    pub udp: Udp,
+    /// The kernel's answer to the last `question`, for the event that follows it.
+    lookup: Option<SockLookup>,
     limits: Limits,
     pub evicted_idle: u64,
     last_tick: u64,
@@ -72,8 +74,9 @@ impl Engine {
         Self {
             sockets: SocketTable::new(limits.max_sockets),
             paths: path::Paths::new(limits.max_paths),
-            ports: ports::Ports::default(),
-            udp: udp::Udp::default(),
+            ports: Ports::default(),
+            udp: Udp::default(),
+            lookup: None,
             limits,
             evicted_idle: 0,
             last_tick: 0,
@@ -90,10 +93,52 @@ impl Engine {
         self.evicted_idle += self.sockets.evict_idle(cutoff) as u64;
     }
 
+    /// The question to put to the kernel before this event can be judged, if any: a
+    /// too-big message quoting a TCP flow no tracked socket has (forged, or for a
+    /// connection older than the agent?). The live run answers it (`sysinfo`) and
+    /// feeds the answer in as a `SockLookup` record just before the event.
+    pub fn question(&self, event: &Event) -> Option<SockLookup> {
+        let Event::IcmpTooBig(e) = event else {
+            return None;
+        };
+        if e.source != icmp_source::RECEIVED
+            || e.quoted.protocol != IPPROTO_TCP
+            || self.sockets.by_flow(&e.quoted).is_some()
+        {
+            return None;
+        }
+        Some(SockLookup {
+            header: Header {
+                kind: kind::SOCK_LOOKUP,
+                len: size_of::<SockLookup>() as u16,
+                ts_ns: e.header.ts_ns,
+                ..Header::default()
+            },
+            flow: e.quoted,
+            netns: e.netns,
+            answer: lookup_answer::UNKNOWN,
+            _reserved: [0; 3],
+        })
+    }
+
     pub fn on_event(&mut self, event: Event) -> Vec<Emit> {
         let mut verdicts = Vec::new();
         let ts = event.header().ts_ns;
+        if let Event::SockLookup(l) = event {
+            self.lookup = Some(l);
+            return Vec::new();
+        }
+        let lookup = self.lookup.take();
+        self.sockets.forget_closed(ts);
         let t = &mut self.sockets;
+        // An event other than a late error report for a closed socket's address is
+        // a new socket that reuses it.
+        if !matches!(event, Event::SocketError(_) | Event::IcmpTooBig(_))
+            && event.header().sk != 0
+            && t.is_closed(event.header().sk)
+        {
+            t.forget(event.header().sk);
+        }
         // A flow with no peer port is a socket not connected (listening) or already
         // torn down (events trailing a close): nothing to judge, and no identity to
         // resurrect after `forget`.
@@ -143,7 +188,7 @@ impl Engine {
                     None => (None, None, None),
                 }
             }
-            Event::IcmpTooBig(_) => (None, None, None),
+            Event::IcmpTooBig(_) | Event::SockLookup(_) => (None, None, None),
         };
         let owner = owner.filter(|o| o.pid != 0);
         let ctx = verdict::Ctx { sock, owner };
@@ -152,52 +197,51 @@ impl Engine {
             && let Some(entry) = self.sockets.get_mut(sk)
         {
             let tl = &mut entry.timeline;
-            let netns = match &event {
-                Event::Retransmit(e) => e.netns,
-                Event::SendError(e) => e.netns,
-                Event::SocketState(e) => e.netns,
-                _ => 0,
-            };
-            if netns != 0 {
+            if let Some(netns) = event.netns()
+                && netns != 0
+            {
                 tl.netns = netns;
             }
             match &event {
                 Event::Retransmit(e) => verdict::on_retransmit(tl, &ctx, e, &mut verdicts),
                 Event::CongState(e) => verdict::on_cong_state(tl, &ctx, e, &mut verdicts),
-                Event::SendError(e) => verdict::on_send_error(tl, &ctx, e, &mut verdicts),
+                Event::SendError(e) => {
+                    verdict::send_error::on_send_error(tl, &ctx, e, &mut verdicts)
+                }
                 Event::SocketError(e) => verdict::on_socket_error(tl, &ctx, e, &mut verdicts),
-                Event::IcmpTooBig(e) => {
-                    let router = net::ip(e.quoted.family, &e.router).to_string();
-                    verdict::on_too_big(tl, &ctx, e, router, &mut verdicts)
+                Event::IcmpTooBig(e) if e.quoted.protocol == IPPROTO_TCP => {
+                    verdict::pmtud::on_too_big(tl, e, net::ip(e.quoted.family, &e.router))
                 }
-                Event::SocketState(e) if e.new_state == TCP_CLOSE => {
-                    verdict::on_close(tl, &ctx, ts, &mut verdicts)
+                Event::SocketState(e) if e.new_state == tcp_state::CLOSE => {
+                    verdict::ending::on_close(tl, &ctx, ts, &mut verdicts)
                 }
-                Event::SocketState(_) | Event::UdpSend(_) => {}
+                _ => {}
             }
             tl.last_ns = ts;
         } else {
             match &event {
-                // UDP has no sequence window: a too-big for an unknown UDP flow cannot
-                // be told from a real one, so it is evidence (below), not forgery.
-                Event::IcmpTooBig(e) if e.quoted.protocol == agent_common::event::IPPROTO_UDP => {}
-                Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {}
-                Event::IcmpTooBig(e) if e.source == icmp_source::RECEIVED => {
-                    let router = net::ip(e.quoted.family, &e.router).to_string();
-                    verdicts.push(verdict::spoofed(
-                        &ctx,
-                        e,
-                        &router,
-                        "medium",
-                        "no tracked socket has the quoted flow".into(),
-                    ));
+                // Only a TCP flow can be checked against what the kernel has: a
+                // too-big quoting ICMP (`ping -M do`), UDP to an unconnected socket,
+                // ESP or GRE is no forgery. A TCP one is forged only when the kernel
+                // says no socket has the flow.
+                Event::IcmpTooBig(e)
+                    if e.source == icmp_source::RECEIVED
+                        && e.quoted.protocol == IPPROTO_TCP
+                        && lookup.is_some_and(|l| {
+                            l.answer == lookup_answer::ABSENT
+                                && l.flow == e.quoted
+                                && l.netns == e.netns
+                        }) =>
+                {
+                    let router = net::ip(e.quoted.family, &e.router);
+                    verdicts.push(verdict::pmtud::forged_for_no_socket(&ctx, e, router));
                 }
-                Event::SendError(e) => {
+                Event::SendError(e) if !crate::decode::is_connect_or_bind(e) => {
                     let mut scratch = timeline::Timeline {
                         flow: e.flow,
                         ..Default::default()
                     };
-                    verdict::on_send_error(&mut scratch, &ctx, e, &mut verdicts);
+                    verdict::send_error::on_send_error(&mut scratch, &ctx, e, &mut verdicts);
                 }
                 _ => {}
             }
@@ -207,32 +251,35 @@ impl Engine {
             Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {
                 self.ports.on_connect_error(&ctx, e)
             }
-            Event::SendError(e) if e.flow.protocol == agent_common::event::IPPROTO_UDP => {
+            Event::SendError(e) if e.flow.protocol == IPPROTO_UDP => {
                 self.udp.on_send_error(&ctx, e)
             }
             Event::UdpSend(e) => self.udp.on_send(&ctx, e),
-            Event::IcmpTooBig(e) if e.quoted.protocol == agent_common::event::IPPROTO_UDP => {
+            Event::IcmpTooBig(e) if e.quoted.protocol == IPPROTO_UDP => {
                 self.udp.on_too_big(&ctx, e)
             }
             _ => None,
         };
         verdicts.extend(more);
         if let Event::SocketState(e) = &event
-            && e.new_state == TCP_CLOSE
+            && e.new_state == tcp_state::CLOSE
             && sock.is_some()
         {
-            self.sockets.forget(e.header.sk);
+            // Kept a moment: error reports come after the CLOSE state change (a
+            // reset; timeouts on 6.10+) and must still reach the socket's verdict.
+            self.sockets.close(e.header.sk, ts);
         }
 
         let mut out = Vec::with_capacity(1 + verdicts.len());
         out.push(Emit::Event(Annotated { sock, owner, event }));
         for v in verdicts {
-            let path = match (v.verdict, v.sock) {
-                ("pmtud_blackhole", Some(id)) => {
-                    self.paths
-                        .add(v.ts_ns, v.verdict, &v.flow, id, v.evidence["mss"].as_u64())
+            let path = match (&v.evidence, v.sock) {
+                (verdict::Evidence::PmtudBlackhole(b), Some(id)) => {
+                    self.paths.add(v.ts_ns, v.kind(), &v.flow, id, Some(b.mss))
                 }
-                ("path_down", Some(id)) => self.paths.add(v.ts_ns, v.verdict, &v.flow, id, None),
+                (verdict::Evidence::PathDown(_), Some(id)) => {
+                    self.paths.add(v.ts_ns, v.kind(), &v.flow, id, None)
+                }
                 _ => None,
             };
             out.push(Emit::Verdict(v));

@@ -3,13 +3,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use agent_common::event::{AF_INET6, Flow};
-use serde_json::{Value, json};
+use std::net::IpAddr;
 
+use agent_common::event::{AF_INET6, Flow};
+use serde::Serialize;
+
+use super::verdict::Kind;
 use crate::net;
 
-/// IPv4 /24 and IPv6 /64: the granularity at which paths usually share a router.
+/// IPv4 /24 and IPv6 /64: the granularity at which paths usually share a router
+/// (a v4-mapped peer is an IPv4 one).
 pub fn prefix(flow: &Flow) -> String {
+    let flow = &net::canonical(flow);
     if flow.family == AF_INET6 {
         let a = &flow.daddr;
         let mut p = [0u8; 16];
@@ -24,15 +29,22 @@ pub fn prefix(flow: &Flow) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PathLine {
     pub ts_ns: u64,
-    pub verdict: &'static str,
+    pub verdict: Kind,
     pub destination: String,
     pub sockets: Vec<u64>,
-    pub evidence: Value,
+    pub evidence: PathEvidence,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathEvidence {
+    pub sockets_affected: usize,
+    pub mss: Option<u32>,
+    pub last_peer: IpAddr,
 }
 
 /// Bounded: at most `max` (verdict, prefix) groups, each with at most 64 sockets listed.
 pub struct Paths {
-    groups: HashMap<(&'static str, String), BTreeSet<u64>>,
+    groups: HashMap<(Kind, String), BTreeSet<u64>>,
     max: usize,
 }
 
@@ -48,10 +60,10 @@ impl Paths {
     pub fn add(
         &mut self,
         ts_ns: u64,
-        verdict: &'static str,
+        verdict: Kind,
         flow: &Flow,
         sock: u64,
-        mss: Option<u64>,
+        mss: Option<u32>,
     ) -> Option<PathLine> {
         let key = (verdict, prefix(flow));
         if !self.groups.contains_key(&key) && self.groups.len() >= self.max {
@@ -66,11 +78,11 @@ impl Paths {
             verdict,
             destination: key.1.clone(),
             sockets: set.iter().copied().collect(),
-            evidence: json!({
-                "sockets_affected": set.len(),
-                "mss": mss,
-                "last_peer": net::peer_ip(flow),
-            }),
+            evidence: PathEvidence {
+                sockets_affected: set.len(),
+                mss,
+                last_peer: net::peer_ip(flow),
+            },
         })
     }
 

@@ -22,7 +22,10 @@ pub struct FlowKey {
 }
 
 impl From<&Flow> for FlowKey {
+    /// Keyed as the wire sees the flow: a v4-mapped AF_INET6 socket matches the
+    /// AF_INET flow an IPv4 too-big message quotes.
     fn from(f: &Flow) -> Self {
+        let f = &crate::net::canonical(f);
         FlowKey {
             family: f.family,
             protocol: f.protocol,
@@ -38,6 +41,8 @@ impl From<&Flow> for FlowKey {
 pub struct Entry {
     pub id: u64,
     pub owner: Option<Owner>,
+    /// When the socket reached CLOSE: kept a moment for late error reports.
+    pub closed_at: Option<u64>,
     /// The flow (`timeline.flow`) is indexed in `by_flow` once known.
     pub timeline: Timeline,
 }
@@ -47,6 +52,9 @@ impl Entry {
         (self.timeline.flow.family != 0).then(|| FlowKey::from(&self.timeline.flow))
     }
 }
+
+/// How long a closed socket is kept for late error reports.
+pub const CLOSED_KEEP_NS: u64 = 2_000_000_000;
 
 pub struct SocketTable {
     /// Boxed: the table's buckets are sized to powers of two, and empty buckets of
@@ -61,6 +69,8 @@ pub struct SocketTable {
     pub evicted: u64,
     /// Sockets ever seen.
     pub seen: u64,
+    /// Closed sockets in the order they closed, kept for `CLOSED_KEEP_NS`.
+    closed: VecDeque<(u64, u64)>,
     suppressed_gone: u64,
 }
 
@@ -74,6 +84,7 @@ impl SocketTable {
             max: max.max(1),
             evicted: 0,
             seen: 0,
+            closed: VecDeque::new(),
             suppressed_gone: 0,
         }
     }
@@ -97,6 +108,7 @@ impl SocketTable {
                 Box::new(Entry {
                     id,
                     owner: None,
+                    closed_at: None,
                     timeline: Timeline::default(),
                 }),
             );
@@ -184,9 +196,48 @@ impl SocketTable {
         idle.len()
     }
 
-    /// The socket closed: a later socket at the same address is a new socket.
+    /// Forgets the socket now.
     pub fn forget(&mut self, sk: u64) {
         self.remove(sk);
+    }
+
+    /// The socket reached CLOSE: error reports still to come (a reset; timeouts on
+    /// 6.10+ are reported after the state change) find it by its flow for
+    /// `CLOSED_KEEP_NS`; any other event at its address is a new socket.
+    pub fn close(&mut self, sk: u64, ts_ns: u64) {
+        if let Some(e) = self.by_sk.get_mut(&sk) {
+            e.closed_at = Some(ts_ns);
+            self.closed.push_back((sk, ts_ns));
+        }
+        // Bounded like the table: a close storm forgets the oldest at once.
+        while self.closed.len() > self.max {
+            if let Some((old, at)) = self.closed.pop_front()
+                && self
+                    .by_sk
+                    .get(&old)
+                    .is_some_and(|e| e.closed_at == Some(at))
+            {
+                self.remove(old);
+            }
+        }
+    }
+
+    pub fn is_closed(&self, sk: u64) -> bool {
+        self.by_sk.get(&sk).is_some_and(|e| e.closed_at.is_some())
+    }
+
+    /// Forgets sockets closed more than `CLOSED_KEEP_NS` before `now_ns`.
+    pub fn forget_closed(&mut self, now_ns: u64) {
+        while let Some(&(sk, at)) = self.closed.front() {
+            if now_ns.saturating_sub(at) <= CLOSED_KEEP_NS {
+                break;
+            }
+            self.closed.pop_front();
+            // Only if it is still that closed socket (not forgotten and reused).
+            if self.by_sk.get(&sk).is_some_and(|e| e.closed_at == Some(at)) {
+                self.remove(sk);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -2,11 +2,32 @@
 
 use std::collections::VecDeque;
 
+use std::net::IpAddr;
+
 use agent_common::event::{Flow, Retransmit};
+
+use super::verdict::{Confidence, Kind};
 
 /// How many of each kind of fact a socket keeps (older ones fall off).
 pub const KEEP_RETRANSMITS: usize = 8;
 pub const KEEP_TOO_BIG: usize = 8;
+pub const TOO_BIG_EXPIRY_NS: u64 = 600_000_000_000;
+
+/// Retransmissions counted over a window, so that a long-lived pooled connection
+/// with an occasional loss over hours is not "lossy".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossWindow {
+    pub start_ns: u64,
+    pub retransmits: u64,
+    pub segs: u64,
+    pub rto: u64,
+    pub fast: u64,
+    pub tlp: u64,
+    pub min_seg: u32,
+    pub max_seg: u32,
+    /// snd_una advanced between two retransmits of the window.
+    pub progressed: u32,
+}
 
 /// Kept compact (32 bytes): a socket keeps [`KEEP_RETRANSMITS`] of these, and the
 /// agent may track 100k sockets.
@@ -22,70 +43,70 @@ pub struct RetransmitFact {
     pub backoff: u8,
 }
 
-/// Names of the verdicts, in the order `VerdictLog` lists them.
-pub const VERDICT_NAMES: [&str; 11] = [
-    "ephemeral_ports_exhausted",
-    "udp_path_mtu",
-    "pmtud_blackhole",
-    "pmtud_ok",
-    "blackhole_recovered",
-    "packet_loss",
-    "path_down",
-    "stall",
-    "disconnect",
-    "spoofed_ptb",
-    "send_error",
-];
-
 /// Which verdicts a socket has had, and the latest one other than send_error: a
 /// bitmask instead of a list (bounded, no allocation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerdictLog {
     seen: u16,
-    last: Option<u8>,
+    last: Option<Kind>,
 }
 
-impl VerdictLog {
-    fn index(name: &str) -> Option<usize> {
-        VERDICT_NAMES.iter().position(|n| *n == name)
-    }
+const _: () = assert!(Kind::ALL.len() <= 16);
 
-    pub fn push(&mut self, name: &'static str) {
-        if let Some(i) = Self::index(name) {
-            self.seen |= 1 << i;
-            if name != "send_error" {
-                self.last = Some(i as u8);
-            }
+impl VerdictLog {
+    pub fn push(&mut self, kind: Kind) {
+        self.seen |= 1 << kind as u16;
+        if kind != Kind::SendError {
+            self.last = Some(kind);
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        Self::index(name).is_some_and(|i| self.seen & (1 << i) != 0)
+    pub fn has(&self, kind: Kind) -> bool {
+        self.seen & (1 << kind as u16) != 0
     }
 
-    /// Verdicts other than send_error, in `VERDICT_NAMES` order.
-    pub fn prior(&self) -> Vec<&'static str> {
-        VERDICT_NAMES
-            .iter()
-            .enumerate()
-            .filter(|(i, n)| **n != "send_error" && self.seen & (1 << i) != 0)
-            .map(|(_, n)| *n)
+    /// Verdicts other than send_error, in `Kind::ALL` order.
+    pub fn prior(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::SendError && self.has(*k))
             .collect()
     }
 
     /// The latest verdict other than send_error.
-    pub fn last(&self) -> Option<&'static str> {
-        self.last.map(|i| VERDICT_NAMES[i as usize])
+    pub fn last(&self) -> Option<Kind> {
+        self.last
     }
+}
+
+/// What became of a too-big message quoting this socket's flow, judged from what
+/// the socket did next (the kernel's truth: its MSS and path MTU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooBigFate {
+    /// Nothing retransmitted since it came.
+    Pending,
+    /// The socket's MSS (or path MTU) shrank to fit: the kernel applied it.
+    Applied,
+    /// The socket kept sending too-big segments after it: it reached this host's
+    /// receive hook and never reached TCP (this host's input filtering).
+    NotApplied,
+    /// The kernel did not act on it and it quoted data outside what the socket sent.
+    Forged,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TooBigFact {
     pub ts_ns: u64,
     pub mtu: u32,
-    pub router: String,
+    pub router: IpAddr,
+    /// The TCP sequence number the message quotes.
+    pub seq: u32,
+    /// The quoted sequence was already acknowledged when the message came (by the
+    /// socket's last known snd_una, which only grows).
+    pub acked_already: bool,
     /// The socket's MSS when the message arrived (to see it shrink afterwards).
     pub mss_before: u32,
+    pub fate: TooBigFate,
 }
 
 /// A stall: from the first RTO retransmission with no progress, until progress.
@@ -105,7 +126,9 @@ pub struct Episode {
     /// Lowest MSS seen during the episode (MTU probing lowers it).
     pub mss_low: u32,
     /// Confidence of the black-hole verdict already emitted, if any.
-    pub blackhole: Option<&'static str>,
+    pub blackhole: Option<Confidence>,
+    /// Confidence of the live path-down verdict already emitted, if any.
+    pub path_down: Option<Confidence>,
     pub stall_reported: bool,
     pub first_seg_len: u32,
 }
@@ -123,17 +146,12 @@ pub struct Timeline {
     pub last_mss: u32,
     pub total_retransmits: u64,
     pub total_segs: u64,
-    pub rto: u64,
-    pub fast: u64,
-    pub tlp: u64,
-    pub min_seg: u32,
-    pub max_seg: u32,
-    /// snd_una advanced between two retransmits at least once.
-    pub progressed: u32,
     pub last_snd_una: Option<u32>,
     /// Verdicts emitted on this socket.
     pub verdicts: VerdictLog,
-    pub loss_reported: Option<&'static str>,
+    pub loss_reported: Option<Confidence>,
+    /// Retransmissions in the current loss window (see `loss`).
+    pub loss_window: LossWindow,
     pub pmtud_ok_reported: bool,
     pub ended_reported: bool,
     /// Last send_error verdict per errno (errno, ts; errno 0: free slot), for rate
@@ -149,7 +167,8 @@ pub fn seq_after(now: u32, then: u32) -> bool {
 }
 
 impl Timeline {
-    pub fn note_retransmit(&mut self, e: &Retransmit) {
+    /// Returns whether snd_una moved on since the previous retransmit (progress).
+    pub fn note_retransmit(&mut self, e: &Retransmit) -> bool {
         let f = RetransmitFact {
             ts_ns: e.header.ts_ns,
             kind: e.kind,
@@ -170,18 +189,13 @@ impl Timeline {
         self.retransmits.push_back(f);
         self.total_retransmits += 1;
         self.total_segs += e.segs as u64;
-        if self.min_seg == 0 || e.seg_len < self.min_seg {
-            self.min_seg = e.seg_len;
-        }
-        self.max_seg = self.max_seg.max(e.seg_len);
-        if let Some(prev) = self.last_snd_una
-            && seq_after(e.snd_una, prev)
-        {
-            self.progressed += 1;
-        }
+        let progressed = self
+            .last_snd_una
+            .is_some_and(|prev| seq_after(e.snd_una, prev));
         self.last_snd_una = Some(e.snd_una);
         self.window = Some((e.snd_una, e.snd_una.wrapping_add(e.snd_queue)));
         self.last_mss = e.mss;
+        progressed
     }
 
     pub fn note_too_big(&mut self, f: TooBigFact) {
@@ -191,8 +205,16 @@ impl Timeline {
         self.too_big.push_back(f);
     }
 
-    pub fn verdict(&mut self, name: &'static str) {
-        self.verdicts.push(name);
+    /// Too-big facts older than this are forgotten: the kernel's learned path MTU
+    /// expires too (net.ipv4.route.mtu_expires, 600 s).
+    pub fn expire_too_big(&mut self, now_ns: u64) {
+        while self
+            .too_big
+            .front()
+            .is_some_and(|f| now_ns.saturating_sub(f.ts_ns) > TOO_BIG_EXPIRY_NS)
+        {
+            self.too_big.pop_front();
+        }
     }
 
     /// Bytes per delivered segment so far: well under the MSS means no full-size

@@ -10,7 +10,11 @@ use super::SCHEMA;
 use crate::{
     clock::WallClock,
     decode::Event,
-    engine::{Annotated, Emit, PathLine, Verdict},
+    engine::{
+        Annotated, Emit, PathLine, Verdict,
+        path::PathEvidence,
+        verdict::{Confidence, Evidence, Kind},
+    },
     errno, net,
 };
 
@@ -255,24 +259,24 @@ fn known<T: Copy>(ok: bool, v: T) -> Option<T> {
 
 #[derive(Serialize)]
 pub struct VerdictBody<'a> {
-    pub verdict: &'static str,
-    /// "low", "medium", "high": raised (and the verdict repeated) as evidence grows.
-    pub confidence: &'static str,
+    pub verdict: Kind,
+    /// Raised (and the verdict repeated) as evidence grows.
+    pub confidence: Confidence,
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
-    pub evidence: &'a serde_json::Value,
+    pub evidence: &'a Evidence,
     pub advice: &'a str,
 }
 
 #[derive(Serialize)]
 pub struct PathBody<'a> {
-    pub verdict: &'static str,
+    pub verdict: Kind,
     /// Destination prefix the sockets share (IPv4 /24, IPv6 /64).
     pub destination: &'a str,
     pub sockets: &'a [u64],
-    pub evidence: &'a serde_json::Value,
+    pub evidence: &'a PathEvidence,
 }
 
 pub fn verdict(out: &mut Vec<u8>, clock: &WallClock, v: &Verdict) {
@@ -282,13 +286,13 @@ pub fn verdict(out: &mut Vec<u8>, clock: &WallClock, v: &Verdict) {
         &clock.rfc3339(v.ts_ns),
         clock.unix_ns(v.ts_ns),
         VerdictBody {
-            verdict: v.verdict,
+            verdict: v.kind(),
             confidence: v.confidence,
             sock: v.sock,
             flow: FlowBody::from(&v.flow),
             process: v.owner.as_ref().map(Process::from),
             evidence: &v.evidence,
-            advice: &v.advice,
+            advice: &super::advice::advice(v),
         },
     )
 }
@@ -437,6 +441,8 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 errno_text: errno::text(e.errno),
             },
         ),
+        // The agent's own record: never a line (the pipeline does not pass it here).
+        Event::SockLookup(_) => {}
         Event::UdpSend(e) => line_into(
             out,
             kind,

@@ -1,4 +1,5 @@
 //! Serializing lines (`json`) and writing them somewhere (`sink`).
+pub mod advice;
 pub mod json;
 pub mod sink;
 

@@ -4,16 +4,19 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use agent_common::event::{Flow, IcmpTooBig, SendError, UdpSend, icmp_source};
-use serde_json::json;
+use std::net::IpAddr;
+
+use agent_common::{
+    event::{Flow, IcmpTooBig, SendError, UdpSend, icmp_source},
+    kernel::errno::EMSGSIZE,
+};
 
 use super::{
-    sockets::FlowKey,
-    verdict::{Ctx, Verdict},
+    Confidence, Ctx, Reported, Verdict,
+    evidence::{Evidence, UdpGround, UdpPathMtu},
 };
-use crate::net;
+use crate::{engine::sockets::FlowKey, net};
 
-const EMSGSIZE: i32 = 90;
 const MAX_FLOWS: usize = 4096;
 
 #[derive(Default)]
@@ -22,11 +25,11 @@ struct UdpFlow {
     max_bytes: u32,
     emsgsize: u32,
     too_big_mtu: Option<u32>,
-    router: Option<String>,
+    router: Option<IpAddr>,
     too_big_received: u32,
     /// A router on this host generated a too-big for the flow (icmp_send).
     too_big_generated: u32,
-    reported: Option<&'static str>,
+    reported: Option<Confidence>,
 }
 
 #[derive(Default)]
@@ -79,7 +82,7 @@ impl Udp {
         if e.source == icmp_source::RECEIVED {
             f.too_big_received += 1;
             f.too_big_mtu = Some(e.mtu);
-            f.router = Some(net::ip(e.quoted.family, &e.router).to_string());
+            f.router = Some(net::ip(e.quoted.family, &e.router));
         } else {
             f.too_big_generated += 1;
         }
@@ -88,70 +91,37 @@ impl Udp {
 }
 
 fn judge(c: &Ctx, flow: &Flow, ts: u64, netns: u32, f: &mut UdpFlow) -> Option<Verdict> {
-    let (confidence, what) = if f.emsgsize > 0 {
-        (
-            "high",
-            "the kernel refuses datagrams larger than the path MTU (EMSGSIZE)",
-        )
+    let (confidence, ground) = if f.emsgsize > 0 {
+        (Confidence::High, UdpGround::Emsgsize)
     } else if f.too_big_received > 0 && f.large_sends > 0 {
-        (
-            "high",
-            "a router reported a smaller path MTU for these datagrams",
-        )
+        (Confidence::High, UdpGround::TooBigReceived)
     } else if f.large_sends >= 2 && f.too_big_generated > 0 {
-        (
-            "high",
-            "a router on this host generated too-big messages for these datagrams, and none \
-             came back: they are filtered",
-        )
+        (Confidence::High, UdpGround::GeneratedHereNoneBack)
     } else if f.large_sends >= 2 {
-        (
-            "medium",
-            "large datagrams keep going out and no too-big message ever comes back: if the \
-             path MTU is smaller, they vanish silently (or are fragmented, and fragments are \
-             often dropped)",
-        )
+        (Confidence::Medium, UdpGround::NoneBack)
     } else {
         return None;
     };
-    if f.reported == Some(confidence) || f.reported == Some("high") {
+    if !f.reported.raise(confidence) {
         return None;
     }
-    f.reported = Some(confidence);
-    let service = net::service(flow);
     Some(Verdict {
         ts_ns: ts,
         sock: c.sock,
         flow: *flow,
         owner: c.owner,
-        verdict: "udp_path_mtu",
         confidence,
-        evidence: json!({
-            "largest_datagram": f.max_bytes,
-            "large_datagrams": f.large_sends,
-            "emsgsize": f.emsgsize,
-            "too_big_received": f.too_big_received,
-            "path_mtu": f.too_big_mtu,
-            "router": f.router,
-            "too_big_generated_on_this_host": f.too_big_generated,
-            "service": service,
+        evidence: Evidence::UdpPathMtu(UdpPathMtu {
+            largest_datagram: f.max_bytes,
+            large_datagrams: f.large_sends,
+            emsgsize: f.emsgsize,
+            too_big_received: f.too_big_received,
+            path_mtu: f.too_big_mtu,
+            router: f.router,
+            too_big_generated_on_this_host: f.too_big_generated,
+            service: net::service(flow),
+            ground,
         }),
-        advice: format!(
-            "{what}. {}Send datagrams that fit the path (IPv4: MTU - 28 bytes of headers), \
-             enable the protocol's own fragmentation{}, and let ICMP type 3 code 4 / ICMPv6 \
-             type 2 through on the path.",
-            if service == Some("ike") {
-                "IKE: negotiations with large messages (certificates) time out or are \
-                 dropped. "
-            } else {
-                ""
-            },
-            if service == Some("ike") {
-                " (IKEv2 fragmentation, RFC 7383)"
-            } else {
-                ""
-            }
-        ),
         netns,
     })
 }

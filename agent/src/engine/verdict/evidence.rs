@@ -1,0 +1,299 @@
+//! The facts each verdict rests on, one type per verdict kind. Serialized as the
+//! line's `evidence` object (field names are part of the output format: see
+//! schema/verdict.schema.json); the advice is rendered from them at the edge.
+
+use std::net::IpAddr;
+
+use serde::{Serialize, Serializer};
+
+use super::Kind;
+
+/// An errno that prints as its name ("ECONNRESET").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrnoName(pub i32);
+
+impl Serialize for ErrnoName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(crate::errno::name(self.0))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Evidence {
+    PmtudBlackhole(Blackhole),
+    PmtudOk(PmtudOk),
+    BlackholeRecovered(Recovered),
+    PacketLoss(Loss),
+    PathDown(PathDown),
+    Stall(Stall),
+    Disconnect(Disconnect),
+    SpoofedPtb(Spoofed),
+    SendError(SendErrorFacts),
+    EphemeralPortsExhausted(PortsExhausted),
+    BindConflict(BindConflict),
+    UdpPathMtu(UdpPathMtu),
+}
+
+impl Evidence {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Evidence::PmtudBlackhole(_) => Kind::PmtudBlackhole,
+            Evidence::PmtudOk(_) => Kind::PmtudOk,
+            Evidence::BlackholeRecovered(_) => Kind::BlackholeRecovered,
+            Evidence::PacketLoss(_) => Kind::PacketLoss,
+            Evidence::PathDown(_) => Kind::PathDown,
+            Evidence::Stall(_) => Kind::Stall,
+            Evidence::Disconnect(_) => Kind::Disconnect,
+            Evidence::SpoofedPtb(_) => Kind::SpoofedPtb,
+            Evidence::SendError(_) => Kind::SendError,
+            Evidence::EphemeralPortsExhausted(_) => Kind::EphemeralPortsExhausted,
+            Evidence::BindConflict(_) => Kind::BindConflict,
+            Evidence::UdpPathMtu(_) => Kind::UdpPathMtu,
+        }
+    }
+}
+
+/// Where the too-big messages that should have shrunk the packets were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilteredAt {
+    /// None came back: filtered on the path (or never sent).
+    Path,
+    /// They reached this host (its receive hook saw them) and TCP never applied
+    /// them: dropped by this host's own input filtering.
+    ThisHost,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Blackhole {
+    pub rto_retransmits: u32,
+    pub full_size_retransmits: u32,
+    pub seg_len: u32,
+    pub mss: u32,
+    /// The full packet size: the socket's path MTU, else MSS + default headers.
+    pub packet_size: u32,
+    pub filtered_at: FilteredAt,
+    /// Too-big messages for this flow that reached this host and were not applied.
+    pub too_big_received: u32,
+    pub too_big_mtu: Option<u32>,
+    pub too_big_router: Option<IpAddr>,
+    pub bytes_acked: u64,
+    pub segments_delivered: u32,
+    pub avg_delivered_segment: Option<f64>,
+    pub backoff: u8,
+    pub stuck_ms: f64,
+    pub snd_queue: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PmtudOk {
+    pub mtu: u32,
+    pub router: IpAddr,
+    pub mss_before: Option<u32>,
+    pub mss_after: u32,
+    pub ms_to_adapt: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveredBy {
+    Acknowledged,
+    #[serde(rename = "congestion state back to open")]
+    CongestionOpen,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Recovered {
+    pub stuck_ms: f64,
+    pub mss_before: u32,
+    pub mss_after: u32,
+    pub rto_retransmits: u32,
+    pub recovered_by: RecoveredBy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Loss {
+    /// Retransmissions within the window (`window_s`).
+    pub retransmits: u64,
+    pub retransmitted_segments: u64,
+    pub rto: u64,
+    pub fast: u64,
+    pub tlp: u64,
+    pub seg_len_min: u32,
+    pub seg_len_max: u32,
+    pub progress_between_retransmits: u32,
+    pub window_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathDown {
+    pub rto_retransmits: u32,
+    pub backoff: u8,
+    pub stuck_ms: f64,
+    pub acknowledged_during_stall: u32,
+    /// How the connection ended; null while the stall goes on.
+    pub ended_with: Option<ErrnoName>,
+    /// Full-size segments at this MSS were delivered earlier on this socket: the
+    /// path carried them, so this is not a black hole.
+    pub full_size_delivered: bool,
+    /// Small segments retransmitted in the stall: they are lost too.
+    pub small_lost: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stall {
+    pub rto_retransmits: u32,
+    pub backoff: u8,
+    pub snd_queue_start: u32,
+    pub snd_queue_now: u32,
+    pub stuck_ms: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectCause {
+    Timeout,
+    Reset,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Disconnect {
+    pub cause: DisconnectCause,
+    pub errno_name: ErrnoName,
+    pub idle_ms: f64,
+    pub retransmits_before: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpoofReason {
+    /// No socket in the kernel has the quoted flow.
+    NoSuchSocket,
+    /// The quoted sequence was already acknowledged when the message came, and the
+    /// kernel did not act on it.
+    AlreadyAcknowledged { snd_una: u32 },
+    /// The quoted sequence lies beyond anything the socket has written, and the
+    /// kernel did not act on it.
+    NeverSent { write_seq: u32 },
+}
+
+impl Serialize for SpoofReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&match self {
+            SpoofReason::NoSuchSocket => "no socket in the kernel has the quoted flow".to_string(),
+            SpoofReason::AlreadyAcknowledged { snd_una } => format!(
+                "the quoted sequence number was already acknowledged (snd_una {snd_una}) and \
+                 the kernel did not act on the message"
+            ),
+            SpoofReason::NeverSent { write_seq } => format!(
+                "the quoted sequence number lies beyond anything the socket has written \
+                 (write_seq {write_seq}) and the kernel did not act on the message"
+            ),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Spoofed {
+    pub reason: SpoofReason,
+    pub mtu: u32,
+    pub router: IpAddr,
+    pub quoted_seq: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecentRetransmit {
+    pub ago_ms: f64,
+    pub kind: &'static str,
+    pub seg_len: u32,
+    pub backoff: u8,
+}
+
+/// What explains a failed send: the socket's latest verdict, else the errno's usual
+/// meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LikelyCause {
+    Verdict(Kind),
+    MessageTooBig(MessageTooBig),
+}
+
+/// Serializes as "message_larger_than_path_mtu".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageTooBig;
+
+impl Serialize for MessageTooBig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("message_larger_than_path_mtu")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SendErrorFacts {
+    pub errno: i32,
+    pub errno_name: ErrnoName,
+    pub meaning: &'static str,
+    pub likely_cause: Option<LikelyCause>,
+    pub prior_verdicts: Vec<Kind>,
+    pub recent_retransmits: Vec<RecentRetransmit>,
+    pub rto_retransmits: u32,
+    pub stuck_ms: Option<f64>,
+    pub too_big_received: usize,
+    pub last_too_big_mtu: Option<u32>,
+    /// Not printed: the advice names the router.
+    #[serde(skip)]
+    pub last_too_big_router: Option<IpAddr>,
+    pub snd_queue: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortsExhausted {
+    pub destination: String,
+    pub errno_name: ErrnoName,
+    pub failures_in_window: usize,
+    pub window_s: u64,
+    pub failures_total: u64,
+    /// Host facts, added live at the edge (`crate::sysinfo::enrich`); absent in
+    /// replays.
+    #[serde(flatten)]
+    pub host: Option<PortsHostFacts>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortsHostFacts {
+    pub time_wait_to_destination: Option<u64>,
+    pub ip_local_port_range: Option<String>,
+    pub ephemeral_ports: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BindConflict {
+    /// The address and port bind() asked for.
+    pub address: String,
+    pub errno_name: ErrnoName,
+    pub failures: u64,
+    pub window_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UdpPathMtu {
+    pub largest_datagram: u32,
+    pub large_datagrams: u32,
+    pub emsgsize: u32,
+    pub too_big_received: u32,
+    pub path_mtu: Option<u32>,
+    pub router: Option<IpAddr>,
+    pub too_big_generated_on_this_host: u32,
+    pub service: Option<&'static str>,
+    /// Which of the rule's grounds made the verdict.
+    #[serde(skip)]
+    pub ground: UdpGround,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpGround {
+    Emsgsize,
+    TooBigReceived,
+    GeneratedHereNoneBack,
+    NoneBack,
+}
