@@ -288,17 +288,32 @@ pub fn assert_verdicts(out: &Output, topo: &Topology, expected: &[Expect]) -> Ve
         .collect();
     if !unexpected.is_empty() {
         problems.push(format!(
-            "verdicts nobody expected within the test's ranges:\n  {}",
-            unexpected.join("\n  ")
+            "{} verdict line(s) nobody expected within the test's ranges:\n  {}",
+            unexpected.len(),
+            capped(&unexpected)
         ));
     }
     assert!(
         problems.is_empty(),
-        "verdicts differ from the contract:\n{}\nall verdicts within the ranges:\n  {}",
-        problems.join("\n"),
-        ours.iter().map(brief).collect::<Vec<_>>().join("\n  ")
+        "verdicts differ from the contract:\n{}",
+        problems.join("\n")
     );
     ours
+}
+
+/// At most 12 lines, and how many were left out.
+fn capped(lines: &[String]) -> String {
+    const MAX: usize = 12;
+    let mut s = lines
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n  ");
+    if lines.len() > MAX {
+        s.push_str(&format!("\n  ... and {} more", lines.len() - MAX));
+    }
+    s
 }
 
 /// No `spoofed_ptb` anywhere in the run's output (a healthy case: every too-big
@@ -312,8 +327,9 @@ pub fn assert_no_spoofed(out: &Output) {
         .collect();
     assert!(
         spoofed.is_empty(),
-        "spoofed_ptb in a run whose too-big messages were all real:\n  {}",
-        spoofed.join("\n  ")
+        "{} spoofed_ptb line(s) in a run whose too-big messages were all real:\n  {}",
+        spoofed.len(),
+        capped(&spoofed)
     );
 }
 
@@ -340,8 +356,11 @@ pub fn print_judgements(name: &str, out: &Output, topo: &Topology) {
         "[{name}] {} verdict line(s) within the test's ranges:",
         ours.len()
     );
-    for l in &ours {
+    for l in ours.iter().take(30) {
         println!("[{name}]   {}", brief(l));
+    }
+    if ours.len() > 30 {
+        println!("[{name}]   ... and {} more", ours.len() - 30);
     }
     for p in out.of_type("path") {
         if p["sockets"]
