@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod netns;
+pub mod recorded;
 pub mod scenarios;
 pub mod traffic;
 
@@ -26,6 +27,14 @@ pub fn require_root() {
         "end-to-end tests create network namespaces and load eBPF programs: run them as \
          root (`sudo cargo xtask test`); euid is {euid}"
     );
+}
+
+/// Now, in Unix-epoch nanoseconds (the agent's `ts_ns`).
+pub fn unix_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
 }
 
 /// Runs a command to completion, panicking with its output when it fails.

@@ -8,6 +8,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use std::net::IpAddr;
+
 use crate::sh;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -92,6 +94,38 @@ impl Netns {
         );
     }
 
+    /// Drops the too-big messages this namespace receives: ICMP fragmentation-needed
+    /// and ICMPv6 packet-too-big, on the input hook (in table `inet hostfw`, with
+    /// counters: [`Netns::nft_counters`] reads them). This host's own firewall eats
+    /// the messages a router sent: the socket never learns the path MTU.
+    pub fn drop_too_big_input(&self) {
+        self.nft(
+            "table inet hostfw {
+                chain in {
+                    type filter hook input priority 0; policy accept;
+                    icmp type destination-unreachable icmp code frag-needed counter drop
+                    icmpv6 type packet-too-big counter drop
+                }
+            }",
+        );
+    }
+
+    /// The packet counts of every `counter` in table `family` `table` (e.g. `inet`
+    /// `hostfw`), in listing order.
+    pub fn nft_counters(&self, family: &str, table: &str) -> Vec<u64> {
+        let listing = self.exec("nft", &["list", "table", family, table]);
+        listing
+            .split("counter packets ")
+            .skip(1)
+            .map(|t| {
+                t.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("cannot parse nft counters:\n{listing}"))
+            })
+            .collect()
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, so sockets it opens
     /// live here. The thread gets `thread_name` (its comm, as the kernel reports it).
     pub fn run<T: Send + 'static>(
@@ -124,6 +158,9 @@ impl Drop for Netns {
 /// Addresses of one topology: client and server sides of the path.
 #[derive(Clone, Debug)]
 pub struct Addrs {
+    /// The `net` number: every address of the topology lies in 198.18.net.0/24,
+    /// 198.19.net.0/24 or 2001:db8:net::/48 (`net` in hex), see [`Addrs::owns`].
+    pub net: u8,
     pub client4: String,
     pub server4: String,
     pub router_client4: String,
@@ -132,6 +169,10 @@ pub struct Addrs {
     pub server6: String,
     pub router_client6: String,
     pub router_server6: String,
+    /// Only in [`Topology::nat_chain`]: the masquerading router's client-side and
+    /// outside (translated source) addresses.
+    pub nat_inside4: String,
+    pub nat_outside4: String,
 }
 
 impl Addrs {
@@ -139,6 +180,7 @@ impl Addrs {
     /// address (the agent sees every namespace; tests filter by address).
     pub fn new(net: u8) -> Self {
         Addrs {
+            net,
             client4: format!("198.18.{net}.2"),
             router_client4: format!("198.18.{net}.1"),
             server4: format!("198.19.{net}.2"),
@@ -147,13 +189,42 @@ impl Addrs {
             router_client6: format!("2001:db8:{net:x}:1::1"),
             server6: format!("2001:db8:{net:x}:2::2"),
             router_server6: format!("2001:db8:{net:x}:2::1"),
+            nat_inside4: format!("198.18.{net}.1"),
+            nat_outside4: format!("198.19.{net}.130"),
         }
     }
 }
 
-/// client --veth-- [router --veth--] server
+impl Addrs {
+    /// Whether `ip` belongs to this topology's ranges (an IPv4-mapped IPv6 address
+    /// counts as its IPv4 address).
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        match canonical_ip(ip) {
+            IpAddr::V4(a) => {
+                let o = a.octets();
+                o[0] == 198 && (o[1] == 18 || o[1] == 19) && o[2] == self.net
+            }
+            IpAddr::V6(a) => {
+                let s = a.segments();
+                s[0] == 0x2001 && s[1] == 0xdb8 && s[2] == self.net as u16
+            }
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address unchanged.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// client --veth-- [nat --veth--] [router --veth--] server
 pub struct Topology {
     pub client: Netns,
+    /// A masquerading router between the client and `router` ([`Topology::nat_chain`]).
+    pub nat: Option<Netns>,
     pub router: Option<Netns>,
     pub server: Netns,
     pub addrs: Addrs,
@@ -197,6 +268,7 @@ impl Topology {
         addr(&server, "eth0", &format!("{}/64", addrs.server6));
         Topology {
             client,
+            nat: None,
             router: None,
             server,
             addrs,
@@ -206,11 +278,17 @@ impl Topology {
     /// Client and server with a router between them whose server-side link has
     /// `server_mtu` (everything else 1500).
     pub fn routed(net: u8, server_mtu: u32) -> Self {
+        Self::routed_mtus(net, 1500, server_mtu)
+    }
+
+    /// As [`Topology::routed`], with the MTU of the client-side link too (a small
+    /// client-side MTU makes the server's replies the packets too big to forward).
+    pub fn routed_mtus(net: u8, client_mtu: u32, server_mtu: u32) -> Self {
         let addrs = Addrs::new(net);
         let client = Netns::new("c");
         let router = Netns::new("r");
         let server = Netns::new("s");
-        veth(&client, "eth0", &router, "c0", 1500);
+        veth(&client, "eth0", &router, "c0", client_mtu);
         veth(&router, "s0", &server, "eth0", server_mtu);
         addr(&client, "eth0", &format!("{}/24", addrs.client4));
         addr(&router, "c0", &format!("{}/24", addrs.router_client4));
@@ -242,6 +320,54 @@ impl Topology {
         router.sysctl("net.ipv6.conf.all.forwarding", "1");
         Topology {
             client,
+            nat: None,
+            router: Some(router),
+            server,
+            addrs,
+        }
+    }
+
+    /// A pod-like client behind a masquerading router, IPv4 only:
+    /// client --1500-- nat --1500-- router --`server_mtu`-- server.
+    /// `nat` masquerades what leaves towards `router` (nftables `masquerade`), so the
+    /// server sees `addrs.nat_outside4` and a too-big message from `router` reaches
+    /// the client only through the nat's conntrack. `addrs.router_client4` is the
+    /// router's address facing the nat (the too-big messages' source).
+    ///
+    /// Addresses: client 198.18.net.2/24, nat 198.18.net.1/24 and 198.19.net.130/25,
+    /// router 198.19.net.129/25 and 198.19.net.1/25, server 198.19.net.2/25.
+    pub fn nat_chain(net: u8, server_mtu: u32) -> Self {
+        let mut addrs = Addrs::new(net);
+        addrs.router_client4 = format!("198.19.{net}.129");
+        let client = Netns::new("c");
+        let nat = Netns::new("n");
+        let router = Netns::new("r");
+        let server = Netns::new("s");
+        veth(&client, "eth0", &nat, "c0", 1500);
+        veth(&nat, "r0", &router, "n0", 1500);
+        veth(&router, "s0", &server, "eth0", server_mtu);
+        addr(&client, "eth0", &format!("{}/24", addrs.client4));
+        addr(&nat, "c0", &format!("{}/24", addrs.nat_inside4));
+        addr(&nat, "r0", &format!("{}/25", addrs.nat_outside4));
+        addr(&router, "n0", &format!("{}/25", addrs.router_client4));
+        addr(&router, "s0", &format!("{}/25", addrs.router_server4));
+        addr(&server, "eth0", &format!("{}/25", addrs.server4));
+        client.ip(&["route", "add", "default", "via", &addrs.nat_inside4]);
+        nat.ip(&["route", "add", "default", "via", &addrs.router_client4]);
+        server.ip(&["route", "add", "default", "via", &addrs.router_server4]);
+        nat.sysctl("net.ipv4.ip_forward", "1");
+        router.sysctl("net.ipv4.ip_forward", "1");
+        nat.nft(
+            "table ip masq {
+                chain post {
+                    type nat hook postrouting priority srcnat; policy accept;
+                    oifname \"r0\" counter masquerade
+                }
+            }",
+        );
+        Topology {
+            client,
+            nat: Some(nat),
             router: Some(router),
             server,
             addrs,

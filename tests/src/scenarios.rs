@@ -599,6 +599,40 @@ fn wait_no_tentative_ipv6(ns: &Netns) {
     }
 }
 
+/// `ip` of the server side of the family, and a free port there.
+pub fn server_addr(topo: &Topology, v6: bool) -> SocketAddr {
+    let (_, server_ip) = ips(topo, v6);
+    SocketAddr::new(server_ip, free_tcp_port(&topo.server, server_ip))
+}
+
+/// A dual-stack TCP listener on `[::]:port` (IPV6_V6ONLY off): it accepts IPv4
+/// clients too, as `::ffff:a.b.c.d`. Call from a thread inside the namespace.
+pub fn dual_stack_listener(port: u16) -> TcpListener {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: we own the fresh fd.
+    let l: TcpListener = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    let (sa, len) = sockaddr(SocketAddr::new(
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        port,
+    ));
+    // SAFETY: sa is a valid sockaddr of len bytes.
+    let rc = unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
+    assert_eq!(
+        rc,
+        0,
+        "bind [::]:{port}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: listen on our fd.
+    let rc = unsafe { libc::listen(fd, 16) };
+    assert_eq!(rc, 0, "listen: {}", std::io::Error::last_os_error());
+    l
+}
+
 /// Picks a free port on `ip` inside `ns` (bind to 0, read, close): the sink server
 /// of `traffic` wants an address up front.
 pub fn free_tcp_port(ns: &Netns, ip: IpAddr) -> u16 {
@@ -785,7 +819,7 @@ fn tcp_server<R: Send + 'static>(
 }
 
 /// Connects from `local_ip` (so the 4-tuple is the one the caller expects).
-fn tcp_connect(local_ip: IpAddr, to: SocketAddr) -> TcpStream {
+pub fn tcp_connect(local_ip: IpAddr, to: SocketAddr) -> TcpStream {
     let domain = if to.is_ipv6() {
         libc::AF_INET6
     } else {
@@ -796,6 +830,11 @@ fn tcp_connect(local_ip: IpAddr, to: SocketAddr) -> TcpStream {
     assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
     // SAFETY: we own the fresh fd.
     let s: TcpStream = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    if to.is_ipv6() {
+        // Dual stack: a v4-mapped peer (`::ffff:a.b.c.d`) needs IPV6_V6ONLY off
+        // (the default unless net.ipv6.bindv6only says otherwise).
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0);
+    }
     let (sa, len) = sockaddr(SocketAddr::new(local_ip, 0));
     // SAFETY: sa is a valid sockaddr of len bytes.
     let rc = unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
@@ -898,7 +937,7 @@ fn poll1(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> libc::c_short {
     p.revents
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) {
+pub fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) {
     // SAFETY: an int option.
     let rc = unsafe {
         libc::setsockopt(
@@ -917,7 +956,7 @@ fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) {
     );
 }
 
-fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> i32 {
+pub fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> i32 {
     let mut val: i32 = 0;
     let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
     // SAFETY: an int option.
@@ -931,7 +970,8 @@ fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> i32 {
     val
 }
 
-fn set_linger_zero(fd: RawFd) {
+/// `SO_LINGER {on, 0}`: closing the socket aborts the connection with a RST.
+pub fn set_linger_zero(fd: RawFd) {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -999,12 +1039,31 @@ pub fn errno_name(errno: i32) -> String {
 /// 1400 one in `Topology::routed(_, 1400)`: as if the small MTU sat in the middle of
 /// the path, so the client sends packets the router cannot forward.
 pub fn server_advertises_full_mss(topo: &Topology, v6: bool) {
-    let (fam, router_server, advmss) = if v6 {
-        ("-6", topo.addrs.router_server6.as_str(), "1440")
+    let via = if v6 {
+        &topo.addrs.router_server6
     } else {
-        ("-4", topo.addrs.router_server4.as_str(), "1460")
+        &topo.addrs.router_server4
     };
-    topo.server.ip(&[
+    advertise_full_mss(&topo.server, via, v6);
+}
+
+/// The same for the client, whose default route goes via `topo.router`'s client
+/// side (`Topology::routed_mtus(_, 1400, _)`: the server's replies are then the
+/// packets too big to forward).
+pub fn client_advertises_full_mss(topo: &Topology, v6: bool) {
+    let via = if v6 {
+        &topo.addrs.router_client6
+    } else {
+        &topo.addrs.router_client4
+    };
+    advertise_full_mss(&topo.client, via, v6);
+}
+
+/// Gives `ns`'s default route (via `via`, on eth0) the `advmss` of a 1500-byte path.
+pub fn advertise_full_mss(ns: &Netns, via: &str, v6: bool) {
+    let (fam, advmss) = if v6 { ("-6", "1440") } else { ("-4", "1460") };
+    let router_server = via;
+    ns.ip(&[
         fam,
         "route",
         "change",

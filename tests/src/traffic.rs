@@ -13,6 +13,17 @@ use crate::Netns;
 /// Accepts connections and reads everything sent, until the listener's namespace
 /// goes away or `conns` connections were fully read.
 pub fn sink_server(ns: &Netns, addr: SocketAddr, conns: usize) -> std::thread::JoinHandle<u64> {
+    sink_server_idle(ns, addr, conns, None)
+}
+
+/// As [`sink_server`]; with `idle`, a connection that delivers nothing for that long
+/// is closed (so the thread ends even when its peer went away).
+pub fn sink_server_idle(
+    ns: &Netns,
+    addr: SocketAddr,
+    conns: usize,
+    idle: Option<Duration>,
+) -> std::thread::JoinHandle<u64> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = ns.run("ss-sink", move || {
         let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -20,6 +31,7 @@ pub fn sink_server(ns: &Netns, addr: SocketAddr, conns: usize) -> std::thread::J
         let mut total = 0u64;
         for _ in 0..conns {
             let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(idle).unwrap();
             let mut buf = vec![0u8; 1 << 16];
             loop {
                 match s.read(&mut buf) {
@@ -43,6 +55,9 @@ pub struct TcpInfo {
     pub snd_mss: u32,
     pub pmtu: u32,
     pub state: u8,
+    /// Consecutive RTO retransmissions of the head segment (`tcpi_retransmits`).
+    pub retransmits: u8,
+    pub backoff: u8,
 }
 
 pub fn tcp_info(s: &TcpStream) -> TcpInfo {
@@ -65,6 +80,8 @@ pub fn tcp_info(s: &TcpStream) -> TcpInfo {
         snd_mss: info.tcpi_snd_mss,
         pmtu: info.tcpi_pmtu,
         state: info.tcpi_state,
+        retransmits: info.tcpi_retransmits,
+        backoff: info.tcpi_backoff,
     }
 }
 
@@ -100,4 +117,80 @@ pub fn send_bulk(to: SocketAddr, bytes: usize, timeout: Duration) -> TcpStream {
         tcp_info(&s)
     );
     s
+}
+
+/// What [`send_then_abort`] saw.
+#[derive(Clone, Copy, Debug)]
+pub struct Stuck {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// Unix-epoch ns just before the write.
+    pub started_ns: i128,
+    /// TCP_INFO at the end of the hold, just before the abort.
+    pub info: TcpInfo,
+    /// Whether everything written was acknowledged within the hold.
+    pub acked: bool,
+}
+
+/// Writes `bytes` on `s` without blocking forever (the path may be a black hole),
+/// waits for them to be acknowledged (writes and wait: `hold` in all), then aborts the connection with a
+/// RST (`SO_LINGER {on, 0}`): it is not left to time out on its own.
+pub fn send_then_abort(s: TcpStream, bytes: usize, hold: Duration) -> Stuck {
+    let local = s.local_addr().unwrap();
+    let peer = s.peer_addr().unwrap();
+    // A small message first, as applications do (TLS hello, HTTP request or response
+    // header): it fits any MTU and is delivered, which is what tells a black hole
+    // (only big packets vanish) from a path that died right after the handshake.
+    (&s).write_all(&[0x17u8; 100]).expect("small message");
+    assert!(
+        wait_acked(&s, Duration::from_secs(5)),
+        "the small message from {local} to {peer} was not acknowledged"
+    );
+    let started_ns = crate::unix_ns();
+    let deadline = Instant::now() + hold;
+    let buf = vec![0x42u8; bytes];
+    let mut written = 0;
+    // The whole hold bounds the writes and the wait for acknowledgements together.
+    while written < bytes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_write_timeout(Some(left)).unwrap();
+        match (&s).write(&buf[written..]) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    let mut acked = false;
+    while Instant::now() < deadline {
+        if tcp_info(&s).unacked == 0 {
+            acked = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = tcp_info(&s);
+    crate::scenarios::set_linger_zero(s.as_raw_fd());
+    Stuck {
+        local,
+        peer,
+        started_ns,
+        info,
+        acked,
+    }
+}
+
+/// A client connection (thread `ss-sender` in the client namespace) that writes
+/// `bytes` to `to`, waits up to `hold`, and aborts: [`send_then_abort`].
+pub fn stuck_sender(
+    topo: &crate::Topology,
+    to: SocketAddr,
+    bytes: usize,
+    hold: Duration,
+) -> std::thread::JoinHandle<Stuck> {
+    topo.client.run("ss-sender", move || {
+        let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+        send_then_abort(s, bytes, hold)
+    })
 }

@@ -6,197 +6,20 @@
 //! to) there: that is how agent/tests/fixtures/ is made.
 
 use std::{
-    collections::BTreeSet,
     io::Write,
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::IpAddr,
     os::fd::AsRawFd,
-    path::PathBuf,
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use sendsight_tests::{
-    Agent, Topology,
-    agent::{Output, binary},
-    require_root,
-    scenarios::{self, bulk_from, ips, server_advertises_full_mss},
-    traffic,
+    Topology,
+    recorded::{Scenario, first, verdicts_for},
+    scenarios::{bulk_from, ips, server_addr, server_advertises_full_mss},
+    traffic::{self, stuck_sender},
 };
-use serde_json::{Value, json};
-
-fn unix_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i128
-}
-
-struct Scenario {
-    name: &'static str,
-    agent: Agent,
-    record: PathBuf,
-}
-
-impl Scenario {
-    fn start(name: &'static str) -> Self {
-        require_root();
-        let record =
-            std::env::temp_dir().join(format!("sendsight-{name}-{}.ssrec", std::process::id()));
-        let agent = Agent::start(&["--record", record.to_str().unwrap()]);
-        Scenario {
-            name,
-            agent,
-            record,
-        }
-    }
-
-    /// Stops the agent; checks the replay matches; returns the live output.
-    fn finish(mut self, peer: IpAddr, expected: &[&str]) -> Output {
-        std::thread::sleep(Duration::from_millis(300));
-        let out = self.agent.stop();
-        assert!(
-            out.status.success(),
-            "{}: agent failed: {}",
-            self.name,
-            out.stderr
-        );
-        if let Some(dir) = std::env::var_os("SENDSIGHT_TEST_DUMP") {
-            let mut f =
-                std::fs::File::create(PathBuf::from(dir).join(format!("{}.jsonl", self.name)))
-                    .unwrap();
-            for l in &out.lines {
-                writeln!(f, "{l}").unwrap();
-            }
-        }
-        let live = judgements(&out.lines);
-        let replay = Command::new(binary())
-            .arg("replay")
-            .arg(&self.record)
-            .output()
-            .unwrap();
-        assert!(
-            replay.status.success(),
-            "replay failed: {}",
-            String::from_utf8_lossy(&replay.stderr)
-        );
-        let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("replay prints JSON"))
-            .collect();
-        assert_eq!(
-            live,
-            judgements(&replayed),
-            "{}: the replay of the recording reached different verdicts",
-            self.name
-        );
-        let ours = verdicts_for(&out.lines, peer);
-        for v in &ours {
-            println!("{}", v);
-        }
-        let got: BTreeSet<&str> = ours
-            .iter()
-            .map(|v| v["verdict"].as_str().unwrap())
-            .collect();
-        let want: BTreeSet<&str> = expected.iter().copied().collect();
-        assert_eq!(got, want, "{}: verdicts for peer {peer}", self.name);
-        if let Some(dir) = std::env::var_os("SENDSIGHT_FIXTURES_DIR") {
-            let dir = PathBuf::from(dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::copy(&self.record, dir.join(format!("{}.ssrec", self.name))).unwrap();
-            let expect = json!({ "peer": peer.to_string(), "verdicts": expected });
-            std::fs::File::create(dir.join(format!("{}.expect.json", self.name)))
-                .unwrap()
-                .write_all(serde_json::to_string_pretty(&expect).unwrap().as_bytes())
-                .unwrap();
-        }
-        let _ = std::fs::remove_file(&self.record);
-        out
-    }
-}
-
-/// Verdict and path lines, the part of the output a replay must reproduce.
-fn judgements(lines: &[Value]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l["type"] == "verdict" || l["type"] == "path")
-        .cloned()
-        .collect()
-}
-
-/// Verdicts about the client side's flows to `peer`. (The server's own sockets get
-/// verdicts too: e.g. `disconnect` when a scenario aborts the client with a reset.)
-fn verdicts_for(lines: &[Value], peer: IpAddr) -> Vec<Value> {
-    let p = peer.to_string();
-    lines
-        .iter()
-        .filter(|l| l["type"] == "verdict" && l["peer"]["ip"] == p)
-        .cloned()
-        .collect()
-}
-
-fn first<'a>(lines: &'a [Value], verdict: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["verdict"] == verdict)
-        .unwrap_or_else(|| panic!("no {verdict} verdict"))
-}
-
-/// A client connection that writes `bytes` without blocking forever (the path may
-/// be a black hole), from a thread in the client namespace.
-fn stuck_sender(
-    topo: &Topology,
-    v6: bool,
-    to: SocketAddr,
-    bytes: usize,
-    hold: Duration,
-) -> std::thread::JoinHandle<(SocketAddr, i128)> {
-    let (client_ip, _) = ips(topo, v6);
-    topo.client.run("ss-sender", move || {
-        let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
-        let _ = client_ip;
-        s.set_write_timeout(Some(hold)).unwrap();
-        let local = s.local_addr().unwrap();
-        let mut w = &s;
-        // A small request first, as applications do (TLS hello, HTTP request): it
-        // fits any MTU and is delivered, which is what tells a black hole (only big
-        // packets vanish) from a path that died right after the handshake.
-        w.write_all(&[0x17u8; 100]).expect("small request");
-        assert!(
-            traffic::wait_acked(&s, Duration::from_secs(5)),
-            "the small request was not acknowledged"
-        );
-        let started = unix_ns();
-        let buf = vec![0x42u8; bytes];
-        let _ = w.write_all(&buf);
-        let deadline = Instant::now() + hold;
-        while Instant::now() < deadline {
-            if traffic::tcp_info(&s).unacked == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Abort (RST): the connection is not left to time out on its own.
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                size_of::<libc::linger>() as u32,
-            )
-        };
-        (local, started)
-    })
-}
-
-fn server_addr(topo: &Topology, v6: bool) -> SocketAddr {
-    let (_, server_ip) = ips(topo, v6);
-    SocketAddr::new(server_ip, scenarios::free_tcp_port(&topo.server, server_ip))
-}
+use serde_json::Value;
 
 fn blackhole(name: &'static str, net: u8, v6: bool) {
     let topo = Topology::routed(net, 1400);
@@ -206,9 +29,13 @@ fn blackhole(name: &'static str, net: u8, v6: bool) {
     let scen = Scenario::start(name);
     let sink = traffic::sink_server(&topo.server, server, 2);
     // Two connections to one destination: the path line groups them.
-    let a = stuck_sender(&topo, v6, server, 200_000, Duration::from_millis(2600));
-    let b = stuck_sender(&topo, v6, server, 200_000, Duration::from_millis(2600));
-    let (local, started) = a.join().unwrap();
+    let a = stuck_sender(&topo, server, 200_000, Duration::from_millis(2600));
+    let b = stuck_sender(&topo, server, 200_000, Duration::from_millis(2600));
+    let traffic::Stuck {
+        local,
+        started_ns: started,
+        ..
+    } = a.join().unwrap();
     let _ = b.join().unwrap();
     drop(sink);
     let out = scen.finish(server.ip(), &["pmtud_blackhole"]);
@@ -218,6 +45,9 @@ fn blackhole(name: &'static str, net: u8, v6: bool) {
         .find(|v| v["local"]["port"] == local.port() && v["verdict"] == "pmtud_blackhole")
         .expect("verdict for the first connection");
     assert_eq!(v["evidence"]["too_big_received"], 0);
+    // The router (a namespace of this host, but on the path) ate the too-big
+    // messages: not this host's own firewall.
+    assert_eq!(v["evidence"]["filtered_at"], "path", "{v}");
     assert!(v["advice"].as_str().unwrap().contains("tcp_mtu_probing"));
     assert_eq!(v["process"]["comm"], "ss-sender");
     // Latency: from the first (lost) full-size send to the verdict, against the
@@ -394,8 +224,12 @@ fn blackhole_with_mtu_probing_recovers() {
     let server = server_addr(&topo, false);
     let scen = Scenario::start("blackhole_recovered");
     let sink = traffic::sink_server(&topo.server, server, 1);
-    let a = stuck_sender(&topo, false, server, 200_000, Duration::from_secs(12));
-    let (local, started) = a.join().unwrap();
+    let a = stuck_sender(&topo, server, 200_000, Duration::from_secs(12));
+    let traffic::Stuck {
+        local,
+        started_ns: started,
+        ..
+    } = a.join().unwrap();
     drop(sink);
     let out = scen.finish(server.ip(), &["pmtud_blackhole", "blackhole_recovered"]);
     let ours = verdicts_for(&out.lines, server.ip());

@@ -17,7 +17,7 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Debian packages: to build bpf-linker against LLVM 22, what the end-to-end
-/// tests run (ip, nft, setpriv, sysctl), and what `cargo xtask vmtest` needs to boot
+/// tests run (ip, nft, setpriv, sysctl, ping), and what `cargo xtask vmtest` needs to boot
 /// Debian's kernels under qemu (busybox for the guest, xz for 6.12's modules,
 /// objcopy to strip debug info off what goes into the initramfs).
 pub const APT_PACKAGES: &[&str] = &[
@@ -29,6 +29,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "util-linux",
     "procps",
+    "iputils-ping",
     "rsyslog",
     "qemu-system-x86",
     "busybox-static",
