@@ -54,9 +54,12 @@ fn proc_net_endpoint(ip: IpAddr, port: u16) -> (&'static str, String) {
 /// Does a TCP socket with this flow (saddr/sport local) exist in the network
 /// namespace `netns` (inode)? Read from /proc/net/tcp{,6} as that namespace sees it;
 /// an IPv4 flow is also looked for as a v4-mapped one (dual-stack sockets). None
-/// when the namespace cannot be read.
+/// when the namespace cannot be read, and when no socket has the flow but the
+/// namespace forwards packets: a router (a Kubernetes node, a NAT gateway) receives
+/// too-big messages for the connections it forwards or masquerades, which are no
+/// sockets of its own and no forgeries either.
 pub fn tcp_socket_exists(netns: u32, flow: &Flow, pids: &mut NetnsPids) -> Option<bool> {
-    let tables = pids.read(netns, &["tcp", "tcp6"])?;
+    let tables = pids.read(netns, &["tcp", "tcp6", "snmp"])?;
     let (local, peer) = (net::local_ip(flow), net::peer_ip(flow));
     let mut candidates = vec![(local, peer)];
     if let (IpAddr::V4(l), IpAddr::V4(p)) = (local, peer) {
@@ -65,7 +68,7 @@ pub fn tcp_socket_exists(netns: u32, flow: &Flow, pids: &mut NetnsPids) -> Optio
             IpAddr::V6(p.to_ipv6_mapped()),
         ));
     }
-    Some(candidates.into_iter().any(|(l, p)| {
+    let found = candidates.into_iter().any(|(l, p)| {
         let (file, want_l) = proc_net_endpoint(l, flow.sport);
         let (_, want_p) = proc_net_endpoint(p, flow.dport);
         let text = if file == "tcp" {
@@ -77,7 +80,23 @@ pub fn tcp_socket_exists(netns: u32, flow: &Flow, pids: &mut NetnsPids) -> Optio
             let mut f = line.split_whitespace().skip(1);
             f.next() == Some(want_l.as_str()) && f.next() == Some(want_p.as_str())
         })
-    }))
+    });
+    if !found && forwards(&tables[2]) {
+        return None;
+    }
+    Some(found)
+}
+
+/// `Ip: Forwarding` of /proc/net/snmp: 1 when the namespace routes.
+fn forwards(snmp: &str) -> bool {
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (Some(names), Some(values)) = (ip.next(), ip.next()) else {
+        return false;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .any(|(n, v)| n == "Forwarding" && v == "1")
 }
 
 /// Reads files of /proc/net as one network namespace sees them: through a process
@@ -264,4 +283,15 @@ pub fn enrich(v: &mut Verdict) {
         ip_local_port_range: range.map(|(a, b)| format!("{a} {b}")),
         ephemeral_ports: range.map(|(a, b)| u32::from(b) - u32::from(a) + 1),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forwarding_from_snmp() {
+        let router = "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 0\nIcmp: InMsgs\nIcmp: 0\n";
+        assert!(super::forwards(router));
+        assert!(!super::forwards(&router.replace("Ip: 1 64", "Ip: 2 64")));
+        assert!(!super::forwards(""));
+    }
 }

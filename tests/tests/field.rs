@@ -226,13 +226,18 @@ fn dual_stack_server_blackhole() {
         "the router dropped no frag-needed: {dropped:?}"
     );
     assert!(got < 200_000);
+    // The server aborts its stuck reply (RST): the client's socket is reset, and
+    // says so.
     let out = scen.stop().expect(
         &topo,
-        &[(
-            Sel::Flow(stuck.local, stuck.peer),
-            "pmtud_blackhole",
-            &["medium", "high"],
-        )],
+        &[
+            (
+                Sel::Flow(stuck.local, stuck.peer),
+                "pmtud_blackhole",
+                &["medium", "high"],
+            ),
+            (Sel::Local(client_local), "disconnect", &["medium"]),
+        ],
     );
     let _ = out;
 }
@@ -266,13 +271,22 @@ fn host_firewall(name: &'static str, net: u8, v6: bool) {
     let scen = scen.stop();
     // The agent sees the message before netfilter does.
     assert_too_big_events(&scen.out, stuck.local, server.ip(), router);
+    // The sender aborts (RST) at the end of its hold: the server's socket is reset,
+    // and says so.
     let out = scen.expect(
         &topo,
-        &[(
-            Sel::Local(stuck.local),
-            "pmtud_blackhole",
-            &["medium", "high"],
-        )],
+        &[
+            (
+                Sel::Local(stuck.local),
+                "pmtud_blackhole",
+                &["medium", "high"],
+            ),
+            (
+                Sel::Flow(stuck.peer, stuck.local),
+                "disconnect",
+                &["medium"],
+            ),
+        ],
     );
     assert_no_spoofed(&out);
     for v in out
@@ -760,13 +774,18 @@ fn nat_client_blackhole() {
     assert!(!stuck.acked, "{stuck:?}");
     assert_eq!(stuck.info.pmtu, 1500, "{stuck:?}");
     assert_eq!(stuck.info.snd_mss, full_mss(false), "{stuck:?}");
+    // The sender aborts (RST) at the end of its hold: the server's socket (its peer
+    // is the NAT's address) is reset, and says so.
     let out = scen.stop().expect(
         &topo,
-        &[(
-            Sel::Local(stuck.local),
-            "pmtud_blackhole",
-            &["medium", "high"],
-        )],
+        &[
+            (
+                Sel::Local(stuck.local),
+                "pmtud_blackhole",
+                &["medium", "high"],
+            ),
+            (Sel::Local(stuck.peer), "disconnect", &["medium"]),
+        ],
     );
     for v in out
         .of_type("verdict")
