@@ -94,8 +94,16 @@ pub fn path_down_live(
     out: &mut Vec<Verdict>,
 ) {
     let full_size_delivered = pmtud::full_size_delivered(ep);
+    // A socket that has been losing and recovering segments gets more patience: on
+    // a lossy path (10% loss) three timeouts in a row happen now and then, six do not.
+    let lossy = t.loss_reported.is_some() || t.loss_window.progressed >= 2;
+    let first_at = if lossy {
+        PATH_DOWN_HIGH_AT
+    } else {
+        PATH_DOWN_MEDIUM_AT
+    };
     if !established
-        || ep.rto < PATH_DOWN_MEDIUM_AT
+        || ep.rto < first_at
         || ep.blackhole.is_some()
         || !(full_size_delivered || ep.small > 0)
         || e.delivered != ep.delivered
