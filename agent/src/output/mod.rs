@@ -1,6 +1,8 @@
-//! Serializing lines (`json`) and writing them somewhere (`sink`).
+//! Serializing lines (`json`), writing them somewhere (`sink`), and the view for
+//! people (`text`, rendered from the JSON lines).
 pub mod json;
 pub mod sink;
+pub mod text;
 
 /// Version of the line format. Bumped on any incompatible change to a line type.
 pub const SCHEMA: &str = "sendsight/1";
