@@ -175,7 +175,7 @@ impl Sink {
 pub struct StdoutSink {
     buf: Vec<u8>,
     out: io::Stdout,
-    text: Option<(super::text::Renderer, Vec<u8>)>,
+    text: Option<Box<(super::text::Renderer, Vec<u8>)>>,
 }
 
 impl Default for StdoutSink {
@@ -192,10 +192,10 @@ impl Sink {
     /// stdout in the text view (`--format text`); other sinks are always JSON.
     pub fn stdout_text(opts: super::text::Options) -> Self {
         Sink::Stdout(StdoutSink {
-            text: Some((
+            text: Some(Box::new((
                 super::text::Renderer::new(opts),
                 Vec::with_capacity(64 * 1024),
-            )),
+            ))),
             ..StdoutSink::default()
         })
     }
@@ -216,7 +216,8 @@ impl StdoutSink {
         }
         let mut out = self.out.lock();
         let bytes = match &mut self.text {
-            Some((renderer, text)) => {
+            Some(t) => {
+                let (renderer, text) = &mut **t;
                 text.clear();
                 renderer.render_lines(&self.buf, text);
                 &text[..]

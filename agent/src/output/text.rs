@@ -13,7 +13,7 @@
 //! Width: `COLUMNS` when set, else the terminal's, else 100.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
     io::{self, IsTerminal as _, Write},
 };
@@ -51,6 +51,7 @@ const MIN_WIDTH: usize = 40;
 /// Sockets remembered for the summary; later ones are not ranked (bounded memory).
 const MAX_SOCKETS: usize = 10_000;
 const MAX_PATHS: usize = 1_000;
+const MAX_ADVICE: usize = 1_000;
 /// Rows in each summary table.
 const TOP: usize = 5;
 
@@ -157,6 +158,8 @@ pub struct Renderer {
     sockets: HashMap<u64, SockStats>,
     paths: Vec<PathStats>,
     order: u64,
+    /// Advice texts already shown in full.
+    advised: HashSet<String>,
 }
 
 /// A verdict that says things are fine (shown in green).
@@ -201,6 +204,7 @@ impl Renderer {
             sockets: HashMap::new(),
             paths: Vec::new(),
             order: 0,
+            advised: HashSet::new(),
         }
     }
 
@@ -285,7 +289,7 @@ impl Renderer {
 
     fn head(&self, m: &Map<String, Value>, kind: &str, style: Style) -> String {
         format!(
-            "{}  {:<22}  {}  {}",
+            "{}  {:<16}  {}  {}",
             paint(self.pal.dim, &time_of(m)),
             process(m),
             flow(m),
@@ -334,7 +338,7 @@ impl Renderer {
                 (self.pal.bad, d)
             }
             "icmp_too_big" => {
-                let mut d = format!("{}", str_of(m, "source").unwrap_or("?"));
+                let mut d = str_of(m, "source").unwrap_or("?").to_string();
                 if let Some(mtu) = m.get("mtu").filter(|v| !v.is_null()) {
                     let _ = write!(d, ", mtu {}", scalar(mtu));
                 }
@@ -369,11 +373,50 @@ impl Renderer {
             s.push_str("  ");
             s.push_str(&detail);
         }
-        s.push('\n');
-        s
+        self.fit(&s)
     }
 
-    fn verdict(&self, m: &Map<String, Value>) -> String {
+    /// One event per line when it fits; else continued on indented lines (never
+    /// cut: the numbers are the point). Lines break between the fields (two spaces
+    /// apart) or after a detail's comma, so a flow stays whole.
+    fn fit(&self, line: &str) -> String {
+        const INDENT: &str = "              ";
+        let width = self.opts.width;
+        let w = textwrap::core::display_width;
+        if w(line) <= width {
+            return format!("{line}\n");
+        }
+        // Pieces: fields, and within a field its comma-separated parts.
+        let mut pieces: Vec<(String, &str)> = Vec::new();
+        for (i, field) in line.split("  ").filter(|f| !f.is_empty()).enumerate() {
+            let parts: Vec<&str> = field.split_inclusive(", ").collect();
+            for (j, part) in parts.iter().enumerate() {
+                let sep = match (i, j) {
+                    (0, 0) => "",
+                    (_, 0) => "  ",
+                    _ => "",
+                };
+                pieces.push((part.to_string(), sep));
+            }
+        }
+        let mut out = String::new();
+        let mut cur = String::new();
+        for (piece, sep) in pieces {
+            if !cur.is_empty() && w(&cur) + w(sep) + w(piece.trim_end()) > width {
+                out.push_str(cur.trim_end());
+                out.push('\n');
+                cur = INDENT.to_string();
+            } else {
+                cur.push_str(sep);
+            }
+            cur.push_str(&piece);
+        }
+        out.push_str(cur.trim_end());
+        out.push('\n');
+        out
+    }
+
+    fn verdict(&mut self, m: &Map<String, Value>) -> String {
         let name = str_of(m, "verdict").unwrap_or("?");
         let conf = str_of(m, "confidence").unwrap_or("?");
         let style = if is_good(name) {
@@ -387,10 +430,9 @@ impl Renderer {
         let sock = m
             .get("sock")
             .and_then(Value::as_u64)
-            .map(|n| format!("  sock {n}"))
+            .map(|n| format!("  sock={n}"))
             .unwrap_or_default();
-        let _ = writeln!(
-            s,
+        s.push_str(&self.fit(&format!(
             "{}  {} {} ({conf})  {}  {}{}",
             paint(self.pal.dim, &time_of(m)),
             paint(style, "▶ VERDICT"),
@@ -398,7 +440,7 @@ impl Renderer {
             process(m),
             flow(m),
             sock
-        );
+        )));
         let skip = ["verdict", "confidence", "evidence", "advice"];
         let mut skip_all: Vec<&str> = COMMON.to_vec();
         skip_all.extend(skip);
@@ -412,7 +454,16 @@ impl Renderer {
             s.push_str(&self.block("evidence", &pairs(ev, &[]).join(" ")));
         }
         if let Some(a) = str_of(m, "advice").filter(|a| !a.is_empty()) {
-            s.push_str(&self.block("advice", a));
+            // The same advice again (a verdict raised, another socket on the same
+            // path): said once, pointed at after.
+            if self.advised.contains(a) {
+                s.push_str(&self.block("advice", &format!("as above ({name})")));
+            } else {
+                s.push_str(&self.block("advice", a));
+                if self.advised.len() < MAX_ADVICE {
+                    self.advised.insert(a.to_string());
+                }
+            }
         }
         s
     }
@@ -695,11 +746,16 @@ fn flow(m: &Map<String, Value>) -> String {
     }
 }
 
-/// A value as text: strings bare, null as `-`, everything else as compact JSON.
+/// A value as text: strings bare, null as `-`, whole floats without `.0`,
+/// everything else as compact JSON.
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
