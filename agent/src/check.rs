@@ -30,9 +30,16 @@ pub fn check(opts: Options) -> Report {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    let btf = match std::fs::metadata(VMLINUX) {
-        Ok(m) => format!("{VMLINUX} ({} bytes)", m.len()),
-        Err(e) => format!("missing: {VMLINUX}: {e}"),
+    // The file actually read: --btf when given, else the kernel's own.
+    let btf_path = opts
+        .btf
+        .as_deref()
+        .unwrap_or(std::path::Path::new(VMLINUX))
+        .display()
+        .to_string();
+    let btf = match std::fs::metadata(&btf_path) {
+        Ok(m) => format!("{btf_path} ({} bytes)", m.len()),
+        Err(e) => format!("missing: {btf_path}: {e}"),
     };
     let capabilities = match privileges::effective() {
         Ok(set) => match privileges::missing_for_tracing(set) {

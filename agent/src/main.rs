@@ -1,10 +1,14 @@
 //! The `sendsight` command line. Everything else lives in the library.
 
-use std::{process::ExitCode, time::Duration};
+mod cli;
 
-use clap::{Parser, Subcommand};
+use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use cli::{Cli, Command, Format};
 use sendsight::{
     engine::Limits,
+    output::text::{self, TextWriter},
     privileges,
     probes::Options,
     run::{RunConfig, run},
@@ -18,135 +22,6 @@ mod exit {
     pub const USAGE: u8 = 2;
     /// Missing privileges (sysexits EX_NOPERM).
     pub const NOPERM: u8 = 77;
-}
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "sendsight",
-    version,
-    about = "Live diagnosis of failing sends: TCP retransmits, send errors, PMTUD black holes",
-    long_about = None
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Trace this host and print one JSON object per line on stdout.
-    Run(RunArgs),
-    /// Report what this kernel allows: each probe attached, degraded or unavailable
-    /// (and why), kernel version, BTF, tracefs, capabilities. Exit 1 when the core job
-    /// (retransmits and send errors) cannot be done here.
-    Check {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        /// BTF file to use instead of /sys/kernel/btf/vmlinux.
-        #[arg(long, value_name = "FILE")]
-        btf: Option<std::path::PathBuf>,
-    },
-    /// Run the engine over a recording made with `run --record` (no privileges
-    /// needed): the same verdicts, in the same order, as the live run.
-    Replay {
-        /// The recording.
-        file: std::path::PathBuf,
-    },
-}
-
-#[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// Stop after this long (e.g. 30s, 5m, 1h30m; a bare number is seconds).
-    /// Default: run until SIGINT or SIGTERM.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
-    duration: Option<Duration>,
-    /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
-    #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
-    ring_bytes: u32,
-    /// Also write the raw event stream to this file, for `sendsight replay`.
-    #[arg(long, value_name = "FILE")]
-    record: Option<std::path::PathBuf>,
-    /// Forget a socket after this long without events (e.g. 5m).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    idle_timeout: Duration,
-    /// Where lines go: stdout, file:PATH (appended, 0600, rotated by size),
-    /// unix:PATH or tcp:HOST:PORT (a collector such as rsyslog, Vector, Fluent Bit).
-    #[arg(long, default_value = "stdout", value_name = "SINK")]
-    output: sendsight::output::sink::Spec,
-    /// Rotate a file output when it reaches this many bytes.
-    #[arg(long, default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
-    rotate_bytes: u64,
-    /// Old files kept by rotation.
-    #[arg(long, default_value_t = 5)]
-    rotate_keep: u32,
-    /// Bound of a network output's queue while the collector is slow or away; lines
-    /// beyond it are dropped and counted.
-    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(65536..=(1u64 << 32)))]
-    queue_bytes: u64,
-    /// Only sockets of these processes (repeat or comma-separate).
-    #[arg(long, value_delimiter = ',')]
-    pid: Vec<u32>,
-    /// Only sockets of processes with this command name (comm).
-    #[arg(long, value_delimiter = ',')]
-    comm: Vec<String>,
-    /// Only sockets of processes in these cgroups (cgroup v2 id).
-    #[arg(long, value_delimiter = ',')]
-    cgroup: Vec<u64>,
-    /// Only sockets in these network namespaces (inode number, as in /proc/PID/ns/net).
-    #[arg(long, value_delimiter = ',')]
-    netns: Vec<u32>,
-    /// Only flows with this local or peer port.
-    #[arg(long, value_delimiter = ',')]
-    port: Vec<u16>,
-    /// Only flows whose local or peer address is in this CIDR.
-    #[arg(long, value_delimiter = ',', value_parser = sendsight::filter::parse_cidr)]
-    cidr: Vec<ipnet::IpNet>,
-    /// Only these line types (comma-separated): retransmit, send_error, icmp_too_big,
-    /// socket_state, socket_error, cong_state, verdict, path, loss.
-    #[arg(long, value_parser = sendsight::filter::parse_events)]
-    events: Option<std::collections::BTreeSet<String>>,
-    /// At most this many lines per socket and type per second (the rest counted as
-    /// `rate_limited` loss); 0: no limit.
-    #[arg(long, default_value_t = 0)]
-    rate_limit: u32,
-    /// Serve Prometheus metrics (and /healthz) on this address, e.g. 127.0.0.1:9464.
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<std::net::SocketAddr>,
-    /// BTF file to use instead of /sys/kernel/btf/vmlinux.
-    #[arg(long, value_name = "FILE")]
-    btf: Option<std::path::PathBuf>,
-    /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    max_sockets: u64,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("{s:?} is not a non-negative duration"));
-        }
-        Duration::from_secs_f64(secs)
-    } else {
-        humantime::parse_duration(s)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 30s, 5m, 1h"))?
-    };
-    if d.is_zero() {
-        return Err("duration must be greater than zero".into());
-    }
-    Ok(d)
-}
-
-fn parse_ring_bytes(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count"))?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err(format!(
-            "{n} must be a power of two of at least 4096 (the kernel's rule)"
-        ));
-    }
-    Ok(n)
 }
 
 /// Clap's own errors are several lines; keep ours to one (the reason) plus a hint.
@@ -175,6 +50,23 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
+/// An error and its causes on one line, each said once: a cause whose text the
+/// message already contains (an error that prints its source) is not repeated.
+fn say_once(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 /// Missing capabilities are one line and exit 77, before anything is attempted.
 fn refuse_without_privileges() -> Option<ExitCode> {
     match privileges::effective() {
@@ -194,13 +86,21 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    if let Command::Replay { file } = &cli.command {
+    if let Command::Replay { file, format } = &cli.command {
         let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        return match sendsight::replay::replay(file, Limits::default(), &mut out) {
+        let text = format.resolve(stdout.is_terminal()) == Format::Text;
+        let out = std::io::BufWriter::new(stdout.lock());
+        let r = if text {
+            let mut out = TextWriter::new(out, text::Options::for_stdout());
+            sendsight::replay::replay(file, Limits::default(), &mut out)
+        } else {
+            let mut out = out;
+            sendsight::replay::replay(file, Limits::default(), &mut out)
+        };
+        return match r {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("sendsight: error: {e:#}");
+                eprintln!("sendsight: error: {}", say_once(&e));
                 ExitCode::from(exit::FAILURE)
             }
         };
@@ -230,7 +130,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
+            let text = match (args.format.format, &args.output) {
+                (Some(Format::Text), sendsight::output::sink::Spec::Stdout) | (None, _) => {
+                    args.format.resolve(std::io::stdout().is_terminal()) == Format::Text
+                }
+                (Some(Format::Text), _) => {
+                    eprintln!(
+                        "sendsight: error: --format text is for stdout; --output sinks are \
+                         JSON (see sendsight --help)"
+                    );
+                    return ExitCode::from(exit::USAGE);
+                }
+                (Some(Format::Json), _) => false,
+            };
             let cfg = RunConfig {
+                text: text.then(text::Options::for_stdout),
                 duration: args.duration,
                 probes: Options {
                     ring_bytes: args.ring_bytes,
@@ -280,7 +194,7 @@ fn main() -> ExitCode {
             match rt.block_on(run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("sendsight: error: {e:#}");
+                    eprintln!("sendsight: error: {}", say_once(&e));
                     ExitCode::from(exit::FAILURE)
                 }
             }

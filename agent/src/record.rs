@@ -31,8 +31,8 @@ pub struct Header {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: io::Error },
     #[error("{0}: not a sendsight recording (bad magic)")]
     Magic(String),
     #[error("{path}: bad header: {why}")]
@@ -51,9 +51,9 @@ pub struct Recorder {
 impl Recorder {
     pub fn create(path: &Path, header: &Header) -> Result<Self, RecordError> {
         let p = path.display().to_string();
-        let io = |source| RecordError::Io {
+        let io = |error| RecordError::Io {
             path: p.clone(),
-            source,
+            error,
         };
         let mut out = BufWriter::new(File::create(path).map_err(io)?);
         let h = serde_json::to_vec(header).expect("header serializes");
@@ -68,16 +68,16 @@ impl Recorder {
             .out
             .write_all(&(record.len() as u32).to_le_bytes())
             .and_then(|()| self.out.write_all(record));
-        r.map_err(|source| RecordError::Io {
+        r.map_err(|error| RecordError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })
     }
 
     pub fn flush(&mut self) -> Result<(), RecordError> {
-        self.out.flush().map_err(|source| RecordError::Io {
+        self.out.flush().map_err(|error| RecordError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })
     }
 }
@@ -92,9 +92,9 @@ pub struct Reader<R> {
 impl Reader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, RecordError> {
         let p = path.display().to_string();
-        let f = File::open(path).map_err(|source| RecordError::Io {
+        let f = File::open(path).map_err(|error| RecordError::Io {
             path: p.clone(),
-            source,
+            error,
         })?;
         Reader::new(BufReader::new(f), p)
     }
@@ -149,10 +149,10 @@ impl<R: Read> Reader<R> {
                     index: self.index,
                 });
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(RecordError::Io {
                     path: self.path.clone(),
-                    source,
+                    error,
                 });
             }
         }

@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub rate_limit: u32,
     /// Serve Prometheus metrics here.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Render stdout for people (`--format text`); other sinks stay JSON.
+    pub text: Option<crate::output::text::Options>,
 }
 
 /// Why the run ended, for the exit path.
@@ -240,7 +242,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         tokio::spawn(server);
         eprintln!("sendsight: metrics on http://{addr}/metrics (health: /healthz)");
     }
-    let out = Sink::open(&cfg.output, cfg.queue_bytes)?;
+    let out = match (cfg.text, &cfg.output) {
+        (Some(opts), sink::Spec::Stdout) => Sink::stdout_text(opts),
+        _ => Sink::open(&cfg.output, cfg.queue_bytes)?,
+    };
     let recorder = match &cfg.record {
         Some(path) => Some(Recorder::create(
             path,

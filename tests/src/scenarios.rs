@@ -730,6 +730,68 @@ impl<'a> TooBigCounter<'a> {
 // ---------------------------------------------------------------------------------
 
 /// Client and server addresses of the family, once the path can carry traffic.
+/// From the server's namespace, a forged "fragmentation needed, MTU 576" quoting a
+/// connection client:40404 -> server:9 that does not exist (IPv4): the agent must
+/// call it `spoofed_ptb` and use it as evidence for nothing.
+pub fn forge_too_big(topo: &Topology) {
+    let (client_ip, server_ip) = ips(topo, false);
+    let (IpAddr::V4(c4), IpAddr::V4(s4)) = (client_ip, server_ip) else {
+        unreachable!()
+    };
+    topo.server
+        .run("ss-forger", move || {
+            let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x02, 0x40];
+            let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+            ip.extend_from_slice(&c4.octets());
+            ip.extend_from_slice(&s4.octets());
+            icmp.extend_from_slice(&ip);
+            icmp.extend_from_slice(&[0x9d, 0xd4, 0, 9, 0x12, 0x34, 0x56, 0x78]);
+            let sum = checksum(&icmp);
+            icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(c4.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let r = unsafe {
+                libc::sendto(
+                    fd,
+                    icmp.as_ptr().cast(),
+                    icmp.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(
+                r as usize,
+                icmp.len(),
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            unsafe { libc::close(fd) };
+        })
+        .join()
+        .unwrap();
+}
+
+/// One's complement checksum (ICMP).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 pub fn ips(topo: &Topology, v6: bool) -> (IpAddr, IpAddr) {
     if v6 && let Some(router) = &topo.router {
         // A fresh router cannot resolve the server's address until the link-local

@@ -8,5 +8,6 @@ pub fn build(release: bool) -> anyhow::Result<()> {
     if release {
         c.arg("--release");
     }
-    cmd::run(&mut c)
+    // Nothing on stdout: `cargo xtask run` hands it to the agent.
+    cmd::run_quiet_stdout(&mut c)
 }

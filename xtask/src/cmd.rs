@@ -60,6 +60,13 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// As `run`, with the child's stdout sent to our stderr: for installers and builds
+/// ahead of a command whose stdout is the agent's (`cargo xtask run ... | jq`).
+pub fn run_quiet_stdout(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
+    run(cmd)
+}
+
 /// Output of a command that succeeded, or None (missing program or failure).
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = command(program).args(args).output().ok()?;

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod cmd;
 mod fuzz;
+mod man;
 mod run;
 mod setup;
 mod test;
@@ -23,9 +24,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install everything the build and the tests need (toolchains, LLVM, bpf-linker,
-    /// nftables...); fast when already done.
-    Setup,
+    /// Install what a command needs (toolchains, LLVM, bpf-linker; test tools only
+    /// for test/vmtest/bench); fast when already done. Says what it installs on
+    /// stderr, nothing on stdout; never removes a package.
+    Setup {
+        /// The command to prepare for.
+        #[arg(long = "for", value_enum, default_value = "all")]
+        purpose: setup::Purpose,
+    },
+    /// Write the man pages and shell completions, generated from the agent's
+    /// command-line definition, into DIR (man1/, completions/).
+    Man {
+        #[arg(long, default_value = "target/man", value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
     /// Build the agent (with its embedded eBPF object).
     Build {
         /// Optimized build.
@@ -70,24 +82,33 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    use setup::Purpose;
     let cli = Cli::parse();
     match cli.command {
-        Command::Setup => setup::setup(),
+        Command::Setup { purpose } => setup::setup(purpose),
+        Command::Man { out } => {
+            setup::setup(Purpose::Run)?;
+            man::man(&out)
+        }
         Command::Build { release } => {
-            setup::setup()?;
+            setup::setup(Purpose::Run)?;
             build::build(release)
         }
         Command::Run { args } => {
-            setup::setup()?;
+            setup::setup(Purpose::Run)?;
             run::run(&args)
         }
         Command::Test { no_vm, args } => {
-            setup::setup()?;
             let no_vm = no_vm || std::env::var_os("SENDSIGHT_NO_VM").is_some_and(|v| v == "1");
+            setup::setup(if no_vm {
+                Purpose::HostTest
+            } else {
+                Purpose::Test
+            })?;
             test::test(&args, !no_vm)
         }
         Command::Bench { quick } => {
-            setup::setup()?;
+            setup::setup(Purpose::Bench)?;
             bench::bench(quick)
         }
         Command::Vmtest {
@@ -95,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             tests,
             timeout,
         } => {
-            setup::setup()?;
+            setup::setup(Purpose::Vmtest)?;
             vmtest::vmtest(&vmtest::Options {
                 series: vmtest::series(&kernel)?,
                 tests,

@@ -16,26 +16,31 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-/// Debian packages: to build bpf-linker against LLVM 22, what the end-to-end
-/// tests run (ip, nft, setpriv, sysctl, ping), and what `cargo xtask vmtest` needs to boot
-/// Debian's kernels under qemu (busybox for the guest, xz for 6.12's modules,
-/// objcopy to strip debug info off what goes into the initramfs).
-pub const APT_PACKAGES: &[&str] = &[
+/// Debian packages to build and run the agent: bpf-linker is built against LLVM 22
+/// (`cargo xtask build`, `cargo xtask run`, and everything else).
+pub const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+];
+
+/// What the end-to-end tests run (ip, nft, setpriv, sysctl, ping; rsyslog as a real
+/// collector): `cargo xtask test`, `vmtest` (the guest gets these binaries) and
+/// `bench` (its network namespaces).
+pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "util-linux",
     "procps",
     "iputils-ping",
     "rsyslog",
-    "qemu-system-x86",
-    "busybox-static",
-    "xz-utils",
-    "binutils",
 ];
+
+/// What `cargo xtask vmtest` (and `test` without --no-vm) needs to boot Debian's
+/// kernels under qemu: busybox for the guest, xz for 6.12's modules, objcopy to strip
+/// debug info off what goes into the initramfs.
+pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "xz-utils", "binutils"];
 
 /// Only for `cargo xtask bench`: the peers and the load generator it measures
 /// against (bpftrace pulls in a large LLVM; the tests do not need it).

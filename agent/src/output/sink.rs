@@ -25,8 +25,8 @@ pub enum SinkError {
     Closed,
     #[error("writing output: {0}")]
     Io(io::Error),
-    #[error("{path}: {source}")]
-    Open { path: String, source: io::Error },
+    #[error("{path}: {error}")]
+    Open { path: String, error: io::Error },
 }
 
 impl From<io::Error> for SinkError {
@@ -170,10 +170,12 @@ impl Sink {
 
 /// stdout, buffered and flushed per batch so lines arrive in real time without a
 /// syscall per line. A reader that goes away (closed pipe) is not an error: the
-/// agent stops cleanly.
+/// agent stops cleanly. With a text renderer (`--format text`), the JSON lines of
+/// each batch are rendered for people as they are written.
 pub struct StdoutSink {
     buf: Vec<u8>,
     out: io::Stdout,
+    text: Option<Box<(super::text::Renderer, Vec<u8>)>>,
 }
 
 impl Default for StdoutSink {
@@ -181,7 +183,21 @@ impl Default for StdoutSink {
         Self {
             buf: Vec::with_capacity(64 * 1024),
             out: io::stdout(),
+            text: None,
         }
+    }
+}
+
+impl Sink {
+    /// stdout in the text view (`--format text`); other sinks are always JSON.
+    pub fn stdout_text(opts: super::text::Options) -> Self {
+        Sink::Stdout(StdoutSink {
+            text: Some(Box::new((
+                super::text::Renderer::new(opts),
+                Vec::with_capacity(64 * 1024),
+            ))),
+            ..StdoutSink::default()
+        })
     }
 }
 
@@ -199,7 +215,16 @@ impl StdoutSink {
             return Ok(());
         }
         let mut out = self.out.lock();
-        let r = out.write_all(&self.buf).and_then(|()| out.flush());
+        let bytes = match &mut self.text {
+            Some(t) => {
+                let (renderer, text) = &mut **t;
+                text.clear();
+                renderer.render_lines(&self.buf, text);
+                &text[..]
+            }
+            None => &self.buf[..],
+        };
+        let r = out.write_all(bytes).and_then(|()| out.flush());
         self.buf.clear();
         r.map_err(SinkError::from)
     }
@@ -229,9 +254,9 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl FileSink {
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<Self, SinkError> {
-        let file = open_append(path).map_err(|source| SinkError::Open {
+        let file = open_append(path).map_err(|error| SinkError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {

@@ -14,10 +14,10 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF at {path}: {source}; {hint}")]
+    #[error("cannot read BTF at {path}: {error}; {hint}")]
     Read {
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
         hint: &'static str,
     },
     #[error("malformed BTF: {0}")]
@@ -94,9 +94,9 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = fs::read(path).map_err(|source| BtfError::Read {
+        let data = fs::read(path).map_err(|error| BtfError::Read {
             path: path.display().to_string(),
-            source,
+            error,
             hint: if path == Path::new(VMLINUX) {
                 "this kernel was built without CONFIG_DEBUG_INFO_BTF, which sendsight needs \
                  to find struct layouts: pass a BTF file for it with --btf (e.g. from BTFHub)"

@@ -33,13 +33,13 @@ pub enum ProbeError {
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(aya::EbpfError),
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("map {name}: {error}")]
     Map {
         name: &'static str,
-        source: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
 }
 
@@ -441,7 +441,8 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
         .map_max_entries("SOCKS", opts.max_sockets)
-        .load(EBPF_OBJECT)?;
+        .load(EBPF_OBJECT)
+        .map_err(ProbeError::Load)?;
 
     let mut report = Vec::new();
     for plan in plans {
@@ -499,19 +500,19 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     }
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
-    let events = RingBuf::try_from(events).map_err(|source| ProbeError::Map {
+    let events = RingBuf::try_from(events).map_err(|error| ProbeError::Map {
         name: "EVENTS",
-        source,
+        error,
     })?;
     let lost = ebpf.take_map("LOST").ok_or(ProbeError::NoMap("LOST"))?;
-    let lost = PerCpuArray::try_from(lost).map_err(|source| ProbeError::Map {
+    let lost = PerCpuArray::try_from(lost).map_err(|error| ProbeError::Map {
         name: "LOST",
-        source,
+        error,
     })?;
     let socks = ebpf.take_map("SOCKS").ok_or(ProbeError::NoMap("SOCKS"))?;
-    let socks = HashMap::try_from(socks).map_err(|source| ProbeError::Map {
+    let socks = HashMap::try_from(socks).map_err(|error| ProbeError::Map {
         name: "SOCKS",
-        source,
+        error,
     })?;
     Ok(Loaded {
         ebpf: Some(ebpf),

@@ -10,16 +10,16 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
     #[error(
-        "tracefs is not mounted and mounting it at {path} failed: {source}; mount it with \
+        "tracefs is not mounted and mounting it at {path} failed: {error}; mount it with \
          `mount -t tracefs nodev {path}` (needs CAP_SYS_ADMIN)"
     )]
-    Mount { path: String, source: io::Error },
-    #[error("tracepoint {group}:{name} does not exist on this kernel ({path}: {source})")]
+    Mount { path: String, error: io::Error },
+    #[error("tracepoint {group}:{name} does not exist on this kernel ({path}: {error})")]
     Missing {
         group: String,
         name: String,
         path: String,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("cannot parse {path}: {why}")]
     Parse { path: String, why: String },
@@ -66,7 +66,7 @@ pub fn ensure_mounted() -> Result<Found, TracefsError> {
     if rc != 0 {
         return Err(TracefsError::Mount {
             path: MOUNT_POINT.into(),
-            source: io::Error::last_os_error(),
+            error: io::Error::last_os_error(),
         });
     }
     Ok(Found::MountedByUs(MOUNT_POINT.into()))
@@ -102,11 +102,11 @@ pub fn exists(root: &Path, group: &str, name: &str) -> bool {
 
 pub fn read_format(root: &Path, group: &str, name: &str) -> Result<Format, TracefsError> {
     let path = root.join("events").join(group).join(name).join("format");
-    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Missing {
+    let text = fs::read_to_string(&path).map_err(|error| TracefsError::Missing {
         group: group.into(),
         name: name.into(),
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     parse_format(&text).map_err(|why| TracefsError::Parse {
         path: path.display().to_string(),

@@ -1,0 +1,60 @@
+//! `sendsight-gen DIR`: writes the man pages (`man1/sendsight.1` and one per
+//! subcommand) and shell completions (bash, zsh, fish) generated from the command
+//! line's own definition (src/cli.rs). Run by `cargo xtask man`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+#[allow(dead_code)] // Only the definition is used here, not main's helpers.
+#[path = "../cli.rs"]
+mod cli;
+
+fn generate(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let man = dir.join("man1");
+    std::fs::create_dir_all(&man)?;
+    let cmd = <cli::Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    for entry in std::fs::read_dir(&man)? {
+        written.push(entry?.path());
+    }
+    let comp = dir.join("completions");
+    std::fs::create_dir_all(&comp)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        let mut c = cmd.clone();
+        written.push(clap_complete::generate_to(
+            shell,
+            &mut c,
+            "sendsight",
+            &comp,
+        )?);
+    }
+    written.sort();
+    Ok(written)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(dir), None) = (args.next(), args.next()) else {
+        eprintln!("usage: sendsight-gen DIR (writes DIR/man1/*.1 and DIR/completions/*)");
+        return ExitCode::from(2);
+    };
+    match generate(std::path::Path::new(&dir)) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("sendsight-gen: wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "sendsight-gen: error: writing into {}: {e}",
+                PathBuf::from(dir).display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
