@@ -608,8 +608,9 @@ fn dead_peer_default(name: &'static str, net: u8, v6: bool) {
     let topo = Topology::direct(net);
     let server = server_addr(&topo, v6);
     let scen = Scenario::start(name);
-    // The sink stays quiet after the cut (a close would send a FIN the client sees).
-    let _sink = traffic::sink_server_idle(&topo.server, server, 1, Some(Duration::from_secs(40)));
+    // The sink stays quiet during the watch (a close would send a FIN the client
+    // sees), then aborts its end: nothing of this test retransmits after it.
+    let _sink = traffic::sink_server_idle(&topo.server, server, 1, Some(Duration::from_secs(20)));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (cut_tx, cut_rx) = mpsc::channel::<i128>();
     let client_ns = topo.client.name.clone();
