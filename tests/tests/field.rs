@@ -31,7 +31,9 @@ use sendsight_tests::{
 };
 use serde_json::Value;
 
-const HOLD: Duration = Duration::from_millis(2600);
+/// How long a stuck sender holds on (writes and waiting together): room for the
+/// 3rd RTO (~1.4 s after the first send, ~3 s when a tail-loss probe came first).
+const HOLD: Duration = Duration::from_millis(3600);
 
 /// IPv4-mapped form of an IPv4 address (`::ffff:a.b.c.d`).
 fn mapped(ip: IpAddr) -> IpAddr {
@@ -569,7 +571,11 @@ fn bind_conflict_is_not_port_exhaustion() {
         .out
         .of_type("connect_error")
         .into_iter()
-        .filter(|l| l["syscall"] == "bind" && l["process"]["comm"] == "ss-binder")
+        .filter(|l| {
+            l["syscall"] == "bind"
+                && l["process"]["comm"] == "ss-binder"
+                && l["netns"] == topo.client.inode()
+        })
         .collect();
     for b in &binds {
         println!("[{name}] event {b}");
