@@ -126,6 +126,15 @@ impl Netns {
             .collect()
     }
 
+    /// The namespace's inode number: what the agent prints as `netns`.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/run/netns/{}", self.name);
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"))
+            .ino()
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, so sockets it opens
     /// live here. The thread gets `thread_name` (its comm, as the kernel reports it).
     pub fn run<T: Send + 'static>(
@@ -253,6 +262,20 @@ fn addr(ns: &Netns, ifname: &str, cidr: &str) {
 }
 
 impl Topology {
+    /// The inode numbers of every namespace of the topology (the agent's `netns`).
+    pub fn netns_inodes(&self) -> Vec<u64> {
+        [
+            Some(&self.client),
+            self.nat.as_ref(),
+            self.router.as_ref(),
+            Some(&self.server),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Netns::inode)
+        .collect()
+    }
+
     /// Client and server on one veth link (client side of `Addrs` on both ends of
     /// one /24: client .2, server .1).
     pub fn direct(net: u8) -> Self {

@@ -250,10 +250,24 @@ pub fn verdicts_in(out: &Output, topo: &Topology) -> Vec<Value> {
         .collect()
 }
 
+/// Whether a line is about this test: an address within the topology's ranges,
+/// and not from a namespace of someone else (a concurrent run of the same test
+/// binary, or of another checkout's suite, uses the same addresses in its own
+/// namespaces). Lines without a `netns` count as ours.
 fn in_range(l: &Value, topo: &Topology) -> bool {
-    [&l["local"], &l["peer"]]
+    let addr = [&l["local"], &l["peer"]]
         .iter()
-        .any(|e| line_ip(e).is_some_and(|ip| topo.addrs.owns(ip)))
+        .any(|e| line_ip(e).is_some_and(|ip| topo.addrs.owns(ip)));
+    addr && l["netns"]
+        .as_u64()
+        .is_none_or(|ns| ns == 0 || topo.netns_inodes().contains(&ns))
+}
+
+/// Whether a line came from one of `topo`'s namespaces (or carries none).
+pub fn from_topology(l: &Value, topo: &Topology) -> bool {
+    l["netns"]
+        .as_u64()
+        .is_none_or(|ns| ns == 0 || topo.netns_inodes().contains(&ns))
 }
 
 /// The project's standard verdict assertion: for each `(socket, verdict,

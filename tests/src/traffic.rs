@@ -17,7 +17,8 @@ pub fn sink_server(ns: &Netns, addr: SocketAddr, conns: usize) -> std::thread::J
 }
 
 /// As [`sink_server`]; with `idle`, a connection that delivers nothing for that long
-/// is closed (so the thread ends even when its peer went away).
+/// is aborted with a RST (so the thread ends even when its peer went away, and
+/// leaves no orphan socket retransmitting a FIN).
 pub fn sink_server_idle(
     ns: &Netns,
     addr: SocketAddr,
@@ -35,7 +36,20 @@ pub fn sink_server_idle(
             let mut buf = vec![0u8; 1 << 16];
             loop {
                 match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break,
+                    Err(e) => {
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) {
+                            // Idle: the peer is gone. Abort (one RST) rather than
+                            // close (a FIN retransmitted into the void for minutes,
+                            // from a namespace that outlives the test, under the
+                            // addresses a later run of the test uses again).
+                            crate::scenarios::set_linger_zero(s.as_raw_fd());
+                        }
+                        break;
+                    }
                     Ok(n) => total += n as u64,
                 }
             }

@@ -31,7 +31,9 @@ use sendsight_tests::{
 };
 use serde_json::Value;
 
-const HOLD: Duration = Duration::from_millis(2600);
+/// How long a stuck sender holds on (writes and waiting together): room for the
+/// 3rd RTO (~1.4 s after the first send, ~3 s when a tail-loss probe came first).
+const HOLD: Duration = Duration::from_millis(3600);
 
 /// IPv4-mapped form of an IPv4 address (`::ffff:a.b.c.d`).
 fn mapped(ip: IpAddr) -> IpAddr {
@@ -583,7 +585,11 @@ fn bind_conflict_is_not_port_exhaustion() {
         .out
         .of_type("connect_error")
         .into_iter()
-        .filter(|l| l["syscall"] == "bind" && l["process"]["comm"] == "ss-binder")
+        .filter(|l| {
+            l["syscall"] == "bind"
+                && l["process"]["comm"] == "ss-binder"
+                && l["netns"] == topo.client.inode()
+        })
         .collect();
     for b in &binds {
         println!("[{name}] event {b}");
@@ -622,8 +628,9 @@ fn dead_peer_default(name: &'static str, net: u8, v6: bool) {
     let topo = Topology::direct(net);
     let server = server_addr(&topo, v6);
     let scen = Scenario::start(name);
-    // The sink stays quiet after the cut (a close would send a FIN the client sees).
-    let _sink = traffic::sink_server_idle(&topo.server, server, 1, Some(Duration::from_secs(40)));
+    // The sink stays quiet during the watch (a close would send a FIN the client
+    // sees), then aborts its end: nothing of this test retransmits after it.
+    let _sink = traffic::sink_server_idle(&topo.server, server, 1, Some(Duration::from_secs(20)));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (cut_tx, cut_rx) = mpsc::channel::<i128>();
     let client_ns = topo.client.name.clone();

@@ -29,8 +29,8 @@ fn blackhole(name: &'static str, net: u8, v6: bool) {
     let scen = Scenario::start(name);
     let sink = traffic::sink_server(&topo.server, server, 2);
     // Two connections to one destination: the path line groups them.
-    let a = stuck_sender(&topo, server, 200_000, Duration::from_millis(2600));
-    let b = stuck_sender(&topo, server, 200_000, Duration::from_millis(2600));
+    let a = stuck_sender(&topo, server, 200_000, Duration::from_millis(3600));
+    let b = stuck_sender(&topo, server, 200_000, Duration::from_millis(3600));
     let traffic::Stuck {
         local,
         started_ns: started,
