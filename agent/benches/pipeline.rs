@@ -2,7 +2,7 @@
 //! divan: `cargo bench -p sendsight --bench pipeline`. Target: >= 1M events/s on one
 //! core. Each iteration pushes 10,000 records through a fresh pipeline.
 
-use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, kind, send_source};
+use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, Kind, send_source};
 use sendsight::{
     clock::WallClock, decode::encode, engine::Limits, output::json::Units, pipeline::Pipeline,
 };
@@ -28,7 +28,7 @@ fn records() -> Vec<Vec<u8>> {
             flow.saddr[..4].copy_from_slice(&[198, 18, 0, 2]);
             flow.daddr[..4].copy_from_slice(&[198, 19, 0, (sock % 250) as u8]);
             let header = Header {
-                kind: kind::RETRANSMIT,
+                kind: Kind::Retransmit as u16,
                 len: size_of::<Retransmit>() as u16,
                 cpu: 0,
                 ts_ns: 1_000_000 + i * 1000,
@@ -43,7 +43,7 @@ fn records() -> Vec<Vec<u8>> {
             if i % 10 == 9 {
                 encode(&SendError {
                     header: Header {
-                        kind: kind::SEND_ERROR,
+                        kind: Kind::SendError as u16,
                         len: size_of::<SendError>() as u16,
                         ..header
                     },

@@ -108,11 +108,7 @@ impl Filter {
                 if !self.allows_type(a.event.kind_name()) {
                     return false;
                 }
-                self.allows_parts(
-                    a.owner.as_ref(),
-                    Some(a.event.flow()),
-                    a.event.netns().filter(|n| *n != 0),
-                )
+                self.allows_parts(a.owner.as_ref(), a.event.flow(), a.netns)
             }
             Emit::Verdict(v) => {
                 self.allows_type("verdict")

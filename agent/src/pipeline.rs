@@ -115,7 +115,7 @@ impl Pipeline {
     /// if any (see `Engine::question`). Only too-big records are decoded for it.
     pub fn question(&self, bytes: &[u8]) -> Option<agent_common::event::SockLookup> {
         let kind = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
-        if kind != agent_common::event::kind::ICMP_TOO_BIG {
+        if kind != agent_common::event::Kind::IcmpTooBig as u16 {
             return None;
         }
         self.engine.question(&decode::decode(bytes).ok()?)

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, kind, send_source};
+use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, Kind, send_source};
 use anyhow::{Context, bail};
 use aya::{
     EbpfLoader,
@@ -431,7 +431,7 @@ fn synthetic(path: &Path, sockets: u64, per_socket: u64) -> anyhow::Result<u64> 
             let ts = 1_000_000 + (i * per_socket + k) * 1000;
             let rt = Retransmit {
                 header: Header {
-                    kind: kind::RETRANSMIT,
+                    kind: Kind::Retransmit as u16,
                     len: size_of::<Retransmit>() as u16,
                     cpu: 0,
                     ts_ns: ts,
@@ -460,7 +460,7 @@ fn synthetic(path: &Path, sockets: u64, per_socket: u64) -> anyhow::Result<u64> 
             if k == per_socket - 1 {
                 let se = SendError {
                     header: Header {
-                        kind: kind::SEND_ERROR,
+                        kind: Kind::SendError as u16,
                         len: size_of::<SendError>() as u16,
                         ts_ns: ts + 1,
                         ..rt.header
