@@ -134,8 +134,9 @@ pub struct RunArgs {
     /// socket_state, socket_error, cong_state, verdict, path, loss.
     #[arg(long, value_parser = sendsight::filter::parse_events)]
     pub events: Option<std::collections::BTreeSet<String>>,
-    /// At most this many lines per socket and type per second (the rest counted as
-    /// `rate_limited` loss); 0: no limit.
+    /// At most this many lines per socket and type per second, verdicts included;
+    /// lines about no known socket (too-big messages anyone can send) share one
+    /// budget per type. The rest are counted as `rate_limited` loss; 0: no limit.
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
     /// Serve Prometheus metrics (and /healthz) on this address, e.g. 127.0.0.1:9464.
