@@ -174,10 +174,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     crate::host::set(host.clone());
     let metrics = cfg.metrics.map(|_| Arc::new(Metrics::default()));
     if let (Some(addr), Some(m)) = (cfg.metrics, &metrics) {
-        let server = crate::metrics::serve(addr, m.clone())
-            .await
+        crate::metrics::spawn(addr, m.clone())
             .with_context(|| format!("--metrics {addr}: cannot listen"))?;
-        tokio::spawn(server);
         eprintln!("sendsight: metrics on http://{addr}/metrics (health: /healthz)");
     }
     let out = match (cfg.text, &cfg.output) {
