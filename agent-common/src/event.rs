@@ -90,12 +90,37 @@ macro_rules! record {
 }
 
 use crate::loss::slot;
-record!(Retransmit, Retransmit, slot::RETRANSMIT, slot::RETRANSMIT_UNREADABLE);
-record!(SendError, SendError, slot::SEND_ERROR, slot::SEND_ERROR_UNREADABLE);
+record!(
+    Retransmit,
+    Retransmit,
+    slot::RETRANSMIT,
+    slot::RETRANSMIT_UNREADABLE
+);
+record!(
+    SendError,
+    SendError,
+    slot::SEND_ERROR,
+    slot::SEND_ERROR_UNREADABLE
+);
 record!(IcmpTooBig, IcmpTooBig, slot::ICMP, slot::ICMP_UNREADABLE);
-record!(SocketState, SocketState, slot::SOCKET_STATE, slot::SOCKET_STATE_UNREADABLE);
-record!(SocketError, SocketError, slot::SOCKET_ERROR, slot::SOCKET_ERROR_UNREADABLE);
-record!(CongState, CongState, slot::CONG_STATE, slot::CONG_STATE_UNREADABLE);
+record!(
+    SocketState,
+    SocketState,
+    slot::SOCKET_STATE,
+    slot::SOCKET_STATE_UNREADABLE
+);
+record!(
+    SocketError,
+    SocketError,
+    slot::SOCKET_ERROR,
+    slot::SOCKET_ERROR_UNREADABLE
+);
+record!(
+    CongState,
+    CongState,
+    slot::CONG_STATE,
+    slot::CONG_STATE_UNREADABLE
+);
 record!(UdpSend, UdpSend, slot::UDP_SEND, slot::UDP_SEND_UNREADABLE);
 record!(SockLookup, SockLookup, slot::NONE, slot::NONE);
 record!(LossReport, LossReport, slot::NONE, slot::NONE);

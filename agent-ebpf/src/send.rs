@@ -34,10 +34,10 @@ use crate::{
     sock,
 };
 
-use agent_common::kernel::stat::{S_IFMT, S_IFSOCK};
 use agent_common::kernel::errno::{
     EAGAIN, EALREADY, EINPROGRESS, EINTR, ERESTART_FIRST, ERESTART_LAST,
 };
+use agent_common::kernel::stat::{S_IFMT, S_IFSOCK};
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {

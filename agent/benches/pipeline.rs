@@ -2,7 +2,7 @@
 //! divan: `cargo bench -p sendsight --bench pipeline`. Target: >= 1M events/s on one
 //! core. Each iteration pushes 10,000 records through a fresh pipeline.
 
-use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, Kind, send_source};
+use agent_common::event::{Flow, Header, Kind, Owner, Retransmit, SendError, send_source};
 use sendsight::{
     clock::WallClock, decode::encode, engine::Limits, output::json::Units, pipeline::Pipeline,
 };

@@ -148,7 +148,11 @@ impl RateLimit {
         // Lines about no known socket (too-big messages quoting flows nobody has:
         // anyone on the network can send those) share one budget per type.
         let (sock, kind, ts_ns) = match e {
-            Emit::Event(a) => (a.sock.unwrap_or(0), a.event.kind_name(), a.event.header().ts_ns),
+            Emit::Event(a) => (
+                a.sock.unwrap_or(0),
+                a.event.kind_name(),
+                a.event.header().ts_ns,
+            ),
             Emit::Verdict(v) => (v.sock.unwrap_or(0), v.kind().name(), v.ts_ns),
             Emit::Path(_) => return true,
         };
@@ -157,10 +161,7 @@ impl RateLimit {
             // Bounded: old windows are worthless after their second.
             self.windows.retain(|_, (s, _)| *s >= second);
         }
-        let w = self
-            .windows
-            .entry((sock, kind))
-            .or_insert((second, 0));
+        let w = self.windows.entry((sock, kind)).or_insert((second, 0));
         if w.0 != second {
             *w = (second, 0);
         }

@@ -77,9 +77,7 @@ impl Source {
     fn index(self) -> usize {
         match self {
             Source::Kernel(s) => (s as usize).min(slot::COUNT as usize - 1),
-            other => {
-                slot::COUNT as usize + AGENT.iter().position(|a| *a == other).unwrap_or(0)
-            }
+            other => slot::COUNT as usize + AGENT.iter().position(|a| *a == other).unwrap_or(0),
         }
     }
 }
@@ -200,13 +198,19 @@ mod tests {
         assert_eq!(l.summary()["retransmit"], 0);
         assert!(l.describe().contains("udp_send 3"), "{}", l.describe());
         let rendered = m.render();
-        assert!(rendered.contains(r#"sendsight_lost_total{source="sink"} 2"#), "{rendered}");
+        assert!(
+            rendered.contains(r#"sendsight_lost_total{source="sink"} 2"#),
+            "{rendered}"
+        );
         // Lines off: the metric still moves.
         l.add(Source::Sink, 1);
         let mut out = Vec::new();
         l.report(&clock, 2, false, &mut out);
         assert!(out.is_empty());
-        assert!(m.render().contains(r#"sendsight_lost_total{source="sink"} 3"#));
+        assert!(
+            m.render()
+                .contains(r#"sendsight_lost_total{source="sink"} 3"#)
+        );
         // Totals never go back.
         l.set(Source::Kernel(slot::UDP_SEND), 1);
         assert_eq!(l.total(Source::Kernel(slot::UDP_SEND)), 3);

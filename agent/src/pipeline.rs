@@ -24,6 +24,10 @@ pub struct Shaping {
     pub metrics: Option<Arc<Metrics>>,
     /// Adds facts about the live host to verdicts (none in replays).
     pub enrich: Option<fn(&mut crate::engine::Verdict)>,
+    /// The agent's own endpoints (`--metrics`, a TCP collector): connections to them
+    /// are the agent's own doing, never traced (a scrape would otherwise move the
+    /// very counters it reads).
+    pub own: Vec<std::net::SocketAddr>,
 }
 
 pub struct Pipeline {
@@ -40,6 +44,7 @@ pub struct Pipeline {
     pub rate: RateLimit,
     pub metrics: Option<Arc<Metrics>>,
     enrich: Option<fn(&mut crate::engine::Verdict)>,
+    own: Vec<std::net::SocketAddr>,
 }
 
 impl Pipeline {
@@ -56,6 +61,7 @@ impl Pipeline {
             rate: RateLimit::new(shaping.rate_limit),
             metrics: shaping.metrics,
             enrich: shaping.enrich,
+            own: shaping.own,
         }
     }
 
@@ -77,6 +83,7 @@ impl Pipeline {
                 self.clock = WallClock::with_offset(c.offset_ns as i128);
                 Some(c.header.ts_ns)
             }
+            Ok(event) if self.is_own(&event) => Some(event.header().ts_ns),
             Ok(event) if event.is_internal() => {
                 let ts = event.header().ts_ns;
                 self.engine.on_event(event);
@@ -119,6 +126,25 @@ impl Pipeline {
                 None
             }
         }
+    }
+
+    /// Whether the event is about a connection to one of the agent's own endpoints.
+    fn is_own(&self, event: &Event) -> bool {
+        if self.own.is_empty() {
+            return false;
+        }
+        let Some(flow) = event.flow() else {
+            return false;
+        };
+        let f = crate::net::canonical(flow);
+        let ends = [
+            (crate::net::local_ip(&f), f.sport),
+            (crate::net::peer_ip(&f), f.dport),
+        ];
+        self.own.iter().any(|a| {
+            ends.iter()
+                .any(|(ip, port)| *port == a.port() && (a.ip().is_unspecified() || *ip == a.ip()))
+        })
     }
 
     /// The question the engine needs the kernel to answer before this raw record,

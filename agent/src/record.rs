@@ -159,7 +159,8 @@ impl Recorder {
                     let id = if sk == 0 {
                         0
                     } else {
-                        self.pseudonyms.hash_one(sk) | 1
+                        // Below 2^48: never mistaken for a kernel address.
+                        (self.pseudonyms.hash_one(sk) & 0x0000_ffff_ffff_ffff) | 1
                     };
                     self.out.write_all(&record[..SK.start])?;
                     self.out.write_all(&id.to_ne_bytes())?;
@@ -332,7 +333,9 @@ mod tests {
             Reader::new(&b"garbage!"[..], "g".into()),
             Err(RecordError::Magic(_))
         ));
-        let v1 = Reader::new(&b"SSREC\x00\x01\x00"[..], "old".into()).err().unwrap();
+        let v1 = Reader::new(&b"SSREC\x00\x01\x00"[..], "old".into())
+            .err()
+            .unwrap();
         assert!(v1.to_string().contains("format version 1"), "{v1}");
         std::fs::remove_file(&dir).unwrap();
     }

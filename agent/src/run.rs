@@ -18,8 +18,8 @@ use crate::{
     clock::WallClock,
     engine::Limits,
     ingest::Ingest,
-    metrics::Metrics,
     ledger::Source,
+    metrics::Metrics,
     output::{
         json::{self, StartBody, Units},
         sink::{self, Sink, SinkError},
@@ -206,6 +206,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 rate_limit: cfg.rate_limit,
                 metrics,
                 enrich: Some(crate::sysinfo::enrich),
+                own: cfg
+                    .metrics
+                    .into_iter()
+                    .chain(match &cfg.output {
+                        sink::Spec::Tcp(a) => a.parse().ok(),
+                        _ => None,
+                    })
+                    .collect(),
             },
         ),
         out,
@@ -350,7 +358,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .pipe
         .summary_line(started.elapsed().as_secs_f64(), mono);
     let r = end
-        .and_then(|()| if writable { state.out.push(&summary) } else { Ok(()) })
+        .and_then(|()| {
+            if writable {
+                state.out.push(&summary)
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| state.out.flush());
     state.out.close(Duration::from_secs(2)).await;
     // What the close could not deliver is in the stderr summary (the summary line

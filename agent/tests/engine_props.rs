@@ -29,8 +29,8 @@
 use std::collections::BTreeSet;
 
 use agent_common::event::{
-    AF_INET, AF_INET6, CongState, Flow, Header, IPPROTO_TCP, IPPROTO_UDP, IcmpTooBig, Owner,
-    Retransmit, SendError, SocketError, SocketState, icmp_source, Kind, retransmit_kind,
+    AF_INET, AF_INET6, CongState, Flow, Header, IPPROTO_TCP, IPPROTO_UDP, IcmpTooBig, Kind, Owner,
+    Retransmit, SendError, SocketError, SocketState, icmp_source, retransmit_kind,
 };
 use proptest::{
     prelude::*,

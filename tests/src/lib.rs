@@ -10,6 +10,7 @@
 //! with the reason; it is never skipped.
 
 pub mod agent;
+pub mod ledger;
 pub mod netns;
 pub mod recorded;
 pub mod scenarios;

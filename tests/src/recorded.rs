@@ -47,6 +47,8 @@ impl Scenario {
         require_root();
         let record =
             std::env::temp_dir().join(format!("sendsight-{name}-{}.ssrec", std::process::id()));
+        // A recording is never written over an existing file.
+        let _ = std::fs::remove_file(&record);
         let agent = Agent::start(&["--record", record.to_str().unwrap()]);
         Scenario {
             name,

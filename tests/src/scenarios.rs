@@ -734,6 +734,13 @@ impl<'a> TooBigCounter<'a> {
 /// connection client:40404 -> server:9 that does not exist (IPv4): the agent must
 /// call it `spoofed_ptb` and use it as evidence for nothing.
 pub fn forge_too_big(topo: &Topology) {
+    assert_eq!(forge_too_big_flood(topo, 1, Duration::from_secs(5)), 1);
+}
+
+/// [`forge_too_big`] `count` times, as fast as one raw socket sends (at most for
+/// `within`); returns how many went out. A too-big flood: anyone on the network can
+/// send these.
+pub fn forge_too_big_flood(topo: &Topology, count: u64, within: Duration) -> u64 {
     let (client_ip, server_ip) = ips(topo, false);
     let (IpAddr::V4(c4), IpAddr::V4(s4)) = (client_ip, server_ip) else {
         unreachable!()
@@ -758,26 +765,31 @@ pub fn forge_too_big(topo: &Topology) {
                 },
                 sin_zero: [0; 8],
             };
-            let r = unsafe {
-                libc::sendto(
-                    fd,
-                    icmp.as_ptr().cast(),
-                    icmp.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            assert_eq!(
-                r as usize,
-                icmp.len(),
-                "{}",
-                std::io::Error::last_os_error()
-            );
+            let deadline = Instant::now() + within;
+            let mut sent = 0;
+            while sent < count && Instant::now() < deadline {
+                let r = unsafe {
+                    libc::sendto(
+                        fd,
+                        icmp.as_ptr().cast(),
+                        icmp.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_in).cast(),
+                        size_of::<libc::sockaddr_in>() as u32,
+                    )
+                };
+                match r {
+                    n if n as usize == icmp.len() => sent += 1,
+                    // The device queue is full: the flood is at its fastest.
+                    _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) => {}
+                    _ => panic!("sendto: {}", std::io::Error::last_os_error()),
+                }
+            }
             unsafe { libc::close(fd) };
+            sent
         })
         .join()
-        .unwrap();
+        .unwrap()
 }
 
 /// One's complement checksum (ICMP).

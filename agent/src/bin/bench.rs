@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, Kind, send_source};
+use agent_common::event::{Flow, Header, Kind, Owner, Retransmit, SendError, send_source};
 use anyhow::{Context, bail};
 use aya::{
     EbpfLoader,

@@ -8,9 +8,7 @@ pub mod timeline;
 pub mod verdict;
 
 use agent_common::{
-    event::{
-        Header, IPPROTO_TCP, IPPROTO_UDP, Owner, SockLookup, icmp_source, lookup_answer,
-    },
+    event::{Header, IPPROTO_TCP, IPPROTO_UDP, Owner, SockLookup, icmp_source, lookup_answer},
     kernel::tcp_state,
 };
 

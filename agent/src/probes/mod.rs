@@ -515,7 +515,9 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         name: "LOST",
         error,
     })?;
-    let pending = ebpf.take_map("PENDING").ok_or(ProbeError::NoMap("PENDING"))?;
+    let pending = ebpf
+        .take_map("PENDING")
+        .ok_or(ProbeError::NoMap("PENDING"))?;
     let pending = HashMap::try_from(pending).map_err(|error| ProbeError::Map {
         name: "PENDING",
         error,
