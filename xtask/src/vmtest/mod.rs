@@ -16,7 +16,7 @@
 //!
 //! In order of a run: [`kernels`] (which Debian kernels, downloaded and unpacked),
 //! [`modules`] (the kernel modules the guest loads), [`initramfs`] (building it),
-//! [`boot`] (qemu and its console), [`report`] (what the guest reported) and
+//! [`boot`](mod@boot) (qemu and its console), [`report`] (what the guest reported) and
 //! [`matrix`] (the tables).
 
 mod boot;
