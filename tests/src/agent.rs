@@ -69,13 +69,19 @@ impl Agent {
     /// Starts the agent; with `stdout_lines` false (output sent elsewhere), waits for
     /// the attach message on stderr instead of the `start` line.
     pub fn start_expecting(args: &[&str], stdout_lines: bool) -> Agent {
-        let mut child = Command::new(binary())
-            .arg("run")
-            .args(args)
+        let mut cmd = Command::new(binary());
+        cmd.arg("run").args(args);
+        Self::spawn(cmd, stdout_lines)
+    }
+
+    /// Starts `cmd`: `sendsight run ...`, or a wrapper that execs it (setpriv), so
+    /// that the child's pid is the agent's. Waits as `start_expecting` does.
+    pub fn spawn(mut cmd: Command, stdout_lines: bool) -> Agent {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn sendsight");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (started_tx, started_rx) = mpsc::channel();
