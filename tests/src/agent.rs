@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -141,19 +141,7 @@ impl Agent {
     /// Sends `signal`, then waits for the agent to exit.
     pub fn stop_with(&mut self, signal: i32) -> Output {
         let mut child = self.child.take().expect("agent already stopped");
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let s = child.wait().unwrap();
-                panic!("sendsight did not exit within 30 s of SIGINT (killed: {s})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = signal_and_wait(&mut child, signal);
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
@@ -162,6 +150,24 @@ impl Agent {
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
             status,
         }
+    }
+}
+
+/// Sends `signal` to the agent `child`, then waits for it to exit: 30 s at most,
+/// else it is killed and the test fails.
+pub fn signal_and_wait(child: &mut Child, signal: i32) -> ExitStatus {
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait().unwrap();
+            panic!("sendsight did not exit within 30 s of signal {signal} (killed: {s})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
