@@ -443,4 +443,28 @@ mod tests {
             );
         }
     }
+
+    /// On every kernel: the raw tracepoint arguments the loader checks before it
+    /// picks a raw tracepoint program (`sock_send_length` came with 6.3: where it
+    /// is, its first two).
+    #[test]
+    fn reads_raw_tracepoint_prototypes() {
+        let mut with_send_length = Vec::new();
+        for (kernel, btf) in kernels() {
+            assert_eq!(
+                btf.raw_tracepoint_args("netif_receive_skb"),
+                Some(vec!["struct sk_buff *".to_string()]),
+                "{kernel}"
+            );
+            if let Some(args) = btf.raw_tracepoint_args("sock_send_length") {
+                assert_eq!(args[..2], ["struct sock *", "int"], "{kernel}");
+                with_send_length.push(kernel);
+            }
+            assert_eq!(btf.raw_tracepoint_args("no_such_tracepoint"), None);
+        }
+        assert!(
+            !with_send_length.is_empty(),
+            "no kernel with sock_send_length"
+        );
+    }
 }
