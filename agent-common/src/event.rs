@@ -2,23 +2,110 @@
 
 /// Record kinds, as written into [`Header::kind`]. Values are part of the wire format
 /// (recordings depend on them): never renumber, only append.
-pub mod kind {
-    pub const RETRANSMIT: u16 = 1;
-    pub const SEND_ERROR: u16 = 2;
-    pub const ICMP_TOO_BIG: u16 = 3;
-    pub const SOCKET_STATE: u16 = 4;
-    pub const SOCKET_ERROR: u16 = 5;
-    pub const CONG_STATE: u16 = 6;
-    pub const UDP_SEND: u16 = 7;
-    /// Made by the agent, never by a program: see [`super::SockLookup`].
-    pub const SOCK_LOOKUP: u16 = 8;
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Retransmit = 1,
+    SendError = 2,
+    IcmpTooBig = 3,
+    SocketState = 4,
+    SocketError = 5,
+    CongState = 6,
+    UdpSend = 7,
+    /// Made by the agent, never by a program: see [`SockLookup`].
+    SockLookup = 8,
+    /// Made by the agent: see [`LossReport`].
+    LossReport = 9,
+    /// Made by the agent: see [`ClockStep`].
+    ClockStep = 10,
 }
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Retransmit,
+        Kind::SendError,
+        Kind::IcmpTooBig,
+        Kind::SocketState,
+        Kind::SocketError,
+        Kind::CongState,
+        Kind::UdpSend,
+        Kind::SockLookup,
+        Kind::LossReport,
+        Kind::ClockStep,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| *k as u16 == v)
+    }
+
+    /// Size in bytes of the whole record of this kind, header included.
+    pub const fn size(self) -> usize {
+        match self {
+            Kind::Retransmit => size_of::<Retransmit>(),
+            Kind::SendError => size_of::<SendError>(),
+            Kind::IcmpTooBig => size_of::<IcmpTooBig>(),
+            Kind::SocketState => size_of::<SocketState>(),
+            Kind::SocketError => size_of::<SocketError>(),
+            Kind::CongState => size_of::<CongState>(),
+            Kind::UdpSend => size_of::<UdpSend>(),
+            Kind::SockLookup => size_of::<SockLookup>(),
+            Kind::LossReport => size_of::<LossReport>(),
+            Kind::ClockStep => size_of::<ClockStep>(),
+        }
+    }
+
+    /// Made by the agent (kernel answers, its own bookkeeping), never by a program.
+    pub const fn is_agent_made(self) -> bool {
+        matches!(self, Kind::SockLookup | Kind::LossReport | Kind::ClockStep)
+    }
+}
+
+/// A record type: its kind, and where a program counts it when it cannot deliver it.
+/// Every record starts with a [`Header`].
+pub trait Record: Copy + Default + 'static {
+    const KIND: Kind;
+    /// `LOST` slot counted when the ring has no room (`loss::slot`).
+    const RING_FULL: u32;
+    /// `LOST` slot counted when a reserved record is discarded because reading the
+    /// kernel's data for it failed.
+    const UNREADABLE: u32;
+    fn header(&self) -> &Header;
+    fn header_mut(&mut self) -> &mut Header;
+}
+
+macro_rules! record {
+    ($t:ident, $kind:ident, $full:expr, $unreadable:expr) => {
+        impl Record for $t {
+            const KIND: Kind = Kind::$kind;
+            const RING_FULL: u32 = $full;
+            const UNREADABLE: u32 = $unreadable;
+            fn header(&self) -> &Header {
+                &self.header
+            }
+            fn header_mut(&mut self) -> &mut Header {
+                &mut self.header
+            }
+        }
+    };
+}
+
+use crate::loss::slot;
+record!(Retransmit, Retransmit, slot::RETRANSMIT, slot::RETRANSMIT_UNREADABLE);
+record!(SendError, SendError, slot::SEND_ERROR, slot::SEND_ERROR_UNREADABLE);
+record!(IcmpTooBig, IcmpTooBig, slot::ICMP, slot::ICMP_UNREADABLE);
+record!(SocketState, SocketState, slot::SOCKET_STATE, slot::SOCKET_STATE_UNREADABLE);
+record!(SocketError, SocketError, slot::SOCKET_ERROR, slot::SOCKET_ERROR_UNREADABLE);
+record!(CongState, CongState, slot::CONG_STATE, slot::CONG_STATE_UNREADABLE);
+record!(UdpSend, UdpSend, slot::UDP_SEND, slot::UDP_SEND_UNREADABLE);
+record!(SockLookup, SockLookup, slot::NONE, slot::NONE);
+record!(LossReport, LossReport, slot::NONE, slot::NONE);
+record!(ClockStep, ClockStep, slot::NONE, slot::NONE);
 
 /// First bytes of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
-    /// One of [`kind`].
+    /// A [`Kind`], as its number.
     pub kind: u16,
     /// Size in bytes of the whole record, header included. Lets the decoder reject
     /// truncated or mismatched records instead of reading past them.
@@ -30,6 +117,19 @@ pub struct Header {
     /// Kernel address of the `struct sock`, 0 when the event has none. Used only as
     /// an identity key by the agent (which maps it to a small socket id); never printed.
     pub sk: u64,
+}
+
+impl Header {
+    /// The header of a record of type `R`, made now (`ts_ns`) on `cpu`.
+    pub fn new<R: Record>(cpu: u32, ts_ns: u64, sk: u64) -> Header {
+        Header {
+            kind: R::KIND as u16,
+            len: size_of::<R>() as u16,
+            cpu,
+            ts_ns,
+            sk,
+        }
+    }
 }
 
 /// A socket's flow as seen from the local host. Addresses are in network byte order;
@@ -237,16 +337,11 @@ pub struct CongState {
 }
 
 /// Per-socket facts kept in the kernel (`SOCKS` map): the owner, recorded from
-/// process context, and success counters (successful sends are counted, not emitted).
+/// process context, for the events raised in softirq.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockInfo {
     pub owner: Owner,
-    pub send_bytes: u64,
-    pub send_calls: u64,
-    /// EAGAIN/EWOULDBLOCK results: counted, not emitted (non-blocking sockets hit them
-    /// routinely; a growing count is the "send queue full" signal).
-    pub eagain: u64,
     pub netns: u32,
     /// Second (ktime) of the last `UdpSend` record for this socket: one per second.
     pub udp_reported_s: u32,
@@ -288,6 +383,31 @@ pub mod lookup_answer {
     pub const ABSENT: u8 = 2;
 }
 
+/// Made by the agent, never by a program: the kernel's loss counters as the agent
+/// read them (one record per counter that grew). In a recording they carry the live
+/// run's losses into the replay, whose ledger then says the same.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossReport {
+    pub header: Header,
+    /// The `LOST` slot (`loss::slot`).
+    pub slot: u32,
+    pub _reserved: u32,
+    /// The slot's total since start.
+    pub total: u64,
+}
+
+/// Made by the agent: the wall clock moved against the monotonic clock (an NTP step,
+/// a manual `date -s`). Later timestamps are converted with the new offset, in the
+/// live run and in its replay alike.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockStep {
+    pub header: Header,
+    /// Realtime minus monotonic, in ns, from now on.
+    pub offset_ns: i64,
+}
+
 /// A socket-layer send failure waiting for its syscall exit (`PENDING`, per thread),
 /// which adds what only the syscall knows (bytes requested, syscall number).
 #[repr(C)]
@@ -308,10 +428,12 @@ const _: () = assert!(core::mem::size_of::<IcmpTooBig>() == 64 + 16 + 24);
 const _: () = assert!(core::mem::size_of::<SocketState>() == 96 + 8);
 const _: () = assert!(core::mem::size_of::<SocketError>() == 72);
 const _: () = assert!(core::mem::size_of::<CongState>() == 72);
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 64);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 40);
 const _: () = assert!(core::mem::size_of::<UdpSend>() == 104);
 const _: () = assert!(core::mem::size_of::<PendingSend>() == 24);
 const _: () = assert!(core::mem::size_of::<SockLookup>() == 72);
+const _: () = assert!(core::mem::size_of::<LossReport>() == 40);
+const _: () = assert!(core::mem::size_of::<ClockStep>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -330,4 +452,6 @@ mod pod {
     unsafe impl aya::Pod for super::UdpSend {}
     unsafe impl aya::Pod for super::PendingSend {}
     unsafe impl aya::Pod for super::SockLookup {}
+    unsafe impl aya::Pod for super::LossReport {}
+    unsafe impl aya::Pod for super::ClockStep {}
 }

@@ -38,4 +38,14 @@ pub mod tcp_state {
 /// `enum tcp_ca_state`.
 pub mod ca_state {
     pub const OPEN: u8 = 0;
+    /// Fast retransmit / recovery (dupacks, SACK, RACK).
+    pub const TCP_CA_RECOVERY: u8 = 3;
+    /// A retransmission timeout fired.
+    pub const TCP_CA_LOSS: u8 = 4;
+}
+
+/// `inode->i_mode` file types (include/uapi/linux/stat.h).
+pub mod stat {
+    pub const S_IFMT: u16 = 0o170000;
+    pub const S_IFSOCK: u16 = 0o140000;
 }

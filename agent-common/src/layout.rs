@@ -273,7 +273,9 @@ pub struct Config {
     /// A UDP datagram of more payload bytes than this is reported (`udp_send`), at
     /// most once per socket per second.
     pub udp_large_bytes: u32,
-    pub _reserved: u32,
+    /// Network-sourced records (too-big messages) each CPU may emit per second;
+    /// the rest are counted in `loss::slot::ICMP_BOUNDED`.
+    pub net_events_per_cpu_s: u32,
 }
 
 impl Config {
@@ -284,7 +286,7 @@ impl Config {
         icsk_time_loss_probe: 5,
         wakeup_bytes: 0,
         udp_large_bytes: 1400,
-        _reserved: 0,
+        net_events_per_cpu_s: 200,
     };
 }
 

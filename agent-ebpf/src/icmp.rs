@@ -7,18 +7,19 @@
 //! protocol, before touching anything else.
 
 use agent_common::{
-    event::{AF_INET, AF_INET6, Header, IcmpTooBig, icmp_source, kind},
+    event::{AF_INET, AF_INET6, IPPROTO_TCP, IcmpTooBig, icmp_source},
     loss::slot,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
+    emit::emit,
     lay,
-    maps::{EVENTS, count_lost},
+    maps::{count_lost, net_budget},
     read::{self, Fail},
 };
 
@@ -29,7 +30,18 @@ const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
-const IPPROTO_TCP: u8 = 6;
+
+/// Network-sourced: within the bound (see `maps::net_budget`), else counted.
+#[inline(always)]
+fn admitted() -> Option<u64> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if net_budget(now) {
+        Some(now)
+    } else {
+        count_lost(slot::ICMP_BOUNDED);
+        None
+    }
+}
 
 #[inline(always)]
 fn bytes<const N: usize>(addr: u64) -> Result<[u8; N], Fail> {
@@ -117,29 +129,24 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
         }
         (icmp, h)
     };
-    let Some(mut entry) = EVENTS.reserve::<IcmpTooBig>(0) else {
-        count_lost(slot::ICMP);
+    let Some(now) = admitted() else {
         return Ok(0);
     };
-    let ev = entry.write(IcmpTooBig::default());
-    ev.icmp_type = h[0];
-    ev.icmp_code = h[1];
-    ev.source = icmp_source::RECEIVED;
-    let quoted = icmp + 8;
-    let filled = if proto == ETH_P_IP {
-        ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
-        fill_v4(ev, ip, quoted)
-    } else {
-        ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-        fill_v6(ev, ip, quoted)
-    };
-    if filled.is_err() {
-        entry.discard(0);
-        return Ok(0);
-    }
-    device_facts(ev, skb);
-    ev.header = header();
-    entry.submit(crate::maps::submit_flags());
+    emit::<IcmpTooBig>(0, now, |ev| {
+        ev.icmp_type = h[0];
+        ev.icmp_code = h[1];
+        ev.source = icmp_source::RECEIVED;
+        let quoted = icmp + 8;
+        if proto == ETH_P_IP {
+            ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
+            fill_v4(ev, ip, quoted)?;
+        } else {
+            ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            fill_v6(ev, ip, quoted)?;
+        }
+        device_facts(ev, skb);
+        Ok(())
+    });
     Ok(0)
 }
 
@@ -187,17 +194,6 @@ fn device_facts(ev: &mut IcmpTooBig, skb: u64) {
     ev.netns = read::kernel_or::<u32>(net, lay!(kernel.net_inum), 0);
 }
 
-#[inline(always)]
-fn header() -> Header {
-    Header {
-        kind: kind::ICMP_TOO_BIG,
-        len: size_of::<IcmpTooBig>() as u16,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        sk: 0,
-    }
-}
-
 #[tracepoint(category = "icmp", name = "icmp_send")]
 pub fn icmp_send(ctx: TracePointContext) -> u32 {
     match try_icmp_send(&ctx) {
@@ -215,24 +211,20 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     // The packet that did not fit: its header is the flow the ICMP will quote.
     let head = read::kernel::<u64>(skb, lay!(kernel.skb_head))?;
     let ip = head + read::kernel::<u16>(skb, lay!(kernel.skb_network_header))? as u64;
-    let Some(mut entry) = EVENTS.reserve::<IcmpTooBig>(0) else {
-        count_lost(slot::ICMP);
+    let Some(now) = admitted() else {
         return Ok(0);
     };
-    let ev = entry.write(IcmpTooBig::default());
-    ev.icmp_type = ty as u8;
-    ev.icmp_code = code as u8;
-    ev.source = icmp_source::SENT;
-    // The quoted header is the packet's own header; the "router" is this host,
-    // which the agent fills in from the device (mtu unknown: icmp_send's info
-    // argument is not in the record).
-    if fill_v4(ev, ip, ip).is_err() {
-        entry.discard(0);
-        return Ok(0);
-    }
-    ev.router = [0; 16];
-    device_facts(ev, skb);
-    ev.header = header();
-    entry.submit(crate::maps::submit_flags());
+    emit::<IcmpTooBig>(0, now, |ev| {
+        ev.icmp_type = ty as u8;
+        ev.icmp_code = code as u8;
+        ev.source = icmp_source::SENT;
+        // The quoted header is the packet's own header; the "router" is this host,
+        // which the agent fills in from the device (mtu unknown: icmp_send's info
+        // argument is not in the record).
+        fill_v4(ev, ip, ip)?;
+        ev.router = [0; 16];
+        device_facts(ev, skb);
+        Ok(())
+    });
     Ok(0)
 }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod emit;
 mod floor;
 mod icmp;
 mod maps;

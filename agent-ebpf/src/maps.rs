@@ -20,7 +20,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::slot::COUNT, 0);
 
-/// Socket -> owner and send counters. LRU: the least recently active socket makes
+/// Socket -> owner. LRU: the least recently active socket makes
 /// room; the agent reports events whose owner is unknown as such.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
@@ -63,13 +63,16 @@ macro_rules! cfg {
     };
 }
 
+// bpf_ringbuf_query() and bpf_ringbuf_submit() flags (include/uapi/linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// Submit flags: no wakeup while little waits in the ring (the agent polls on a
 /// short timer anyway), a forced one when it fills up.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
-    const BPF_RB_AVAIL_DATA: u64 = 0;
-    const BPF_RB_NO_WAKEUP: u64 = 1;
-    const BPF_RB_FORCE_WAKEUP: u64 = 2;
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg!(wakeup_bytes) as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -86,4 +89,33 @@ pub fn count_lost(slot: u32) {
         // slot in a way that matters for a statistics counter.
         unsafe { *counter += 1 };
     }
+}
+
+/// Per CPU: `[second, records emitted in it]` for network-sourced records.
+#[map]
+pub static NET_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// May a network-sourced record (a too-big message anyone can send) go into the
+/// ring now? Only while the ring is at most half full, and within the per-CPU
+/// budget per second: a flood then costs its own records, never the retransmits
+/// and send errors that share the ring. Refusals are counted by the caller.
+#[inline(always)]
+pub fn net_budget(now_ns: u64) -> bool {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) * 2 > EVENTS.query(BPF_RB_RING_SIZE) {
+        return false;
+    }
+    let Some(b) = NET_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    let b = unsafe { &mut *b };
+    let second = now_ns / 1_000_000_000;
+    if b[0] != second {
+        b[0] = second;
+        b[1] = 0;
+    }
+    if b[1] >= cfg!(net_events_per_cpu_s) as u64 {
+        return false;
+    }
+    b[1] += 1;
+    true
 }

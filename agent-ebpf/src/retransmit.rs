@@ -2,28 +2,19 @@
 //! congestion and timer state at that moment.
 
 use agent_common::{
-    event::{
-        AF_INET6, Flow, Header, IPPROTO_TCP, Retransmit, kind, retransmit_flags, retransmit_kind,
-    },
+    event::{AF_INET6, Flow, IPPROTO_TCP, Retransmit, retransmit_flags, retransmit_kind},
+    kernel::ca_state::{TCP_CA_LOSS, TCP_CA_RECOVERY},
     layout::ABSENT,
-    loss::slot,
 };
-use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
-    cfg, lay,
-    maps::{EVENTS, count_lost},
+    cfg,
+    emit::emit,
+    lay,
     read::{self, Fail},
     sock,
 };
-
-/// TCP_CA_Recovery / TCP_CA_Loss (include/net/tcp.h).
-const TCP_CA_RECOVERY: u8 = 3;
-const TCP_CA_LOSS: u8 = 4;
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
@@ -33,22 +24,9 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 }
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
-    let Some(mut entry) = EVENTS.reserve::<Retransmit>(0) else {
-        count_lost(slot::RETRANSMIT);
-        return Ok(0);
-    };
-    // Build in place in the reservation: no stack copy of the record.
-    let ev = entry.write(Retransmit::default());
-
-    let filled = (|| -> Result<(), Fail> {
+    emit::<Retransmit>(0, 0, |ev| {
         let sk = read::tp::<u64>(ctx, lay!(retransmit_tp.skaddr))?;
-        ev.header = Header {
-            kind: kind::RETRANSMIT,
-            len: core::mem::size_of::<Retransmit>() as u16,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            sk,
-        };
+        ev.header.sk = sk;
         let family = read::tp::<u16>(ctx, lay!(retransmit_tp.family))?;
         let mut flow = Flow {
             sport: read::tp::<u16>(ctx, lay!(retransmit_tp.sport))?,
@@ -94,12 +72,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
         ev.owner = sock::owner_of(sk);
         ev.netns = sock::netns_of(sk);
         Ok(())
-    })();
-
-    match filled {
-        Ok(()) => entry.submit(crate::maps::submit_flags()),
-        Err(_) => entry.discard(0),
-    }
+    });
     Ok(0)
 }
 

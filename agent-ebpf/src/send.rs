@@ -1,7 +1,7 @@
 //! The send path. Two sources, one event per failure:
 //!
 //! - `sock:sock_send_length` (6.3+) sees every send in the socket layer: successes
-//!   feed the per-socket counters in `SOCKS`; a failure is parked in `PENDING` for
+//!   keep the socket's owner current in `SOCKS`; a failure is parked in `PENDING` for
 //!   its thread.
 //! - the raw `sys_exit` tracepoint sees send-family syscalls fail, including errors
 //!   returned before the socket layer (seccomp, bad fd, EFAULT). It returns at once
@@ -12,31 +12,32 @@
 //! (kernels before 6.3) the syscall exit resolves the socket from the fd itself.
 
 use agent_common::{
-    event::{Header, Owner, PendingSend, SendError, UdpSend, kind, send_flags, send_source},
+    event::{AF_INET, AF_INET6, Owner, PendingSend, SendError, UdpSend, send_flags, send_source},
     layout::{ABSENT, send_slot},
     loss::slot,
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
-    cfg, lay,
-    maps::{EVENTS, PENDING, SOCKS, count_lost},
+    cfg,
+    emit::emit,
+    lay,
+    maps::{PENDING, SOCKS, count_lost},
     read::{self, Fail},
     sock,
 };
 
+use agent_common::kernel::stat::{S_IFMT, S_IFSOCK};
 use agent_common::kernel::errno::{
     EAGAIN, EALREADY, EINPROGRESS, EINTR, ERESTART_FIRST, ERESTART_LAST,
 };
-const S_IFMT: u16 = 0o170000;
-const S_IFSOCK: u16 = 0o140000;
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
@@ -71,25 +72,9 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
         large_udp(sk, ret as u32);
     }
     if ret >= 0 {
-        // The hot path (every successful send on the host): count, do not emit.
-        match SOCKS.get_ptr_mut(&sk) {
-            Some(info) => {
-                let info = unsafe { &mut *info };
-                info.send_bytes += ret as u64;
-                info.send_calls += 1;
-                if info.owner.tid != pid_tgid as u32 {
-                    info.owner = sock::current_owner();
-                }
-            }
-            None => {
-                sock::claim(sk);
-                if let Some(info) = SOCKS.get_ptr_mut(&sk) {
-                    let info = unsafe { &mut *info };
-                    info.send_bytes += ret as u64;
-                    info.send_calls += 1;
-                }
-            }
-        }
+        // The hot path (every successful send on the host): only keep the owner
+        // current, for the events the socket raises later in softirq.
+        sock::claim(sk);
         return Ok(0);
     }
     if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
@@ -101,15 +86,13 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     if errno >= ERESTART_FIRST && errno <= ERESTART_LAST {
         return Ok(0);
     }
+    // A full send buffer on a non-blocking socket: routine, not a failure.
     if errno == EAGAIN {
-        if let Some(info) = SOCKS.get_ptr_mut(&sk) {
-            unsafe { (*info).eagain += 1 };
-        }
         return Ok(0);
     }
     let tid = pid_tgid as u32;
     if cfg!(sys_exit_attached) == 0 {
-        emit(
+        send_error(
             sk,
             errno,
             None,
@@ -124,7 +107,7 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     // sendfile, kernel-internal sends): emit it now rather than overwrite it.
     if let Some(old) = unsafe { PENDING.get(&tid) } {
         let old = *old;
-        emit(
+        send_error(
             old.sk,
             old.errno,
             None,
@@ -142,7 +125,7 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     };
     if PENDING.insert(&tid, &pending, 0).is_err() {
         count_lost(slot::PENDING_FULL);
-        emit(
+        send_error(
             sk,
             errno,
             None,
@@ -208,9 +191,6 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
         }
     };
     if errno == EAGAIN {
-        if let Some(info) = SOCKS.get_ptr_mut(&sk) {
-            unsafe { (*info).eagain += 1 };
-        }
         return Ok(0);
     }
     let bytes = match which {
@@ -225,7 +205,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
     if sk == 0 {
         source = send_source::SYSCALL;
     }
-    emit(sk, errno, bytes, nr, source, sock::current_owner(), 0);
+    send_error(sk, errno, bytes, nr, source, sock::current_owner(), 0);
     Ok(0)
 }
 
@@ -245,33 +225,14 @@ fn large_udp(sk: u64, bytes: u32) {
         }
         info.udp_reported_s = now_s;
     }
-    let Some(mut entry) = EVENTS.reserve::<UdpSend>(0) else {
-        count_lost(slot::UDP_SEND);
-        return;
-    };
-    let ev = entry.write(UdpSend::default());
-    match sock::flow_of(sk) {
-        Ok(flow) => ev.flow = flow,
-        Err(_) => {
-            entry.discard(0);
-            return;
-        }
-    }
-    ev.header = Header {
-        kind: kind::UDP_SEND,
-        len: size_of::<UdpSend>() as u16,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        sk,
-    };
-    ev.owner = sock::current_owner();
-    ev.bytes = bytes;
-    ev.netns = sock::netns_of(sk);
-    entry.submit(crate::maps::submit_flags());
+    emit::<UdpSend>(sk, 0, |ev| {
+        ev.flow = sock::flow_of(sk)?;
+        ev.owner = sock::current_owner();
+        ev.bytes = bytes;
+        ev.netns = sock::netns_of(sk);
+        Ok(())
+    });
 }
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 /// A failed connect() or bind() on an IP socket: the address it asked for comes
 /// from the user's sockaddr (the socket has no peer yet, or no port).
@@ -297,35 +258,25 @@ fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, 
     } else {
         ip = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.map_err(|_| 1u32)?;
     }
-    let Some(mut entry) = EVENTS.reserve::<SendError>(0) else {
-        count_lost(slot::SEND_ERROR);
-        return Ok(0);
-    };
-    let ev = entry.write(SendError::default());
-    ev.header = Header {
-        kind: kind::SEND_ERROR,
-        len: size_of::<SendError>() as u16,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        sk,
-    };
-    if let Ok(flow) = sock::flow_of(sk) {
-        ev.flow = flow;
-    }
-    ev.flow.family = family;
-    if which == send_slot::CONNECT {
-        ev.flow.daddr = ip;
-        ev.flow.dport = port;
-    } else {
-        ev.flow.saddr = ip;
-        ev.flow.sport = port;
-    }
-    ev.owner = sock::current_owner();
-    ev.errno = errno;
-    ev.syscall = nr;
-    ev.source = send_source::SYSCALL;
-    ev.netns = sock::netns_of(sk);
-    entry.submit(crate::maps::submit_flags());
+    emit::<SendError>(sk, 0, |ev| {
+        if let Ok(flow) = sock::flow_of(sk) {
+            ev.flow = flow;
+        }
+        ev.flow.family = family;
+        if which == send_slot::CONNECT {
+            ev.flow.daddr = ip;
+            ev.flow.dport = port;
+        } else {
+            ev.flow.saddr = ip;
+            ev.flow.sport = port;
+        }
+        ev.owner = sock::current_owner();
+        ev.errno = errno;
+        ev.syscall = nr;
+        ev.source = send_source::SYSCALL;
+        ev.netns = sock::netns_of(sk);
+        Ok(())
+    });
     Ok(0)
 }
 
@@ -373,11 +324,10 @@ fn sk_of_fd(fd: i64) -> Result<u64, Fail> {
     read::kernel::<u64>(socket, lay!(kernel.socket_sk))
 }
 
+/// One send failure: the socket's flow (when it resolves), and what the caller knows.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit(
+fn send_error(
     sk: u64,
-
     errno: i32,
     bytes: Option<u64>,
     syscall: i32,
@@ -385,34 +335,20 @@ fn emit(
     owner: Owner,
     ts_ns: u64,
 ) {
-    let Some(mut entry) = EVENTS.reserve::<SendError>(0) else {
-        count_lost(slot::SEND_ERROR);
-        return;
-    };
-    let ev = entry.write(SendError::default());
-    ev.header = Header {
-        kind: kind::SEND_ERROR,
-        len: size_of::<SendError>() as u16,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: if ts_ns != 0 {
-            ts_ns
-        } else {
-            unsafe { bpf_ktime_get_ns() }
-        },
-        sk,
-    };
-    match sock::flow_of(sk) {
-        Ok(flow) => ev.flow = flow,
-        Err(_) => ev.flags |= send_flags::NO_SOCK,
-    }
-    ev.owner = owner;
-    ev.errno = errno;
-    if let Some(b) = bytes {
-        ev.bytes = b.min(u32::MAX as u64) as u32;
-        ev.flags |= send_flags::BYTES_KNOWN;
-    }
-    ev.syscall = syscall;
-    ev.source = source;
-    ev.netns = sock::netns_of(sk);
-    entry.submit(crate::maps::submit_flags());
+    emit::<SendError>(sk, ts_ns, |ev| {
+        match sock::flow_of(sk) {
+            Ok(flow) => ev.flow = flow,
+            Err(_) => ev.flags |= send_flags::NO_SOCK,
+        }
+        ev.owner = owner;
+        ev.errno = errno;
+        if let Some(b) = bytes {
+            ev.bytes = b.min(u32::MAX as u64) as u32;
+            ev.flags |= send_flags::BYTES_KNOWN;
+        }
+        ev.syscall = syscall;
+        ev.source = source;
+        ev.netns = sock::netns_of(sk);
+        Ok(())
+    });
 }

@@ -1,34 +1,17 @@
 //! Socket context: state changes, error reports, congestion-state changes.
 
 use agent_common::{
-    event::{CongState, Header, IPPROTO_TCP, SocketError, SocketState, kind},
-    loss::slot,
+    event::{CongState, IPPROTO_TCP, SocketError, SocketState},
+    kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT},
 };
-use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
+    emit::emit,
     lay,
-    maps::{EVENTS, count_lost},
     read::{self, Fail},
     sock,
 };
-
-use agent_common::kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT};
-
-#[inline(always)]
-fn header(kind: u16, len: usize, sk: u64) -> Header {
-    Header {
-        kind,
-        len: len as u16,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        sk,
-    }
-}
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -51,24 +34,15 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     if new == TCP_SYN_SENT {
         sock::claim(sk);
     }
-    let Some(mut entry) = EVENTS.reserve::<SocketState>(0) else {
-        count_lost(slot::SOCKET_STATE);
-        return Ok(0);
-    };
-    let ev = entry.write(SocketState::default());
-    match sock::flow_from_tp(ctx, &tp, IPPROTO_TCP) {
-        Ok(flow) => {
-            ev.header = header(kind::SOCKET_STATE, size_of::<SocketState>(), sk);
-            ev.flow = flow;
-            ev.flow.state = new;
-            ev.old_state = old;
-            ev.new_state = new;
-            ev.owner = sock::owner_of(sk);
-            ev.netns = sock::netns_of(sk);
-            entry.submit(crate::maps::submit_flags());
-        }
-        Err(_) => entry.discard(0),
-    }
+    emit::<SocketState>(sk, 0, |ev| {
+        ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
+        ev.flow.state = new;
+        ev.old_state = old;
+        ev.new_state = new;
+        ev.owner = sock::owner_of(sk);
+        ev.netns = sock::netns_of(sk);
+        Ok(())
+    });
     // A closed socket's owner must not outlive it: the next socket at this
     // address would be attributed to this one's process.
     if new == TCP_CLOSE {
@@ -86,21 +60,11 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 
 fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(error_report_tp);
-    let Some(mut entry) = EVENTS.reserve::<SocketError>(0) else {
-        count_lost(slot::SOCKET_ERROR);
-        return Ok(0);
-    };
-    let ev = entry.write(SocketError::default());
-    let filled = (|| -> Result<(), Fail> {
+    emit::<SocketError>(0, 0, |ev| {
         ev.flow = sock::flow_from_tp(ctx, &tp, 0)?;
         ev.errno = read::tp::<i32>(ctx, tp.extra1)?;
-        ev.header = header(kind::SOCKET_ERROR, size_of::<SocketError>(), 0);
         Ok(())
-    })();
-    match filled {
-        Ok(()) => entry.submit(crate::maps::submit_flags()),
-        Err(_) => entry.discard(0),
-    }
+    });
     Ok(0)
 }
 
@@ -113,21 +77,11 @@ pub fn tcp_cong_state_set(ctx: TracePointContext) -> u32 {
 
 fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(cong_state_tp);
-    let Some(mut entry) = EVENTS.reserve::<CongState>(0) else {
-        count_lost(slot::CONG_STATE);
-        return Ok(0);
-    };
-    let ev = entry.write(CongState::default());
-    let filled = (|| -> Result<(), Fail> {
-        let sk = read::tp::<u64>(ctx, tp.skaddr)?;
+    emit::<CongState>(0, 0, |ev| {
+        ev.header.sk = read::tp::<u64>(ctx, tp.skaddr)?;
         ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
         ev.state = read::tp::<u8>(ctx, tp.extra1)?;
-        ev.header = header(kind::CONG_STATE, size_of::<CongState>(), sk);
         Ok(())
-    })();
-    match filled {
-        Ok(()) => entry.submit(crate::maps::submit_flags()),
-        Err(_) => entry.discard(0),
-    }
+    });
     Ok(0)
 }

@@ -85,9 +85,14 @@ pub struct RunArgs {
     /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
     pub ring_bytes: u32,
-    /// Also write the raw event stream to this file, for `sendsight replay`.
+    /// Also write the raw event stream to this file, for `sendsight replay`: a new
+    /// file (an existing one or a symbolic link there is refused), mode 0600, with
+    /// no kernel addresses in it.
     #[arg(long, value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,
+    /// Rotate the recording to FILE.1 when it reaches this many bytes (0: never).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub record_max_bytes: u64,
     /// Forget a socket after this long without events (e.g. 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -129,8 +134,9 @@ pub struct RunArgs {
     /// socket_state, socket_error, cong_state, verdict, path, loss.
     #[arg(long, value_parser = sendsight::filter::parse_events)]
     pub events: Option<std::collections::BTreeSet<String>>,
-    /// At most this many lines per socket and type per second (the rest counted as
-    /// `rate_limited` loss); 0: no limit.
+    /// At most this many lines per socket and type per second, verdicts included;
+    /// lines about no known socket (too-big messages anyone can send) share one
+    /// budget per type. The rest are counted as `rate_limited` loss; 0: no limit.
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,
     /// Serve Prometheus metrics (and /healthz) on this address, e.g. 127.0.0.1:9464.

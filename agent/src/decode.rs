@@ -3,8 +3,8 @@
 //! mismatched record is a typed error that the caller counts, never a panic.
 
 use agent_common::event::{
-    CongState, Flow, Header, IcmpTooBig, Retransmit, SendError, SockLookup, SocketError,
-    SocketState, UdpSend, kind,
+    ClockStep, CongState, Flow, Header, IcmpTooBig, Kind, LossReport, Owner, Record, Retransmit,
+    SendError, SockLookup, SocketError, SocketState, UdpSend,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,36 +16,70 @@ pub enum Event {
     SocketError(SocketError),
     CongState(CongState),
     UdpSend(UdpSend),
-    /// The agent's own record: a kernel answer, consumed by the engine, never printed.
+    /// The agent's own records, consumed, never printed: a kernel answer (for the
+    /// engine), the kernel's loss counters and a wall-clock step (for the pipeline).
     SockLookup(SockLookup),
+    LossReport(LossReport),
+    ClockStep(ClockStep),
+}
+
+/// `f` applied to the record inside, whatever its type (for what every record has).
+macro_rules! each {
+    ($e:expr, $r:ident => $body:expr) => {
+        match $e {
+            Event::Retransmit($r) => $body,
+            Event::SendError($r) => $body,
+            Event::IcmpTooBig($r) => $body,
+            Event::SocketState($r) => $body,
+            Event::SocketError($r) => $body,
+            Event::CongState($r) => $body,
+            Event::UdpSend($r) => $body,
+            Event::SockLookup($r) => $body,
+            Event::LossReport($r) => $body,
+            Event::ClockStep($r) => $body,
+        }
+    };
 }
 
 impl Event {
     pub fn header(&self) -> &Header {
-        match self {
-            Event::Retransmit(e) => &e.header,
-            Event::SendError(e) => &e.header,
-            Event::IcmpTooBig(e) => &e.header,
-            Event::SocketState(e) => &e.header,
-            Event::SocketError(e) => &e.header,
-            Event::CongState(e) => &e.header,
-            Event::UdpSend(e) => &e.header,
-            Event::SockLookup(e) => &e.header,
-        }
+        each!(self, r => r.header())
+    }
+
+    /// The record's bytes, as the kernel (or the agent) wrote them.
+    pub fn encode(&self) -> Vec<u8> {
+        each!(self, r => encode(r))
+    }
+
+    pub fn kind(&self) -> Kind {
+        each!(self, r => record_kind(r))
     }
 
     /// The flow the event is about (for a too-big message: the quoted one).
-    pub fn flow(&self) -> &Flow {
+    pub fn flow(&self) -> Option<&Flow> {
         match self {
-            Event::Retransmit(e) => &e.flow,
-            Event::SendError(e) => &e.flow,
-            Event::IcmpTooBig(e) => &e.quoted,
-            Event::SocketState(e) => &e.flow,
-            Event::SocketError(e) => &e.flow,
-            Event::CongState(e) => &e.flow,
-            Event::UdpSend(e) => &e.flow,
-            Event::SockLookup(e) => &e.flow,
+            Event::Retransmit(e) => Some(&e.flow),
+            Event::SendError(e) => Some(&e.flow),
+            Event::IcmpTooBig(e) => Some(&e.quoted),
+            Event::SocketState(e) => Some(&e.flow),
+            Event::SocketError(e) => Some(&e.flow),
+            Event::CongState(e) => Some(&e.flow),
+            Event::UdpSend(e) => Some(&e.flow),
+            Event::SockLookup(e) => Some(&e.flow),
+            Event::LossReport(_) | Event::ClockStep(_) => None,
         }
+    }
+
+    /// The process the record names (the caller, or the socket's recorded owner).
+    pub fn owner(&self) -> Option<&Owner> {
+        match self {
+            Event::Retransmit(e) => Some(&e.owner),
+            Event::SendError(e) => Some(&e.owner),
+            Event::SocketState(e) => Some(&e.owner),
+            Event::UdpSend(e) => Some(&e.owner),
+            _ => None,
+        }
+        .filter(|o| o.pid != 0)
     }
 
     /// The network namespace (inode) the event happened in, where the record says.
@@ -57,8 +91,12 @@ impl Event {
             Event::SocketState(e) => Some(e.netns),
             Event::UdpSend(e) => Some(e.netns),
             Event::SockLookup(e) => Some(e.netns),
-            Event::SocketError(_) | Event::CongState(_) => None,
+            Event::SocketError(_)
+            | Event::CongState(_)
+            | Event::LossReport(_)
+            | Event::ClockStep(_) => None,
         }
+        .filter(|n| *n != 0)
     }
 
     /// Records the agent consumes but never prints: its own kernel answers, and
@@ -66,7 +104,7 @@ impl Event {
     /// into a restarted call (or EINTR) before user space sees them.
     pub fn is_internal(&self) -> bool {
         match self {
-            Event::SockLookup(_) => true,
+            e if e.kind().is_agent_made() => true,
             Event::SendError(e) => agent_common::kernel::errno::is_restart(e.errno),
             _ => false,
         }
@@ -76,16 +114,29 @@ impl Event {
     /// connect()/bind() travels as a send-error record but is its own line type.
     pub fn kind_name(&self) -> &'static str {
         match self {
-            Event::Retransmit(_) => "retransmit",
             Event::SendError(e) if is_connect_or_bind(e) => "connect_error",
-            Event::SendError(_) => "send_error",
-            Event::IcmpTooBig(_) => "icmp_too_big",
-            Event::SocketState(_) => "socket_state",
-            Event::SocketError(_) => "socket_error",
-            Event::CongState(_) => "cong_state",
-            Event::UdpSend(_) => "udp_send",
-            Event::SockLookup(_) => "sock_lookup",
+            e => kind_name(e.kind()),
         }
+    }
+}
+
+fn record_kind<R: Record>(_: &R) -> Kind {
+    R::KIND
+}
+
+/// The line type of each record kind (a failed connect()/bind() aside).
+pub const fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Retransmit => "retransmit",
+        Kind::SendError => "send_error",
+        Kind::IcmpTooBig => "icmp_too_big",
+        Kind::SocketState => "socket_state",
+        Kind::SocketError => "socket_error",
+        Kind::CongState => "cong_state",
+        Kind::UdpSend => "udp_send",
+        Kind::SockLookup => "sock_lookup",
+        Kind::LossReport => "loss_report",
+        Kind::ClockStep => "clock_step",
     }
 }
 
@@ -115,14 +166,14 @@ pub enum DecodeError {
     },
 }
 
-fn read<T: Copy>(bytes: &[u8]) -> T {
+fn read<T: aya::Pod>(bytes: &[u8]) -> T {
     debug_assert!(bytes.len() >= size_of::<T>());
     // SAFETY: callers check the length; T is a repr(C) Pod type for which any bit
     // pattern is valid; read_unaligned copes with any alignment.
     unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
 }
 
-fn body<T: Copy>(bytes: &[u8], header: &Header) -> Result<T, DecodeError> {
+fn body<T: Record + aya::Pod>(bytes: &[u8], header: &Header) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     let claimed = header.len as usize;
     if claimed != expected {
@@ -150,23 +201,29 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         });
     }
     let header: Header = read(bytes);
-    match header.kind {
-        kind::RETRANSMIT => body(bytes, &header).map(Event::Retransmit),
-        kind::SEND_ERROR => body(bytes, &header).map(Event::SendError),
-        kind::ICMP_TOO_BIG => body(bytes, &header).map(Event::IcmpTooBig),
-        kind::SOCKET_STATE => body(bytes, &header).map(Event::SocketState),
-        kind::SOCKET_ERROR => body(bytes, &header).map(Event::SocketError),
-        kind::CONG_STATE => body(bytes, &header).map(Event::CongState),
-        kind::UDP_SEND => body(bytes, &header).map(Event::UdpSend),
-        kind::SOCK_LOOKUP => body(bytes, &header).map(Event::SockLookup),
-        other => Err(DecodeError::UnknownKind(other)),
+    let Some(kind) = Kind::from_u16(header.kind) else {
+        return Err(DecodeError::UnknownKind(header.kind));
+    };
+    match kind {
+        Kind::Retransmit => body(bytes, &header).map(Event::Retransmit),
+        Kind::SendError => body(bytes, &header).map(Event::SendError),
+        Kind::IcmpTooBig => body(bytes, &header).map(Event::IcmpTooBig),
+        Kind::SocketState => body(bytes, &header).map(Event::SocketState),
+        Kind::SocketError => body(bytes, &header).map(Event::SocketError),
+        Kind::CongState => body(bytes, &header).map(Event::CongState),
+        Kind::UdpSend => body(bytes, &header).map(Event::UdpSend),
+        Kind::SockLookup => body(bytes, &header).map(Event::SockLookup),
+        Kind::LossReport => body(bytes, &header).map(Event::LossReport),
+        Kind::ClockStep => body(bytes, &header).map(Event::ClockStep),
     }
 }
 
-/// The bytes of a record, as the kernel would write them (for tests and replay).
-pub fn encode<T: Copy>(record: &T) -> Vec<u8> {
-    // SAFETY: T is a padding-free repr(C) Pod (asserted in agent-common).
-    unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+/// The bytes of a record, as the kernel would write them (for the agent's own
+/// records, tests and replay).
+pub fn encode<R: Record + aya::Pod>(record: &R) -> Vec<u8> {
+    // SAFETY: Pod types are repr(C) without padding (sizes asserted in agent-common):
+    // every byte is initialized.
+    unsafe { core::slice::from_raw_parts((record as *const R).cast::<u8>(), size_of::<R>()) }
         .to_vec()
 }
 
@@ -178,13 +235,7 @@ mod tests {
 
     fn retransmit() -> Retransmit {
         Retransmit {
-            header: Header {
-                kind: kind::RETRANSMIT,
-                len: size_of::<Retransmit>() as u16,
-                cpu: 1,
-                ts_ns: 42,
-                sk: 0xffff_0000_1234,
-            },
+            header: Header::new::<Retransmit>(1, 42, 0xffff_0000_1234),
             flow: Flow {
                 sport: 40000,
                 dport: 5201,
@@ -205,13 +256,11 @@ mod tests {
         let r = retransmit();
         assert_eq!(decode(&encode(&r)), Ok(Event::Retransmit(r)));
         let mut s = SendError::default();
-        s.header.kind = kind::SEND_ERROR;
-        s.header.len = size_of::<SendError>() as u16;
+        s.header = Header::new::<SendError>(0, 1, 2);
         s.errno = 70;
         assert_eq!(decode(&encode(&s)), Ok(Event::SendError(s)));
         let mut i = IcmpTooBig::default();
-        i.header.kind = kind::ICMP_TOO_BIG;
-        i.header.len = size_of::<IcmpTooBig>() as u16;
+        i.header = Header::new::<IcmpTooBig>(0, 1, 0);
         i.mtu = 1400;
         assert_eq!(decode(&encode(&i)), Ok(Event::IcmpTooBig(i)));
     }

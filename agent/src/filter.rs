@@ -108,11 +108,7 @@ impl Filter {
                 if !self.allows_type(a.event.kind_name()) {
                     return false;
                 }
-                self.allows_parts(
-                    a.owner.as_ref(),
-                    Some(a.event.flow()),
-                    a.event.netns().filter(|n| *n != 0),
-                )
+                self.allows_parts(a.owner.as_ref(), a.event.flow(), a.netns)
             }
             Emit::Verdict(v) => {
                 self.allows_type("verdict")
@@ -127,8 +123,8 @@ impl Filter {
     }
 }
 
-/// At most `per_second` lines of one type per socket per second; the rest are
-/// dropped and counted.
+/// At most `per_second` lines of one type (event type or verdict kind) per socket
+/// per second; the rest are dropped and counted.
 pub struct RateLimit {
     per_second: u32,
     windows: HashMap<(u64, &'static str), (u64, u32)>,
@@ -149,16 +145,21 @@ impl RateLimit {
         if self.per_second == 0 {
             return true;
         }
-        let Emit::Event(a) = e else { return true };
-        let Some(sock) = a.sock else { return true };
-        let second = a.event.header().ts_ns / 1_000_000_000;
+        // Lines about no known socket (too-big messages quoting flows nobody has:
+        // anyone on the network can send those) share one budget per type.
+        let (sock, kind, ts_ns) = match e {
+            Emit::Event(a) => (a.sock.unwrap_or(0), a.event.kind_name(), a.event.header().ts_ns),
+            Emit::Verdict(v) => (v.sock.unwrap_or(0), v.kind().name(), v.ts_ns),
+            Emit::Path(_) => return true,
+        };
+        let second = ts_ns / 1_000_000_000;
         if self.windows.len() > 100_000 {
             // Bounded: old windows are worthless after their second.
             self.windows.retain(|_, (s, _)| *s >= second);
         }
         let w = self
             .windows
-            .entry((sock, a.event.kind_name()))
+            .entry((sock, kind))
             .or_insert((second, 0));
         if w.0 != second {
             *w = (second, 0);

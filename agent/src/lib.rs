@@ -13,6 +13,7 @@ pub mod filter;
 pub mod host;
 pub mod hz;
 pub mod ingest;
+pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod output;

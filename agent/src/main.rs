@@ -158,6 +158,7 @@ fn main() -> ExitCode {
                 },
                 loss_interval: Duration::from_secs(1),
                 record: args.record,
+                record_max_bytes: args.record_max_bytes,
                 output: match args.output {
                     sendsight::output::sink::Spec::File { path, .. } => {
                         sendsight::output::sink::Spec::File {

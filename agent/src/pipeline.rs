@@ -3,13 +3,16 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use agent_common::loss::slot;
+
 use crate::{
     clock::WallClock,
-    decode,
+    decode::{self, Event},
     engine::{Emit, Engine, Limits},
     filter::{Filter, RateLimit},
+    ledger::{Ledger, Source},
     metrics::Metrics,
-    output::json::{self, Units},
+    output::json::{self, SummaryBody, Units},
 };
 
 /// What shapes the output (not the engine's view).
@@ -30,7 +33,8 @@ pub struct Pipeline {
     /// Events delivered, by type.
     pub counts: BTreeMap<&'static str, u64>,
     pub verdicts: BTreeMap<&'static str, u64>,
-    pub decode_errors: u64,
+    /// Everything lost, by source.
+    pub ledger: Ledger,
     first_decode_error: Option<String>,
     filter: Filter,
     pub rate: RateLimit,
@@ -46,7 +50,7 @@ impl Pipeline {
             engine: Engine::new(limits),
             counts: BTreeMap::new(),
             verdicts: BTreeMap::new(),
-            decode_errors: 0,
+            ledger: Ledger::new(shaping.metrics.clone()),
             first_decode_error: None,
             filter: shaping.filter,
             rate: RateLimit::new(shaping.rate_limit),
@@ -61,6 +65,18 @@ impl Pipeline {
     /// Returns the event's kernel timestamp when it decoded.
     pub fn record(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<u64> {
         match decode::decode(bytes) {
+            Ok(Event::LossReport(r)) => {
+                let ts = r.header.ts_ns;
+                if r.slot < slot::COUNT {
+                    self.ledger.set(Source::Kernel(r.slot), r.total);
+                }
+                self.report_loss(ts, out);
+                Some(ts)
+            }
+            Ok(Event::ClockStep(c)) => {
+                self.clock = WallClock::with_offset(c.offset_ns as i128);
+                Some(c.header.ts_ns)
+            }
             Ok(event) if event.is_internal() => {
                 let ts = event.header().ts_ns;
                 self.engine.on_event(event);
@@ -86,9 +102,6 @@ impl Pipeline {
                         continue;
                     }
                     if !self.rate.admit(&e) {
-                        if let Some(m) = &self.metrics {
-                            m.lost("rate_limited", 1);
-                        }
                         continue;
                     }
                     json::emit_into(out, &self.clock, self.units, &e);
@@ -102,10 +115,7 @@ impl Pipeline {
                     );
                     self.first_decode_error = Some(e.to_string());
                 }
-                self.decode_errors += 1;
-                if let Some(m) = &self.metrics {
-                    m.lost("decode", 1);
-                }
+                self.ledger.add(Source::Decode, 1);
                 None
             }
         }
@@ -115,7 +125,7 @@ impl Pipeline {
     /// if any (see `Engine::question`). Only too-big records are decoded for it.
     pub fn question(&self, bytes: &[u8]) -> Option<agent_common::event::SockLookup> {
         let kind = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
-        if kind != agent_common::event::kind::ICMP_TOO_BIG {
+        if kind != agent_common::event::Kind::IcmpTooBig as u16 {
             return None;
         }
         self.engine.question(&decode::decode(bytes).ok()?)
@@ -128,8 +138,47 @@ impl Pipeline {
 }
 
 impl Pipeline {
-    /// Whether `loss` lines pass the `--events` filter.
-    pub fn allows_loss_lines(&self) -> bool {
-        self.filter.allows_type("loss")
+    /// `loss` lines for every source grown since the last report (when `--events`
+    /// admits them; the metric moves either way), stamped `mono_ns`.
+    pub fn report_loss(&mut self, mono_ns: u64, out: &mut Vec<u8>) {
+        self.ledger
+            .set(Source::SocketsEvicted, self.engine.sockets.evicted);
+        self.ledger.set(Source::RateLimited, self.rate.dropped);
+        let lines = self.filter.allows_type("loss");
+        self.ledger.report(&self.clock, mono_ns, lines, out);
+    }
+
+    /// The `summary` line (after a last [`Pipeline::report_loss`]).
+    pub fn summary_line(&mut self, duration_s: f64, mono_ns: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.report_loss(mono_ns, &mut out);
+        json::line_into(
+            &mut out,
+            "summary",
+            &self.clock.rfc3339(mono_ns),
+            self.clock.unix_ns(mono_ns),
+            SummaryBody {
+                duration_s,
+                events_total: self.counts.values().sum(),
+                events: self.counts.clone(),
+                lost_total: self.ledger.lost_total(),
+                lost: self.ledger.summary(),
+                sockets_seen: self.engine.sockets.seen,
+                verdicts: self.verdicts.clone(),
+                send_verdicts_rate_limited: self.send_verdicts_rate_limited(),
+            },
+        );
+        out
+    }
+
+    /// The one-line summary for stderr: where the operator still sees what was lost
+    /// when the output itself is what failed.
+    pub fn stderr_summary(&self) -> String {
+        format!(
+            "sendsight: summary: {} events, {} verdicts, {}",
+            self.counts.values().sum::<u64>(),
+            self.verdicts.values().sum::<u64>(),
+            self.ledger.describe()
+        )
     }
 }

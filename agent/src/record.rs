@@ -2,18 +2,30 @@
 //! (`replay FILE`): the bytes exactly as the ring buffer delivered them, so a replay
 //! runs the same decoder and engine and reaches the same verdicts in the same order.
 //!
-//! Format: 8-byte magic, a little-endian u32 length and that many bytes of JSON
-//! header (clock offset, HZ, kernel), then frames of u32 length + record bytes.
+//! Format: 8-byte magic (its 7th byte is the format version), a little-endian u32
+//! length and that many bytes of JSON header (clock offset, HZ, kernel), then frames
+//! of u32 length + record bytes.
+//!
+//! A recording is written by root and may sit in a shared directory: it is created
+//! exclusively (an existing file or a symbolic link at the path is refused, never
+//! followed or truncated), 0600, rotated at a size cap (`FILE` -> `FILE.1`), and it
+//! holds no kernel address: socket identities are replaced by per-run pseudonyms.
 
 use std::{
-    fs::File,
+    collections::hash_map::RandomState,
+    fs::{File, OpenOptions},
+    hash::BuildHasher,
     io::{self, BufReader, BufWriter, Read, Write},
-    path::Path,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-pub const MAGIC: &[u8; 8] = b"SSREC\x00\x01\x00";
+/// The format this agent writes and reads. 2: socket pseudonyms instead of kernel
+/// addresses; `LossReport` and `ClockStep` records.
+pub const VERSION: u8 = 2;
+pub const MAGIC: &[u8; 8] = b"SSREC\x00\x02\x00";
 /// No ring-buffer record is anywhere near this; a bigger frame is corruption.
 pub const MAX_FRAME: u32 = 64 * 1024;
 
@@ -35,6 +47,16 @@ pub enum RecordError {
     Io { path: String, error: io::Error },
     #[error("{0}: not a sendsight recording (bad magic)")]
     Magic(String),
+    #[error(
+        "{path}: a recording in format version {version}; this sendsight reads version {VERSION} \
+         (replay it with the sendsight that made it, or record again)"
+    )]
+    Version { path: String, version: u8 },
+    #[error(
+        "{0}: already exists; a recording is never written over an existing file or through \
+         a symbolic link: remove it or choose another path"
+    )]
+    Exists(String),
     #[error("{path}: bad header: {why}")]
     Header { path: String, why: String },
     #[error("{path}: frame {index} claims {len} bytes (corrupt recording)")]
@@ -45,40 +67,114 @@ pub enum RecordError {
 
 pub struct Recorder {
     out: BufWriter<File>,
-    path: String,
+    path: PathBuf,
+    header: Vec<u8>,
+    /// Bytes in the current file.
+    size: u64,
+    /// Rotate to `FILE.1` beyond this many bytes (0: never).
+    max_bytes: u64,
+    /// Keyed per run: the same socket always gets the same pseudonym within the
+    /// recording, and no pseudonym reveals an address.
+    pseudonyms: RandomState,
+}
+
+/// Creates `path` for writing: new (never an existing file or a link), 0600.
+fn create_exclusive(path: &Path) -> Result<File, RecordError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|error| {
+            if error.kind() == io::ErrorKind::AlreadyExists {
+                RecordError::Exists(path.display().to_string())
+            } else {
+                RecordError::Io {
+                    path: path.display().to_string(),
+                    error,
+                }
+            }
+        })
 }
 
 impl Recorder {
-    pub fn create(path: &Path, header: &Header) -> Result<Self, RecordError> {
-        let p = path.display().to_string();
-        let io = |error| RecordError::Io {
-            path: p.clone(),
-            error,
-        };
-        let mut out = BufWriter::new(File::create(path).map_err(io)?);
+    /// A new recording at `path`, rotated to `path.1` at `max_bytes` (0: no cap).
+    pub fn create(path: &Path, header: &Header, max_bytes: u64) -> Result<Self, RecordError> {
         let h = serde_json::to_vec(header).expect("header serializes");
-        out.write_all(MAGIC).map_err(io)?;
-        out.write_all(&(h.len() as u32).to_le_bytes()).map_err(io)?;
-        out.write_all(&h).map_err(io)?;
-        Ok(Self { out, path: p })
+        let mut head = MAGIC.to_vec();
+        head.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        head.extend_from_slice(&h);
+        let mut r = Self {
+            out: BufWriter::new(create_exclusive(path)?),
+            path: path.into(),
+            header: head,
+            size: 0,
+            max_bytes,
+            pseudonyms: RandomState::new(),
+        };
+        r.start()?;
+        Ok(r)
+    }
+
+    fn io(&self, error: io::Error) -> RecordError {
+        RecordError::Io {
+            path: self.path.display().to_string(),
+            error,
+        }
+    }
+
+    fn start(&mut self) -> Result<(), RecordError> {
+        let r = self.out.write_all(&self.header);
+        r.map_err(|e| self.io(e))?;
+        self.size = self.header.len() as u64;
+        Ok(())
+    }
+
+    /// `FILE` becomes `FILE.1` (replacing the previous one, or a link there: rename
+    /// replaces the link itself) and a new `FILE` begins, with the same header: each
+    /// file replays on its own.
+    fn rotate(&mut self) -> Result<(), RecordError> {
+        self.out.flush().map_err(|e| self.io(e))?;
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old).map_err(|e| self.io(e))?;
+        self.out = BufWriter::new(create_exclusive(&self.path)?);
+        self.start()
     }
 
     pub fn write(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        let frame = 4 + record.len() as u64;
+        if self.max_bytes > 0 && self.size + frame > self.max_bytes && self.size > 0 {
+            self.rotate()?;
+        }
+        // Header bytes 16..24 are the kernel's `struct sock` address: never stored.
+        const SK: std::ops::Range<usize> = 16..24;
         let r = self
             .out
             .write_all(&(record.len() as u32).to_le_bytes())
-            .and_then(|()| self.out.write_all(record));
-        r.map_err(|error| RecordError::Io {
-            path: self.path.clone(),
-            error,
-        })
+            .and_then(|()| match record.get(SK) {
+                Some(sk) => {
+                    let sk = u64::from_ne_bytes(sk.try_into().expect("8 bytes"));
+                    let id = if sk == 0 {
+                        0
+                    } else {
+                        self.pseudonyms.hash_one(sk) | 1
+                    };
+                    self.out.write_all(&record[..SK.start])?;
+                    self.out.write_all(&id.to_ne_bytes())?;
+                    self.out.write_all(&record[SK.end..])
+                }
+                None => self.out.write_all(record),
+            });
+        r.map_err(|e| self.io(e))?;
+        self.size += frame;
+        Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), RecordError> {
-        self.out.flush().map_err(|error| RecordError::Io {
-            path: self.path.clone(),
-            error,
-        })
+        let r = self.out.flush();
+        r.map_err(|e| self.io(e))
     }
 }
 
@@ -103,8 +199,14 @@ impl Reader<BufReader<File>> {
 impl<R: Read> Reader<R> {
     pub fn new(mut input: R, path: String) -> Result<Self, RecordError> {
         let mut magic = [0u8; 8];
-        if input.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        if input.read_exact(&mut magic).is_err() || magic[..6] != MAGIC[..6] {
             return Err(RecordError::Magic(path));
+        }
+        if magic != *MAGIC {
+            return Err(RecordError::Version {
+                path,
+                version: magic[6],
+            });
         }
         let mut len = [0u8; 4];
         input
@@ -207,7 +309,8 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dir = std::env::temp_dir().join(format!("ssrec-{}", std::process::id()));
-        let mut r = Recorder::create(&dir, &header()).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let mut r = Recorder::create(&dir, &header(), 0).unwrap();
         r.write(b"abc").unwrap();
         r.write(&[7u8; 100]).unwrap();
         r.flush().unwrap();
@@ -229,6 +332,53 @@ mod tests {
             Reader::new(&b"garbage!"[..], "g".into()),
             Err(RecordError::Magic(_))
         ));
+        let v1 = Reader::new(&b"SSREC\x00\x01\x00"[..], "old".into()).err().unwrap();
+        assert!(v1.to_string().contains("format version 1"), "{v1}");
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn exclusive_private_pseudonymous_rotated() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ssrec-x-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        let link = dir.join("rec");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = Recorder::create(&link, &header(), 0).err().unwrap();
+        assert!(matches!(e, RecordError::Exists(_)), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(matches!(
+            Recorder::create(&target, &header(), 0),
+            Err(RecordError::Exists(_))
+        ));
+
+        let path = dir.join("new");
+        let mut r = Recorder::create(&path, &header(), 400).unwrap();
+        let mut rec = [0u8; 40];
+        let sk = 0xffff_8881_0234_5678u64;
+        rec[16..24].copy_from_slice(&sk.to_ne_bytes());
+        for _ in 0..10 {
+            r.write(&rec).unwrap();
+        }
+        r.flush().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let old = dir.join("new.1");
+        assert!(old.exists(), "rotated at the cap");
+        let mut ids = std::collections::BTreeSet::new();
+        for p in [&old, &path] {
+            assert!(std::fs::metadata(p).unwrap().len() <= 400);
+            let mut rd = Reader::open(p).unwrap();
+            while let Some(f) = rd.next_record().unwrap() {
+                let id = u64::from_ne_bytes(f[16..24].try_into().unwrap());
+                assert_ne!(id, sk);
+                ids.insert(id);
+            }
+        }
+        assert_eq!(ids.len(), 1, "one socket, one pseudonym");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

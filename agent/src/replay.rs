@@ -3,15 +3,12 @@
 
 use std::{io::Write, path::Path};
 
-use agent_common::loss::slot;
-
 use crate::{
     clock::WallClock,
     engine::Limits,
     output::json::Units,
     pipeline::Pipeline,
     record::{Reader, RecordError},
-    run::summary_line,
 };
 
 /// Replays `path`, writing lines to `out`. Returns the number of records.
@@ -71,18 +68,11 @@ pub fn replay_from<R: std::io::Read>(
         }
     }
     let first = first.unwrap_or(0);
-    let lost = [0u64; slot::COUNT as usize];
-    let summary = summary_line(
-        &pipe,
-        &lost,
-        0,
-        (last.saturating_sub(first)) as f64 / 1e9,
-        &clock.rfc3339(last),
-        clock.unix_ns(last),
-    );
+    let summary = pipe.summary_line((last.saturating_sub(first)) as f64 / 1e9, last);
     match out.write_all(&summary).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
         _ => {}
     }
+    eprintln!("{}", pipe.stderr_summary());
     Ok(n)
 }

@@ -2,13 +2,15 @@
 //! arrives, then detach, drain, and print the summary.
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use agent_common::loss::{SLOT_NAMES, slot};
+use agent_common::{
+    event::{ClockStep, Header, LossReport},
+    loss::slot,
+};
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -17,8 +19,9 @@ use crate::{
     engine::Limits,
     ingest::Ingest,
     metrics::Metrics,
+    ledger::Source,
     output::{
-        json::{self, LossBody, StartBody, SummaryBody, Units},
+        json::{self, StartBody, Units},
         sink::{self, Sink, SinkError},
     },
     pipeline::{Pipeline, Shaping},
@@ -35,6 +38,8 @@ pub struct RunConfig {
     pub loss_interval: Duration,
     /// Write the raw event stream here (for `sendsight replay`).
     pub record: Option<PathBuf>,
+    /// Rotate the recording beyond this many bytes (0: never).
+    pub record_max_bytes: u64,
     pub output: sink::Spec,
     /// Bound of a network sink's queue, in bytes.
     pub queue_bytes: usize,
@@ -51,22 +56,29 @@ enum Stop {
     Duration,
     Signal(&'static str),
     OutputClosed,
+    /// Writing the output failed (not a reader that went away): the run ends with
+    /// this error, after the stderr summary.
+    OutputFailed(SinkError),
+    /// Waiting on the ring failed.
+    Ring(std::io::Error),
 }
 
 struct State {
     pipe: Pipeline,
     out: Sink,
-    sink_reported: u64,
-    rate_reported: u64,
     recorder: Option<Recorder>,
-    kernel_reported: [u64; slot::COUNT as usize],
-    decode_reported: u64,
+    /// Kernel loss counters as last put into the stream.
+    kernel_seen: [u64; slot::COUNT as usize],
     /// First sink error while handling a batch (the batch goes on being counted).
     failed: Option<SinkError>,
     /// Lines of the record being handled.
     scratch: Vec<u8>,
     lookups: crate::sysinfo::SockLookups,
 }
+
+/// The wall clock may be stepped (NTP, `date -s`) by more than this before a
+/// `ClockStep` re-bases the timestamps.
+const CLOCK_STEP_NS: i128 = 1_000_000;
 
 impl State {
     fn handle(&mut self, bytes: &[u8]) {
@@ -88,6 +100,10 @@ impl State {
         }
         self.scratch.clear();
         let _ = self.pipe.record(bytes, &mut self.scratch);
+        self.push_scratch();
+    }
+
+    fn push_scratch(&mut self) {
         if !self.scratch.is_empty()
             && self.failed.is_none()
             && let Err(e) = self.out.push(&self.scratch)
@@ -101,78 +117,40 @@ impl State {
         (self.pipe.clock.rfc3339(mono), self.pipe.clock.unix_ns(mono))
     }
 
-    /// Emits a `loss` line for every source whose count grew since the last report.
-    fn report_loss(&mut self, kernel: [u64; slot::COUNT as usize]) -> Result<(), SinkError> {
-        let (ts, ts_ns) = self.now();
+    /// The agent's bookkeeping, on the ticker: kernel loss counters that grew go
+    /// into the stream as `LossReport` records (recorded, so a replay's ledger says
+    /// the same), a stepped wall clock as a `ClockStep`; then `loss` lines for
+    /// every source that grew.
+    fn bookkeeping(&mut self, kernel: [u64; slot::COUNT as usize]) -> Result<(), SinkError> {
+        let now = WallClock::monotonic_now();
+        let offset = WallClock::from_system().offset_ns();
+        if (offset - self.pipe.clock.offset_ns()).abs() > CLOCK_STEP_NS {
+            let step = ClockStep {
+                header: Header::new::<ClockStep>(0, now, 0),
+                offset_ns: offset as i64,
+            };
+            self.handle_one(&crate::decode::encode(&step));
+        }
         for (i, total) in kernel.iter().enumerate() {
-            let before = self.kernel_reported[i];
-            if *total > before {
-                if let Some(m) = &self.pipe.metrics {
-                    m.lost(SLOT_NAMES[i], total - before);
-                }
-                let line = json::line(
-                    "loss",
-                    &ts,
-                    ts_ns,
-                    LossBody {
-                        source: SLOT_NAMES[i],
-                        lost: total - before,
-                        total: *total,
-                    },
-                );
-                self.out.push(&line)?;
-                self.kernel_reported[i] = *total;
+            if *total > self.kernel_seen[i] {
+                let report = LossReport {
+                    header: Header::new::<LossReport>(0, now, 0),
+                    slot: i as u32,
+                    _reserved: 0,
+                    total: *total,
+                };
+                self.handle_one(&crate::decode::encode(&report));
+                self.kernel_seen[i] = *total;
             }
         }
-        if !self.pipe.allows_loss_lines() {
-            self.kernel_reported = kernel;
-            self.decode_reported = self.pipe.decode_errors;
-            return self.out.flush();
+        self.pipe.ledger.set(Source::Sink, self.out.dropped());
+        self.scratch.clear();
+        self.pipe.report_loss(now, &mut self.scratch);
+        self.push_scratch();
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => self.out.flush(),
         }
-        for (source, now, before) in [
-            ("sink", self.out.dropped(), &mut self.sink_reported),
-            (
-                "rate_limited",
-                self.pipe.rate.dropped,
-                &mut self.rate_reported,
-            ),
-        ] {
-            if now > *before {
-                let line = json::line(
-                    "loss",
-                    &ts,
-                    ts_ns,
-                    LossBody {
-                        source,
-                        lost: now - *before,
-                        total: now,
-                    },
-                );
-                if let Some(m) = &self.pipe.metrics
-                    && source == "sink"
-                {
-                    m.lost(source, now - *before);
-                }
-                *before = now;
-                self.out.push(&line)?;
-            }
-        }
-        let decode = self.pipe.decode_errors;
-        if decode > self.decode_reported {
-            let line = json::line(
-                "loss",
-                &ts,
-                ts_ns,
-                LossBody {
-                    source: "decode",
-                    lost: decode - self.decode_reported,
-                    total: decode,
-                },
-            );
-            self.out.push(&line)?;
-            self.decode_reported = decode;
-        }
-        self.out.flush()
     }
 }
 
@@ -180,46 +158,6 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-pub fn summary_line(
-    pipe: &Pipeline,
-    lost: &[u64; slot::COUNT as usize],
-    sink_dropped: u64,
-    duration_s: f64,
-    ts: &str,
-    ts_ns: i128,
-) -> Vec<u8> {
-    let mut lost_map = BTreeMap::new();
-    for (i, n) in lost.iter().enumerate() {
-        if *n > 0 || i <= slot::CONG_STATE as usize {
-            lost_map.insert(SLOT_NAMES[i].to_string(), *n);
-        }
-    }
-    lost_map.insert("decode".to_string(), pipe.decode_errors);
-    lost_map.insert("sockets_evicted".to_string(), pipe.engine.sockets.evicted);
-    lost_map.insert("sink".to_string(), sink_dropped);
-    lost_map.insert("rate_limited".to_string(), pipe.rate.dropped);
-    json::line(
-        "summary",
-        ts,
-        ts_ns,
-        SummaryBody {
-            duration_s,
-            events_total: pipe.counts.values().sum(),
-            events: pipe.counts.clone(),
-            // Not events: details of a send failure emitted without its syscall.
-            lost_total: lost_map
-                .iter()
-                .filter(|(k, _)| *k != "send_error_details")
-                .map(|(_, v)| v)
-                .sum(),
-            lost: lost_map,
-            sockets_seen: pipe.engine.sockets.seen,
-            verdicts: pipe.verdicts.clone(),
-            send_verdicts_rate_limited: pipe.send_verdicts_rate_limited(),
-        },
-    )
 }
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
@@ -236,10 +174,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     crate::host::set(host.clone());
     let metrics = cfg.metrics.map(|_| Arc::new(Metrics::default()));
     if let (Some(addr), Some(m)) = (cfg.metrics, &metrics) {
-        let server = crate::metrics::serve(addr, m.clone())
-            .await
+        crate::metrics::spawn(addr, m.clone())
             .with_context(|| format!("--metrics {addr}: cannot listen"))?;
-        tokio::spawn(server);
         eprintln!("sendsight: metrics on http://{addr}/metrics (health: /healthz)");
     }
     let out = match (cfg.text, &cfg.output) {
@@ -256,6 +192,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 hz,
                 host: Some(host),
             },
+            cfg.record_max_bytes,
         )?),
         None => None,
     };
@@ -272,13 +209,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             },
         ),
         out,
-        sink_reported: 0,
-        rate_reported: 0,
         scratch: Vec::with_capacity(4096),
         lookups: Default::default(),
         recorder,
-        kernel_reported: [0; slot::COUNT as usize],
-        decode_reported: 0,
+        kernel_seen: [0; slot::COUNT as usize],
         failed: None,
     };
 
@@ -339,39 +273,35 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let written = tokio::select! {
             batch = ingest.ready() => {
-                let batch = batch.context("waiting on the ring buffer")?;
-                batch.drain(|bytes| state.handle(bytes));
-                match state.failed.take().map_or_else(|| state.out.flush(), Err) {
-                    Ok(()) => {}
-                    Err(SinkError::Closed) => break Stop::OutputClosed,
-                    Err(e) => return Err(e.into()),
+                match batch {
+                    Ok(batch) => {
+                        batch.drain(|bytes| state.handle(bytes));
+                        state.failed.take().map_or_else(|| state.out.flush(), Err)
+                    }
+                    Err(e) => break Stop::Ring(e),
                 }
             }
             _ = poll.tick() => {
                 ingest.poll(|bytes| state.handle(bytes));
-                match state.failed.take().map_or_else(|| state.out.flush(), Err) {
-                    Ok(()) => {}
-                    Err(SinkError::Closed) => break Stop::OutputClosed,
-                    Err(e) => return Err(e.into()),
-                }
+                state.failed.take().map_or_else(|| state.out.flush(), Err)
             }
             _ = ticker.tick() => {
                 state.pipe.engine.tick(WallClock::monotonic_now());
                 if let Some(m) = &state.pipe.metrics {
                     m.sockets.set(state.pipe.engine.sockets.len() as i64);
                 }
-                let lost = loaded.lost_counts();
-                match state.report_loss(lost) {
-                    Ok(()) => {}
-                    Err(SinkError::Closed) => break Stop::OutputClosed,
-                    Err(e) => return Err(e.into()),
-                }
+                state.bookkeeping(loaded.lost_counts())
             }
             _ = sleep => break Stop::Duration,
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+        };
+        match written {
+            Ok(()) => {}
+            Err(SinkError::Closed) => break Stop::OutputClosed,
+            Err(e) => break Stop::OutputFailed(e),
         }
     };
 
@@ -385,57 +315,65 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
+    // What is still parked never meets its syscall exit now.
+    let parked = loaded.pending_count();
     loaded.detach();
-    if let Stop::OutputClosed = stop {
-        eprintln!("sendsight: output closed by its reader; detached and stopping");
-        return Ok(());
+    let writable = matches!(stop, Stop::Duration | Stop::Signal(_));
+    if writable {
+        ingest.drain_now(|bytes| state.handle(bytes));
+    } else {
+        // The output is gone: what is left in the ring is read (and recorded) but
+        // counted, not printed.
+        let mut left = 0u64;
+        ingest.drain_now(|bytes| {
+            left += 1;
+            if let Some(r) = &mut state.recorder {
+                let _ = r.write(bytes);
+            }
+        });
+        state.pipe.ledger.add(Source::Sink, left);
     }
-    ingest.drain_now(|bytes| state.handle(bytes));
+    state.pipe.ledger.set(Source::SendParkedAtExit, parked);
+    let end = if writable {
+        state.bookkeeping(loaded.lost_counts())
+    } else {
+        let _ = state.bookkeeping(loaded.lost_counts());
+        Ok(())
+    };
     if let Some(r) = &mut state.recorder
         && let Err(e) = r.flush()
     {
         eprintln!("sendsight: error: {e}");
     }
-    let lost = loaded.lost_counts();
-    let end = state.report_loss(lost);
-    let (ts, ts_ns) = state.now();
-    let summary = summary_line(
-        &state.pipe,
-        &lost,
-        state.out.dropped(),
-        started.elapsed().as_secs_f64(),
-        &ts,
-        ts_ns,
-    );
-    let r = state
-        .failed
-        .take()
-        .map_or(end, Err)
-        .and_then(|()| state.out.push(&summary))
+    let mono = WallClock::monotonic_now();
+    let summary = state
+        .pipe
+        .summary_line(started.elapsed().as_secs_f64(), mono);
+    let r = end
+        .and_then(|()| if writable { state.out.push(&summary) } else { Ok(()) })
         .and_then(|()| state.out.flush());
     state.out.close(Duration::from_secs(2)).await;
+    // What the close could not deliver is in the stderr summary (the summary line
+    // itself may be what was lost).
+    state.pipe.ledger.set(Source::Sink, state.out.dropped());
+    eprintln!("{}", state.pipe.stderr_summary());
+    let why = match stop {
+        Stop::Duration => "duration over".to_string(),
+        Stop::Signal(s) => format!("{s} received"),
+        Stop::OutputClosed => "output closed by its reader".to_string(),
+        Stop::OutputFailed(e) => {
+            eprintln!("sendsight: all programs detached");
+            return Err(e.into());
+        }
+        Stop::Ring(e) => {
+            eprintln!("sendsight: all programs detached");
+            return Err(anyhow::Error::new(e).context("waiting on the ring buffer"));
+        }
+    };
     match r {
         Ok(()) | Err(SinkError::Closed) => {}
         Err(e) => return Err(e.into()),
     }
-    // Also on stderr: when the output itself is what failed (disk full, collector
-    // gone), this is where the operator still sees what was lost.
-    let sink_lost = state.out.dropped();
-    eprintln!(
-        "sendsight: summary: {} events, {} verdicts, lost: kernel {}, decode {}, sink {}, \
-         rate-limited {}",
-        state.pipe.counts.values().sum::<u64>(),
-        state.pipe.verdicts.values().sum::<u64>(),
-        lost.iter().take(slot::CONG_STATE as usize + 1).sum::<u64>(),
-        state.pipe.decode_errors,
-        sink_lost,
-        state.pipe.rate.dropped
-    );
-    let why = match stop {
-        Stop::Duration => "duration over".to_string(),
-        Stop::Signal(s) => format!("{s} received"),
-        Stop::OutputClosed => unreachable!("returned above"),
-    };
     eprintln!("sendsight: {why}; all programs detached");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! 198.18.x.y:1024+ to 198.19.0.z:443, owned by one of 50 processes; its records
 //! are what the probes would put in the ring buffer (`decode::encode` them).
 
-use agent_common::event::{Flow, Header, Owner, Retransmit, SendError, kind, send_source};
+use agent_common::event::{Flow, Header, Kind, Owner, Retransmit, SendError, send_source};
 
 /// The flow of socket `i` (established, IPv4).
 pub fn flow(i: u64) -> Flow {
@@ -34,7 +34,7 @@ pub fn owner(i: u64) -> Owner {
 pub fn retransmit(i: u64, k: u64, ts_ns: u64) -> Retransmit {
     Retransmit {
         header: Header {
-            kind: kind::RETRANSMIT,
+            kind: Kind::Retransmit as u16,
             len: size_of::<Retransmit>() as u16,
             cpu: 0,
             ts_ns,
@@ -65,7 +65,7 @@ pub fn send_error(i: u64, ts_ns: u64) -> SendError {
     let rt = retransmit(i, 0, ts_ns);
     SendError {
         header: Header {
-            kind: kind::SEND_ERROR,
+            kind: Kind::SendError as u16,
             len: size_of::<SendError>() as u16,
             ..rt.header
         },

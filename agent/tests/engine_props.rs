@@ -30,7 +30,7 @@ use std::collections::BTreeSet;
 
 use agent_common::event::{
     AF_INET, AF_INET6, CongState, Flow, Header, IPPROTO_TCP, IPPROTO_UDP, IcmpTooBig, Owner,
-    Retransmit, SendError, SocketError, SocketState, icmp_source, kind, retransmit_kind,
+    Retransmit, SendError, SocketError, SocketState, icmp_source, Kind, retransmit_kind,
 };
 use proptest::{
     prelude::*,
@@ -39,7 +39,7 @@ use proptest::{
 };
 use sendsight::{
     clock::WallClock,
-    decode::{DecodeError, Event, decode, encode},
+    decode::{DecodeError, Event, decode},
     engine::{Emit, Engine, Limits, timeline},
     output::{
         SCHEMA,
@@ -256,7 +256,7 @@ fn netns() -> BoxedStrategy<u32> {
 
 fn retransmit() -> BoxedStrategy<Retransmit> {
     let a = (
-        header(kind::RETRANSMIT, size_of::<Retransmit>()),
+        header(Kind::Retransmit as u16, size_of::<Retransmit>()),
         flow(),
         owner(),
         num32(&[1, 1, 2], 0, 4),         // segs
@@ -326,7 +326,7 @@ fn retransmit() -> BoxedStrategy<Retransmit> {
 fn send_error() -> BoxedStrategy<SendError> {
     const SYSCALLS: &[i32] = &[-1, 1, 20, 44, 46, 307];
     (
-        header(kind::SEND_ERROR, size_of::<SendError>()),
+        header(Kind::SendError as u16, size_of::<SendError>()),
         flow(),
         owner(),
         errno(),
@@ -357,7 +357,7 @@ fn send_error() -> BoxedStrategy<SendError> {
 
 fn icmp_too_big() -> BoxedStrategy<IcmpTooBig> {
     (
-        header(kind::ICMP_TOO_BIG, size_of::<IcmpTooBig>()),
+        header(Kind::IcmpTooBig as u16, size_of::<IcmpTooBig>()),
         flow(),
         addr(),
         num32(&[0, 68, 576, 1280, 1400, 1500, 9000], 68, 9000),
@@ -395,7 +395,7 @@ fn socket_state() -> BoxedStrategy<SocketState> {
     // TCP_CLOSE (7) and ESTABLISHED (1) most often.
     const STATES: &[u8] = &[7, 7, 1, 1, 1, 2, 4, 8, 10, 12];
     (
-        header(kind::SOCKET_STATE, size_of::<SocketState>()),
+        header(Kind::SocketState as u16, size_of::<SocketState>()),
         flow(),
         owner(),
         netns(),
@@ -419,7 +419,7 @@ fn socket_state() -> BoxedStrategy<SocketState> {
 
 fn socket_error() -> BoxedStrategy<SocketError> {
     (
-        header(kind::SOCKET_ERROR, size_of::<SocketError>()),
+        header(Kind::SocketError as u16, size_of::<SocketError>()),
         flow(),
         errno(),
         any::<u32>(),
@@ -435,7 +435,7 @@ fn socket_error() -> BoxedStrategy<SocketError> {
 
 fn cong_state() -> BoxedStrategy<CongState> {
     (
-        header(kind::CONG_STATE, size_of::<CongState>()),
+        header(Kind::CongState as u16, size_of::<CongState>()),
         flow(),
         num8(&[0, 1, 2, 3, 4]),
         any::<u64>(),
@@ -471,6 +471,8 @@ fn header_mut(e: &mut Event) -> &mut Header {
         Event::CongState(e) => &mut e.header,
         Event::UdpSend(e) => &mut e.header,
         Event::SockLookup(e) => &mut e.header,
+        Event::LossReport(e) => &mut e.header,
+        Event::ClockStep(e) => &mut e.header,
     }
 }
 
@@ -752,7 +754,7 @@ fn stamp(e: &mut Event, s: &Sock, mask: u8) {
                 e.flow = s.flow;
             }
         }
-        Event::SockLookup(_) => {}
+        Event::SockLookup(_) | Event::LossReport(_) | Event::ClockStep(_) => {}
     }
 }
 
@@ -1019,7 +1021,7 @@ proptest! {
 fn blackhole_rto(sk: u64, ts_ns: u64, mss: u32, backoff: u8) -> Event {
     Event::Retransmit(Retransmit {
         header: Header {
-            kind: kind::RETRANSMIT,
+            kind: Kind::Retransmit as u16,
             len: size_of::<Retransmit>() as u16,
             cpu: 0,
             ts_ns,
@@ -1104,30 +1106,11 @@ fn regression_blackhole_packet_size_at_max_mss() {
 // ---------------------------------------------------------------------------
 
 fn size_of_kind(k: u16) -> Option<usize> {
-    Some(match k {
-        kind::RETRANSMIT => size_of::<Retransmit>(),
-        kind::SEND_ERROR => size_of::<SendError>(),
-        kind::ICMP_TOO_BIG => size_of::<IcmpTooBig>(),
-        kind::SOCKET_STATE => size_of::<SocketState>(),
-        kind::SOCKET_ERROR => size_of::<SocketError>(),
-        kind::CONG_STATE => size_of::<CongState>(),
-        kind::UDP_SEND => size_of::<agent_common::event::UdpSend>(),
-        kind::SOCK_LOOKUP => size_of::<agent_common::event::SockLookup>(),
-        _ => return None,
-    })
+    Kind::from_u16(k).map(Kind::size)
 }
 
 fn encode_event(e: &Event) -> Vec<u8> {
-    match e {
-        Event::Retransmit(x) => encode(x),
-        Event::SendError(x) => encode(x),
-        Event::IcmpTooBig(x) => encode(x),
-        Event::SocketState(x) => encode(x),
-        Event::SocketError(x) => encode(x),
-        Event::CongState(x) => encode(x),
-        Event::UdpSend(x) => encode(x),
-        Event::SockLookup(x) => encode(x),
-    }
+    e.encode()
 }
 
 /// What `decode` must answer for `bytes`, from its documented checks alone.

@@ -2,7 +2,7 @@
 //! agent, minimized, kept as regression tests. An `#[ignore]`d test is a crash that
 //! is not fixed yet: fix it, then drop the `#[ignore]` so it stays fixed.
 
-use agent_common::event::{CongState, Flow, Header, kind};
+use agent_common::event::{CongState, Flow, Header, Kind};
 use sendsight::{decode, engine::Limits, record::Reader, replay::replay_from};
 
 /// A recording: magic, JSON header, then u32-length frames (see `record.rs`).
@@ -21,7 +21,7 @@ fn recording(header_json: &str, records: &[Vec<u8>]) -> Vec<u8> {
 fn cong_state(ts_ns: u64) -> Vec<u8> {
     decode::encode(&CongState {
         header: Header {
-            kind: kind::CONG_STATE,
+            kind: Kind::CongState as u16,
             len: size_of::<CongState>() as u16,
             cpu: 0,
             ts_ns,

@@ -408,6 +408,7 @@ fn synthetic(path: &Path, sockets: u64, per_socket: u64) -> anyhow::Result<u64> 
             hz: Some(250),
             host: None,
         },
+        0,
     )?;
     let mut n = 0;
     for i in 0..sockets {

@@ -9,7 +9,7 @@ pub mod verdict;
 
 use agent_common::{
     event::{
-        Header, IPPROTO_TCP, IPPROTO_UDP, Owner, SockLookup, icmp_source, kind, lookup_answer,
+        Header, IPPROTO_TCP, IPPROTO_UDP, Owner, SockLookup, icmp_source, lookup_answer,
     },
     kernel::tcp_state,
 };
@@ -27,6 +27,9 @@ pub struct Annotated {
     pub sock: Option<u64>,
     /// The process behind the socket, when known.
     pub owner: Option<Owner>,
+    /// The network namespace: the record's, else the socket's (error reports and
+    /// congestion changes carry none).
+    pub netns: Option<u32>,
     pub event: Event,
 }
 
@@ -108,12 +111,7 @@ impl Engine {
             return None;
         }
         Some(SockLookup {
-            header: Header {
-                kind: kind::SOCK_LOOKUP,
-                len: size_of::<SockLookup>() as u16,
-                ts_ns: e.header.ts_ns,
-                ..Header::default()
-            },
+            header: Header::new::<SockLookup>(0, e.header.ts_ns, 0),
             flow: e.quoted,
             netns: e.netns,
             answer: lookup_answer::UNKNOWN,
@@ -188,7 +186,10 @@ impl Engine {
                     None => (None, None, None),
                 }
             }
-            Event::IcmpTooBig(_) | Event::SockLookup(_) => (None, None, None),
+            Event::IcmpTooBig(_)
+            | Event::SockLookup(_)
+            | Event::LossReport(_)
+            | Event::ClockStep(_) => (None, None, None),
         };
         let owner = owner.filter(|o| o.pid != 0);
         let ctx = verdict::Ctx { sock, owner };
@@ -197,9 +198,7 @@ impl Engine {
             && let Some(entry) = self.sockets.get_mut(sk)
         {
             let tl = &mut entry.timeline;
-            if let Some(netns) = event.netns()
-                && netns != 0
-            {
+            if let Some(netns) = event.netns() {
                 tl.netns = netns;
             }
             match &event {
@@ -271,7 +270,16 @@ impl Engine {
         }
 
         let mut out = Vec::with_capacity(1 + verdicts.len());
-        out.push(Emit::Event(Annotated { sock, owner, event }));
+        let netns = event.netns().or_else(|| {
+            let sk = sk?;
+            Some(self.sockets.get_mut(sk)?.timeline.netns).filter(|n| *n != 0)
+        });
+        out.push(Emit::Event(Annotated {
+            sock,
+            owner,
+            netns,
+            event,
+        }));
         for v in verdicts {
             let path = match (&v.evidence, v.sock) {
                 (verdict::Evidence::PmtudBlackhole(b), Some(id)) => {

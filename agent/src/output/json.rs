@@ -442,7 +442,7 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
             },
         ),
         // The agent's own record: never a line (the pipeline does not pass it here).
-        Event::SockLookup(_) => {}
+        Event::SockLookup(_) | Event::LossReport(_) | Event::ClockStep(_) => {}
         Event::UdpSend(e) => line_into(
             out,
             kind,

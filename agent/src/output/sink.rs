@@ -244,20 +244,69 @@ pub struct FileSink {
     warned: bool,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// Opens (or creates, 0600) the output file for appending, never through a link:
+/// the agent runs as root and the path may be in a shared directory. An existing
+/// file must be a regular file of the agent's own user; its mode is tightened to
+/// 0600 (the lines name processes and peers).
+fn open_output(path: &Path) -> Result<File, SinkError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let err = |error: io::Error| SinkError::Open {
+        path: path.display().to_string(),
+        error,
+    };
+    let refuse = |why: String| err(io::Error::other(why));
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                refuse(
+                    "is a symbolic link; sendsight does not write through links (name the \
+                     file itself)"
+                        .into(),
+                )
+            } else {
+                err(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by sendsight's user (uid {me}): refusing to write \
+             into another user's file",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+        eprintln!(
+            "sendsight: warning: {}: mode was {:04o}; set to 0600",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(file)
+}
+
+/// [`open_output`], for the writer's own reopen and rotation.
+fn open_append(path: &Path) -> io::Result<File> {
+    open_output(path).map_err(|e| match e {
+        SinkError::Open { error, .. } => error,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 impl FileSink {
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<Self, SinkError> {
-        let file = open_append(path).map_err(|error| SinkError::Open {
-            path: path.display().to_string(),
-            error,
-        })?;
+        let file = open_output(path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             path: path.into(),
@@ -412,7 +461,12 @@ impl NetSink {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let q = self.queue.lock().expect("queue lock");
-        let left = q.lines.len() as u64;
+        // Entries may hold several lines (one record's event and verdicts).
+        let left: u64 = q
+            .lines
+            .iter()
+            .map(|l| l.iter().filter(|&&b| b == b'\n').count().max(1) as u64)
+            .sum();
         if left > 0 {
             eprintln!("sendsight: warning: {left} lines not delivered to the collector at exit");
             self.stats.dropped.fetch_add(left, Ordering::Relaxed);

@@ -8,7 +8,7 @@ pub mod layout;
 pub mod tracefs;
 
 use agent_common::{
-    event::SockInfo,
+    event::PendingSend,
     layout::{ABSENT, Config, Layout, send_slot},
     loss,
 };
@@ -91,7 +91,8 @@ pub struct Loaded {
     /// Taken by the ingest stage.
     pub events: Option<RingBuf<MapData>>,
     pub lost: PerCpuArray<MapData, u64>,
-    pub socks: HashMap<MapData, u64, SockInfo>,
+    /// Socket-layer send failures waiting for their syscall exit, per thread.
+    pub pending: HashMap<MapData, u32, PendingSend>,
     pub report: Vec<ProbeStatus>,
     pub tracefs: tracefs::Found,
     /// Kernel struct members this kernel lacks (each degrades some field).
@@ -108,6 +109,11 @@ impl Loaded {
             }
         }
         out
+    }
+
+    /// Send failures still parked for their syscall exit (at exit: never delivered).
+    pub fn pending_count(&self) -> u64 {
+        self.pending.keys().filter(|k| k.is_ok()).count() as u64
     }
 
     /// Detach every program: after this no event is produced. The maps stay
@@ -509,16 +515,16 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         name: "LOST",
         error,
     })?;
-    let socks = ebpf.take_map("SOCKS").ok_or(ProbeError::NoMap("SOCKS"))?;
-    let socks = HashMap::try_from(socks).map_err(|error| ProbeError::Map {
-        name: "SOCKS",
+    let pending = ebpf.take_map("PENDING").ok_or(ProbeError::NoMap("PENDING"))?;
+    let pending = HashMap::try_from(pending).map_err(|error| ProbeError::Map {
+        name: "PENDING",
         error,
     })?;
     Ok(Loaded {
         ebpf: Some(ebpf),
         events: Some(events),
         lost,
-        socks,
+        pending,
         report,
         tracefs: found,
         missing_members: resolver.missing,
