@@ -23,6 +23,7 @@ pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod synthetic;
 pub mod sysinfo;
 
 /// Embedded eBPF object, built by build.rs from agent-ebpf with the pinned nightly.

@@ -2,21 +2,12 @@
 //! SENDSIGHT_FIXTURES_DIR) replayed without privileges: each must reach exactly the
 //! verdicts it reached live, twice in a row identically.
 
-use std::{collections::BTreeSet, path::PathBuf};
+mod common;
+
+use std::collections::BTreeSet;
 
 use sendsight::{engine::Limits, record::Reader, replay::replay_from};
 use serde_json::Value;
-
-fn fixtures() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ssrec"))
-        .collect();
-    v.sort();
-    v
-}
 
 fn replay(bytes: &[u8]) -> Vec<u8> {
     let mut reader = Reader::new(bytes, "fixture".into()).expect("valid recording");
@@ -27,13 +18,7 @@ fn replay(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_scenario_replays_to_its_verdicts() {
-    let all = fixtures();
-    assert!(
-        all.len() >= 8,
-        "expected the 8 scenario recordings, found {}",
-        all.len()
-    );
-    for path in all {
+    for path in common::fixtures() {
         let bytes = std::fs::read(&path).unwrap();
         let expect: Value = serde_json::from_slice(
             &std::fs::read(path.with_extension("expect.json")).expect("expect file"),
@@ -69,7 +54,7 @@ fn every_scenario_replays_to_its_verdicts() {
 
 #[test]
 fn truncated_recording_replays_what_came_before() {
-    let path = &fixtures()[0];
+    let path = &common::fixtures()[0];
     let bytes = std::fs::read(path).unwrap();
     for cut in [bytes.len() - 1, bytes.len() / 2, 200] {
         let out = replay(&bytes[..cut]);

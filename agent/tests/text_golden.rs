@@ -7,21 +7,12 @@
 //!
 //! and review the diff.
 
+mod common;
+
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
-
-fn fixtures() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ssrec"))
-        .collect();
-    v.sort();
-    v
-}
 
 fn replay(file: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sendsight"));
@@ -52,8 +43,7 @@ fn golden_text(file: &Path) -> String {
 #[test]
 fn text_view_of_every_fixture_matches_its_golden() {
     let bless = std::env::var_os("SENDSIGHT_BLESS").is_some_and(|v| v == "1");
-    let all = fixtures();
-    assert!(all.len() >= 8, "found {} recordings", all.len());
+    let all = common::fixtures();
     let mut stale = Vec::new();
     for file in &all {
         let got = golden_text(file);
@@ -93,7 +83,7 @@ fn text_view_of_every_fixture_matches_its_golden() {
 
 #[test]
 fn text_view_shows_verdicts_and_no_json() {
-    for file in fixtures() {
+    for file in common::fixtures() {
         let text = golden_text(&file);
         assert!(text.contains("▶ VERDICT "), "{}", file.display());
         assert!(text.contains("── summary"), "{}", file.display());
@@ -114,7 +104,7 @@ fn text_view_shows_verdicts_and_no_json() {
 
 #[test]
 fn piped_replay_is_json_lines_by_default() {
-    let file = &fixtures()[0];
+    let file = &common::fixtures()[0];
     let out = replay(file, &[], &[]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().count() > 3);
@@ -126,7 +116,7 @@ fn piped_replay_is_json_lines_by_default() {
 
 #[test]
 fn no_color_wins_over_forced_colour() {
-    let file = &fixtures()[0];
+    let file = &common::fixtures()[0];
     let forced = replay(file, &["--format", "text"], &[("CLICOLOR_FORCE", "1")]);
     assert!(forced.stdout.contains(&0x1b), "CLICOLOR_FORCE: no colour");
     let both = replay(

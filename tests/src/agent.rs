@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -69,13 +69,19 @@ impl Agent {
     /// Starts the agent; with `stdout_lines` false (output sent elsewhere), waits for
     /// the attach message on stderr instead of the `start` line.
     pub fn start_expecting(args: &[&str], stdout_lines: bool) -> Agent {
-        let mut child = Command::new(binary())
-            .arg("run")
-            .args(args)
+        let mut cmd = Command::new(binary());
+        cmd.arg("run").args(args);
+        Self::spawn(cmd, stdout_lines)
+    }
+
+    /// Starts `cmd`: `sendsight run ...`, or a wrapper that execs it (setpriv), so
+    /// that the child's pid is the agent's. Waits as `start_expecting` does.
+    pub fn spawn(mut cmd: Command, stdout_lines: bool) -> Agent {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn sendsight");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (started_tx, started_rx) = mpsc::channel();
@@ -135,19 +141,7 @@ impl Agent {
     /// Sends `signal`, then waits for the agent to exit.
     pub fn stop_with(&mut self, signal: i32) -> Output {
         let mut child = self.child.take().expect("agent already stopped");
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let s = child.wait().unwrap();
-                panic!("sendsight did not exit within 30 s of SIGINT (killed: {s})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = signal_and_wait(&mut child, signal);
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
@@ -156,6 +150,24 @@ impl Agent {
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
             status,
         }
+    }
+}
+
+/// Sends `signal` to the agent `child`, then waits for it to exit: 30 s at most,
+/// else it is killed and the test fails.
+pub fn signal_and_wait(child: &mut Child, signal: i32) -> ExitStatus {
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait().unwrap();
+            panic!("sendsight did not exit within 30 s of signal {signal} (killed: {s})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -113,17 +113,7 @@ impl Netns {
     /// The packet counts of every `counter` in table `family` `table` (e.g. `inet`
     /// `hostfw`), in listing order.
     pub fn nft_counters(&self, family: &str, table: &str) -> Vec<u64> {
-        let listing = self.exec("nft", &["list", "table", family, table]);
-        listing
-            .split("counter packets ")
-            .skip(1)
-            .map(|t| {
-                t.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("cannot parse nft counters:\n{listing}"))
-            })
-            .collect()
+        nft_counters_in(&self.exec("nft", &["list", "table", family, table]))
     }
 
     /// The namespace's inode number: what the agent prints as `netns`.
@@ -154,6 +144,20 @@ impl Netns {
             })
             .expect("spawn thread")
     }
+}
+
+/// The packet counts of every `counter` in an `nft list table` listing, in order.
+pub fn nft_counters_in(listing: &str) -> Vec<u64> {
+    listing
+        .split("counter packets ")
+        .skip(1)
+        .map(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("cannot parse nft counters:\n{listing}"))
+        })
+        .collect()
 }
 
 impl Drop for Netns {

@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Netns, Topology, traffic};
+use crate::{Netns, Topology, netns, traffic};
 
 /// What the kernel did to one send, seen from the sending thread.
 #[derive(Clone, Debug)]
@@ -474,23 +474,8 @@ fn install_sendto_errno_filter(errno: u32) {
 pub fn too_big_received(topo: &Topology, v6: bool) -> TooBig {
     let router = router_client_ip(topo, v6, "too_big_received");
     let (client_ip, server_ip) = ips(topo, v6);
-    let (fam, router_server, advmss) = if v6 {
-        ("-6", topo.addrs.router_server6.as_str(), "1440")
-    } else {
-        ("-4", topo.addrs.router_server4.as_str(), "1460")
-    };
-    topo.server.ip(&[
-        fam,
-        "route",
-        "change",
-        "default",
-        "via",
-        router_server,
-        "dev",
-        "eth0",
-        "advmss",
-        advmss,
-    ]);
+    let fam = if v6 { "-6" } else { "-4" };
+    server_advertises_full_mss(topo, v6);
     forget_path_mtus(topo, v6);
     let counter = TooBigCounter::install(&topo.client, "ss_toobig", v6, router);
 
@@ -514,16 +499,7 @@ pub fn too_big_received(topo: &Topology, v6: bool) -> TooBig {
         .exec("ip", &[fam, "route", "get", &server_ip.to_string()]);
     drop(stream);
     let got = join(sink);
-    topo.server.ip(&[
-        fam,
-        "route",
-        "change",
-        "default",
-        "via",
-        router_server,
-        "dev",
-        "eth0",
-    ]);
+    change_default_route(&topo.server, router_server(topo, v6), v6, &[]);
     let seen = counter.read_and_remove();
 
     assert_eq!(
@@ -706,16 +682,7 @@ impl<'a> TooBigCounter<'a> {
         let listing = self.ns.exec("nft", &["list", "table", "inet", self.table]);
         self.ns
             .exec("nft", &["delete", "table", "inet", self.table]);
-        let counts: Vec<u64> = listing
-            .split("counter packets ")
-            .skip(1)
-            .map(|t| {
-                t.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("cannot parse nft counters:\n{listing}"))
-            })
-            .collect();
+        let counts = netns::nft_counters_in(&listing);
         assert_eq!(counts.len(), 2, "expected two counters:\n{listing}");
         TooBigSeen {
             from_router: counts[0],
@@ -1113,12 +1080,7 @@ pub fn errno_name(errno: i32) -> String {
 /// 1400 one in `Topology::routed(_, 1400)`: as if the small MTU sat in the middle of
 /// the path, so the client sends packets the router cannot forward.
 pub fn server_advertises_full_mss(topo: &Topology, v6: bool) {
-    let via = if v6 {
-        &topo.addrs.router_server6
-    } else {
-        &topo.addrs.router_server4
-    };
-    advertise_full_mss(&topo.server, via, v6);
+    advertise_full_mss(&topo.server, router_server(topo, v6), v6);
 }
 
 /// The same for the client, whose default route goes via `topo.router`'s client
@@ -1133,20 +1095,26 @@ pub fn client_advertises_full_mss(topo: &Topology, v6: bool) {
     advertise_full_mss(&topo.client, via, v6);
 }
 
+/// The router's address on the server's side: the server's default gateway.
+fn router_server(topo: &Topology, v6: bool) -> &str {
+    if v6 {
+        &topo.addrs.router_server6
+    } else {
+        &topo.addrs.router_server4
+    }
+}
+
 /// Gives `ns`'s default route (via `via`, on eth0) the `advmss` of a 1500-byte path.
 pub fn advertise_full_mss(ns: &Netns, via: &str, v6: bool) {
-    let (fam, advmss) = if v6 { ("-6", "1440") } else { ("-4", "1460") };
-    let router_server = via;
-    ns.ip(&[
-        fam,
-        "route",
-        "change",
-        "default",
-        "via",
-        router_server,
-        "dev",
-        "eth0",
-        "advmss",
-        advmss,
-    ]);
+    let advmss = if v6 { "1440" } else { "1460" };
+    change_default_route(ns, via, v6, &["advmss", advmss]);
+}
+
+/// `ip route change default via <via> dev eth0 <options>` in `ns` (no options: the
+/// plain route back).
+pub fn change_default_route(ns: &Netns, via: &str, v6: bool, options: &[&str]) {
+    let fam = if v6 { "-6" } else { "-4" };
+    let mut args = vec![fam, "route", "change", "default", "via", via, "dev", "eth0"];
+    args.extend_from_slice(options);
+    ns.ip(&args);
 }

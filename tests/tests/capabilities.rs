@@ -11,19 +11,16 @@
 //! Topologies use nets 60..=61.
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
 use sendsight_tests::{
-    Topology,
-    agent::binary,
+    Agent, Topology,
+    agent::{Output, binary},
     require_root,
     scenarios::{free_tcp_port, ips},
     sh, traffic,
@@ -103,97 +100,6 @@ fn as_nobody(bin: &Path, caps: &[&str], args: &[&str]) -> Command {
     c
 }
 
-/// The agent running under setpriv (which execs it: same pid).
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("setpriv (util-linux) is needed");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let l2 = lines.clone();
-        let r1 = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line ({e}): {line}"));
-                if v["type"] == "start" {
-                    let _ = tx.send(());
-                }
-                l2.lock().unwrap().push(v);
-            }
-        });
-        let e2 = stderr.clone();
-        let r2 = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = e2.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut r = Running {
-            child,
-            lines,
-            stderr,
-            readers: vec![r1, r2],
-        };
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let (status, _, stderr) = r.stop();
-            panic!("the agent (as nobody) did not start within 60 s ({status}); stderr:\n{stderr}");
-        }
-        r
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) -> (ExitStatus, Vec<Value>, String) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let s = self.child.wait().unwrap();
-                panic!("the agent did not exit within 30 s of SIGINT (killed: {s})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        (
-            status,
-            std::mem::take(&mut *self.lines.lock().unwrap()),
-            std::mem::take(&mut *self.stderr.lock().unwrap()),
-        )
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// `Uid:` and `CapEff:` of a running process.
 fn identity(pid: u32) -> (String, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -264,7 +170,8 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
     topo.server.nft(&drop_every_seventh_data_packet(port));
 
     let bin = NobodyBinary::new("minimal");
-    let mut agent = Running::start(as_nobody(&bin.bin, &MINIMAL, &["run"]));
+    // setpriv execs the agent: the child's pid is the agent's.
+    let mut agent = Agent::spawn(as_nobody(&bin.bin, &MINIMAL, &["run"]), true);
     // It really is nobody, with exactly the minimal set in effect.
     let (uid, cap_eff) = identity(agent.pid());
     let want: u64 = MINIMAL.iter().map(|c| 1u64 << cap_number(c)).sum();
@@ -286,7 +193,11 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
         .join()
         .expect("bulk sender");
     std::thread::sleep(Duration::from_millis(300));
-    let (status, lines, stderr) = agent.stop();
+    let Output {
+        status,
+        lines,
+        stderr,
+    } = agent.stop();
     drop(stream);
     let _ = sink.join();
 

@@ -58,7 +58,7 @@ fn router_client_ip(topo: &Topology, v6: bool) -> IpAddr {
 
 /// `icmp_too_big` events the host received (`source: "received"`) quoting a flow
 /// from `local` (any port when `local.port()` is 0) to `peer_ip`.
-fn too_big_received<'a>(out: &'a Output, local: SocketAddr, peer_ip: IpAddr) -> Vec<&'a Value> {
+fn too_big_received(out: &Output, local: SocketAddr, peer_ip: IpAddr) -> Vec<&Value> {
     let canon = |ip: IpAddr| sendsight_tests::netns::canonical_ip(ip);
     out.of_type("icmp_too_big")
         .into_iter()

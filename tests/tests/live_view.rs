@@ -9,10 +9,14 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
     process::{Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use sendsight_tests::{Agent, Topology, agent::binary, require_root, scenarios};
+use sendsight_tests::{
+    Agent, Topology,
+    agent::{binary, signal_and_wait},
+    require_root, scenarios,
+};
 
 /// A pseudo-terminal of `cols` columns: (master, slave).
 fn openpty(cols: u16) -> (OwnedFd, OwnedFd) {
@@ -91,18 +95,7 @@ fn run_on_a_tty(net: u8, env: &[(&str, &str)]) -> String {
     }
     scenarios::forge_too_big(&topo);
     std::thread::sleep(Duration::from_millis(500));
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent did not exit within 30 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = signal_and_wait(&mut child, libc::SIGINT);
     let stderr = err_reader.join().unwrap();
     assert!(status.success(), "agent failed ({status}): {stderr}");
     let shown = tty_reader.join().unwrap();

@@ -3,7 +3,11 @@
 //! installers' output. Needs root (setup installs with apt as root), like the
 //! end-to-end tests.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::PathBuf,
+    process::{Command, Output},
+};
 
 fn xtask() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -35,10 +39,46 @@ fn setup_for_run_writes_nothing_on_stdout() {
     assert!(err.contains("xtask setup: ready"), "{err}");
 }
 
-fn script(dir: &Path, name: &str, body: &str) {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+/// A directory of stand-ins (dpkg-query: every package missing; apt-get: what the
+/// test writes) first on the PATH of `cargo xtask setup --for run`. Removed on
+/// drop.
+struct FakeApt {
+    dir: PathBuf,
+}
+
+impl FakeApt {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xtask-fake-apt{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = FakeApt { dir };
+        fake.script("dpkg-query", "echo 'unknown ok not-installed'");
+        fake
+    }
+
+    fn script(&self, name: &str, body: &str) {
+        let p = self.dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn setup_for_run(&self) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        xtask()
+            .args(["setup", "--for", "run"])
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for FakeApt {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A machine that lacks the build packages: apt's chatter (on its stdout) ends up
@@ -46,14 +86,11 @@ fn script(dir: &Path, name: &str, body: &str) {
 #[test]
 fn installing_packages_writes_apt_output_on_stderr() {
     require_root();
-    let fake = std::env::temp_dir().join(format!("xtask-fake-apt-{}", std::process::id()));
-    std::fs::create_dir_all(&fake).unwrap();
-    let log = fake.join("calls");
+    let fake = FakeApt::new("");
+    let log = fake.dir.join("calls");
     // Every package "missing"; apt-get prints as the real one does, and logs its
     // arguments.
-    script(&fake, "dpkg-query", "echo 'unknown ok not-installed'");
-    script(
-        &fake,
+    fake.script(
         "apt-get",
         &format!(
             "echo \"$@\" >> {log}\n\
@@ -64,19 +101,9 @@ fn installing_packages_writes_apt_output_on_stderr() {
             log = log.display()
         ),
     );
-    let path = format!(
-        "{}:{}",
-        fake.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = xtask()
-        .args(["setup", "--for", "run"])
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let out = fake.setup_for_run();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
-    std::fs::remove_dir_all(&fake).unwrap();
     assert!(out.status.success(), "{err}");
     assert!(
         out.stdout.is_empty(),
@@ -101,28 +128,15 @@ fn installing_packages_writes_apt_output_on_stderr() {
 #[test]
 fn setup_refuses_to_remove_packages() {
     require_root();
-    let fake = std::env::temp_dir().join(format!("xtask-fake-apt-rm-{}", std::process::id()));
-    std::fs::create_dir_all(&fake).unwrap();
-    script(&fake, "dpkg-query", "echo 'unknown ok not-installed'");
-    script(
-        &fake,
+    let fake = FakeApt::new("-rm");
+    fake.script(
         "apt-get",
         "case \"$*\" in\n\
          *--simulate*) echo 'Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]';;\n\
          install*) echo 'unexpected install' >&2; exit 3;;\n\
          esac",
     );
-    let path = format!(
-        "{}:{}",
-        fake.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = xtask()
-        .args(["setup", "--for", "run"])
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&fake).unwrap();
+    let out = fake.setup_for_run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());

@@ -24,7 +24,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::event::{Flow, Header, Kind, Owner, Retransmit, SendError, send_source};
 use anyhow::{Context, bail};
 use aya::{
     EbpfLoader,
@@ -36,6 +35,7 @@ use sendsight::{
     decode::encode,
     probes::{layout, tracefs},
     record::{Header as RecHeader, Recorder},
+    synthetic,
 };
 
 fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
@@ -412,69 +412,12 @@ fn synthetic(path: &Path, sockets: u64, per_socket: u64) -> anyhow::Result<u64> 
     )?;
     let mut n = 0;
     for i in 0..sockets {
-        let mut flow = Flow {
-            sport: (i % 60000) as u16 + 1024,
-            dport: 443,
-            family: 2,
-            protocol: 6,
-            state: 1,
-            ..Flow::default()
-        };
-        flow.saddr[..4].copy_from_slice(&[198, 18, (i >> 16) as u8, (i >> 8) as u8]);
-        flow.daddr[..4].copy_from_slice(&[198, 19, 0, (i % 250) as u8]);
-        let owner = Owner {
-            pid: 1000 + (i % 50) as u32,
-            tid: 1000 + (i % 50) as u32,
-            cgroup: 1,
-            comm: *b"bench\0\0\0\0\0\0\0\0\0\0\0",
-        };
         for k in 0..per_socket {
             let ts = 1_000_000 + (i * per_socket + k) * 1000;
-            let rt = Retransmit {
-                header: Header {
-                    kind: Kind::Retransmit as u16,
-                    len: size_of::<Retransmit>() as u16,
-                    cpu: 0,
-                    ts_ns: ts,
-                    sk: 0xffff_0000_0000_0000 + i * 4096,
-                },
-                flow,
-                owner,
-                segs: 1,
-                len: 1448,
-                seg_len: 1448,
-                seq: k as u32 * 1448,
-                mss: 1448,
-                pmtu: 1500,
-                rto_jiffies: 50,
-                snd_queue: 65536,
-                srtt_us: 100,
-                cwnd: 10,
-                kind: (k % 3) as u8,
-                snd_una: k as u32 * 1448,
-                delivered: 100,
-                bytes_acked: 144_800,
-                ..Retransmit::default()
-            };
-            r.write(&encode(&rt))?;
+            r.write(&encode(&synthetic::retransmit(i, k, ts)))?;
             n += 1;
             if k == per_socket - 1 {
-                let se = SendError {
-                    header: Header {
-                        kind: Kind::SendError as u16,
-                        len: size_of::<SendError>() as u16,
-                        ts_ns: ts + 1,
-                        ..rt.header
-                    },
-                    flow,
-                    owner,
-                    errno: 32,
-                    bytes: 100,
-                    syscall: 44,
-                    source: send_source::SOCKET | send_source::SYSCALL,
-                    ..SendError::default()
-                };
-                r.write(&encode(&se))?;
+                r.write(&encode(&synthetic::send_error(i, ts + 1)))?;
                 n += 1;
             }
         }

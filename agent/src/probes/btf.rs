@@ -374,33 +374,97 @@ mod tests {
         ));
     }
 
-    /// Against the running kernel: the members the programs read exist, have the
-    /// sizes the programs assume, and land where the kernel's own headers put them.
+    /// The kernels the layout test runs against: the BTF snapshots in
+    /// tests/data/btf (`/sys/kernel/btf/vmlinux` of the kernel each is named for,
+    /// gzip'd), and this host's own when it has one.
+    fn kernels() -> Vec<(String, Btf)> {
+        use std::io::Read as _;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/btf");
+        let mut files: Vec<_> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".btf.gz"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no BTF snapshots in {}", dir.display());
+        let mut kernels: Vec<(String, Btf)> = files
+            .iter()
+            .map(|p| {
+                let mut raw = Vec::new();
+                flate2::read::GzDecoder::new(fs::File::open(p).unwrap())
+                    .read_to_end(&mut raw)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                let btf = Btf::parse(&raw).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                (p.file_name().unwrap().to_string_lossy().into_owned(), btf)
+            })
+            .collect();
+        if Path::new(VMLINUX).exists() {
+            kernels.push((VMLINUX.into(), Btf::from_sys_fs().expect(VMLINUX)));
+        }
+        kernels
+    }
+
+    /// On every kernel: the members the programs read exist, have the sizes the
+    /// programs assume, and land where the kernel's own headers put them.
     #[test]
-    fn resolves_running_kernel_layouts() {
-        let btf = Btf::from_sys_fs()
-            .expect("this test reads /sys/kernel/btf/vmlinux; the host kernel must have BTF");
-        // sk_buff.len is an unsigned int; the TCP control block sits in cb[48].
-        let len = btf.member("sk_buff", "len").unwrap();
-        assert_eq!(len.size, 4);
-        let cb = btf.member("sk_buff", "cb").unwrap();
-        assert_eq!(cb.size, 48);
-        // tcp_skb_cb starts with seq and end_seq (u32 each), then the gso fields.
-        assert_eq!(btf.member("tcp_skb_cb", "seq").unwrap().offset, 0);
-        let segs = btf.member("tcp_skb_cb", "tcp_gso_segs").unwrap();
-        assert_eq!((segs.offset, segs.size), (8, 2));
-        // Looking through struct sock_common, which is an anonymous path in sock.
-        let dport = btf.member("sock", "__sk_common.skc_dport").unwrap();
-        assert_eq!(dport.size, 2);
-        let family = btf.member("sock", "__sk_common.skc_family").unwrap();
-        assert_eq!(family.size, 2);
-        assert!(matches!(
-            btf.member("sock", "no_such_member"),
-            Err(BtfError::NoMember { .. })
-        ));
-        assert!(matches!(
-            btf.member("no_such_struct", "x"),
-            Err(BtfError::NoStruct(_))
-        ));
+    fn resolves_kernel_layouts() {
+        for (kernel, btf) in kernels() {
+            // sk_buff.len is an unsigned int; the TCP control block sits in cb[48].
+            let len = btf.member("sk_buff", "len").unwrap();
+            assert_eq!(len.size, 4, "{kernel}");
+            let cb = btf.member("sk_buff", "cb").unwrap();
+            assert_eq!(cb.size, 48, "{kernel}");
+            // tcp_skb_cb starts with seq and end_seq (u32 each), then the gso fields.
+            assert_eq!(
+                btf.member("tcp_skb_cb", "seq").unwrap().offset,
+                0,
+                "{kernel}"
+            );
+            let segs = btf.member("tcp_skb_cb", "tcp_gso_segs").unwrap();
+            assert_eq!((segs.offset, segs.size), (8, 2), "{kernel}");
+            // Looking through struct sock_common, which is an anonymous path in sock.
+            let dport = btf.member("sock", "__sk_common.skc_dport").unwrap();
+            assert_eq!(dport.size, 2, "{kernel}");
+            let family = btf.member("sock", "__sk_common.skc_family").unwrap();
+            assert_eq!(family.size, 2, "{kernel}");
+            assert!(
+                matches!(
+                    btf.member("sock", "no_such_member"),
+                    Err(BtfError::NoMember { .. })
+                ),
+                "{kernel}"
+            );
+            assert!(
+                matches!(
+                    btf.member("no_such_struct", "x"),
+                    Err(BtfError::NoStruct(_))
+                ),
+                "{kernel}"
+            );
+        }
+    }
+
+    /// On every kernel: the raw tracepoint arguments the loader checks before it
+    /// picks a raw tracepoint program (`sock_send_length` came with 6.3: where it
+    /// is, its first two).
+    #[test]
+    fn reads_raw_tracepoint_prototypes() {
+        let mut with_send_length = Vec::new();
+        for (kernel, btf) in kernels() {
+            assert_eq!(
+                btf.raw_tracepoint_args("netif_receive_skb"),
+                Some(vec!["struct sk_buff *".to_string()]),
+                "{kernel}"
+            );
+            if let Some(args) = btf.raw_tracepoint_args("sock_send_length") {
+                assert_eq!(args[..2], ["struct sock *", "int"], "{kernel}");
+                with_send_length.push(kernel);
+            }
+            assert_eq!(btf.raw_tracepoint_args("no_such_tracepoint"), None);
+        }
+        assert!(
+            !with_send_length.is_empty(),
+            "no kernel with sock_send_length"
+        );
     }
 }
