@@ -53,10 +53,15 @@ pub enum RecordError {
     )]
     Version { path: String, version: u8 },
     #[error(
-        "{0}: already exists; a recording is never written over an existing file or through \
-         a symbolic link: remove it or choose another path"
+        "{0}: already exists; a recording is never written over an existing file: remove \
+         it or choose another path"
     )]
     Exists(String),
+    #[error(
+        "{0}: is a symbolic link; a recording is never written through a link: choose \
+         another path"
+    )]
+    Link(String),
     #[error("{path}: bad header: {why}")]
     Header { path: String, why: String },
     #[error("{path}: frame {index} claims {len} bytes (corrupt recording)")]
@@ -87,7 +92,10 @@ fn create_exclusive(path: &Path) -> Result<File, RecordError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|error| {
-            if error.kind() == io::ErrorKind::AlreadyExists {
+            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if link {
+                RecordError::Link(path.display().to_string())
+            } else if error.kind() == io::ErrorKind::AlreadyExists {
                 RecordError::Exists(path.display().to_string())
             } else {
                 RecordError::Io {
@@ -351,7 +359,7 @@ mod tests {
         let link = dir.join("rec");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let e = Recorder::create(&link, &header(), 0).err().unwrap();
-        assert!(matches!(e, RecordError::Exists(_)), "{e}");
+        assert!(matches!(e, RecordError::Link(_)), "{e}");
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
         assert!(matches!(
             Recorder::create(&target, &header(), 0),

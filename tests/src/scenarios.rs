@@ -1118,3 +1118,21 @@ pub fn change_default_route(ns: &Netns, via: &str, v6: bool, options: &[&str]) {
     args.extend_from_slice(options);
     ns.ip(&args);
 }
+
+/// An nftables ruleset for the receiver: every seventh data packet to `port` dropped
+/// (deterministic loss, so the sender's kernel retransmits).
+pub fn drop_every_seventh_data_packet(port: u16) -> String {
+    // On the receiver's input hook: the packet left the sender, so the sender's
+    // kernel must retransmit it (a drop on the sender's own output hook is reported
+    // back to TCP as a failed transmit and re-sent as new data, not a retransmit).
+    // Only packets carrying payload; SYN/ACK/FIN pass, so the connection itself is
+    // never in doubt. `numgen inc` makes the pattern deterministic.
+    format!(
+        "table inet loss {{
+            chain in {{
+                type filter hook input priority 0; policy accept;
+                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
+            }}
+        }}"
+    )
+}

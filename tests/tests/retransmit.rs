@@ -4,24 +4,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use sendsight_tests::{Agent, Topology, require_root, traffic};
+use sendsight_tests::{Agent, Topology, require_root, scenarios, traffic};
 use serde_json::Value;
-
-fn drop_every_seventh_data_packet(port: u16) -> String {
-    // On the receiver's input hook: the packet left the sender, so the sender's
-    // kernel must retransmit it (a drop on the sender's own output hook is reported
-    // back to TCP as a failed transmit and re-sent as new data, not a retransmit).
-    // Only packets carrying payload; SYN/ACK/FIN pass, so the connection itself is
-    // never in doubt. `numgen inc` makes the pattern deterministic.
-    format!(
-        "table inet loss {{
-            chain in {{
-                type filter hook input priority 0; policy accept;
-                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
-            }}
-        }}"
-    )
-}
 
 fn retransmits_match_kernel(net: u8, v6: bool) {
     require_root();
@@ -39,7 +23,8 @@ fn retransmits_match_kernel(net: u8, v6: bool) {
     }
     .parse()
     .unwrap();
-    topo.server.nft(&drop_every_seventh_data_packet(port));
+    topo.server
+        .nft(&scenarios::drop_every_seventh_data_packet(port));
 
     let mut agent = Agent::start(&[]);
     let sink = traffic::sink_server(&topo.server, server, 1);
