@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::{
-    hz, privileges,
+    privileges,
+    system::hz,
     probes::{self, Options, ProbeStatus, State, btf::VMLINUX, tracefs},
 };
 
@@ -27,9 +28,7 @@ pub struct Report {
 }
 
 pub fn check(opts: Options) -> Report {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let kernel = crate::system::kernel_release();
     // The file actually read: --btf when given, else the kernel's own.
     let btf_path = opts
         .btf

@@ -8,10 +8,7 @@ pub mod check;
 pub mod clock;
 pub mod decode;
 pub mod engine;
-pub mod errno;
 pub mod filter;
-pub mod host;
-pub mod hz;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
@@ -23,8 +20,8 @@ pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod system;
 pub mod synthetic;
-pub mod sysinfo;
 
 /// Embedded eBPF object, built by build.rs from agent-ebpf with the pinned nightly.
 /// Empty when the build had no bpf-linker; `probes::load` refuses it with a fix.

@@ -38,7 +38,7 @@ pub struct Header {
     pub hz: Option<u32>,
     /// The recording host, printed on replayed lines.
     #[serde(default)]
-    pub host: Option<crate::host::Host>,
+    pub host: Option<crate::system::host::Host>,
 }
 
 #[derive(Debug, thiserror::Error)]

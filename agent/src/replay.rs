@@ -23,7 +23,7 @@ pub fn replay_from<R: std::io::Read>(
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
     if let Some(h) = &reader.header.host {
-        crate::host::set(h.clone());
+        crate::system::host::set(h.clone());
     }
     let clock = WallClock::with_offset(reader.header.clock_offset_ns);
     let mut pipe = Pipeline::new(

@@ -73,7 +73,7 @@ struct State {
     failed: Option<SinkError>,
     /// Lines of the record being handled.
     scratch: Vec<u8>,
-    lookups: crate::sysinfo::SockLookups,
+    lookups: crate::system::sysinfo::SockLookups,
 }
 
 /// The wall clock may be stepped (NTP, `date -s`) by more than this before a
@@ -154,12 +154,6 @@ impl State {
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     // First of all: a SIGTERM right after the start line (a supervisor, a test)
@@ -168,10 +162,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut loaded = probes::load(cfg.probes.clone())?;
     let clock = WallClock::from_system();
-    let hz = crate::hz::kernel_hz();
-    let kernel = kernel_release();
-    let host = crate::host::Host::from_system();
-    crate::host::set(host.clone());
+    let hz = crate::system::hz::kernel_hz();
+    let kernel = crate::system::kernel_release();
+    let host = crate::system::host::Host::from_system();
+    crate::system::host::set(host.clone());
     let metrics = cfg.metrics.map(|_| Arc::new(Metrics::default()));
     if let (Some(addr), Some(m)) = (cfg.metrics, &metrics) {
         crate::metrics::spawn(addr, m.clone())
@@ -205,7 +199,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 filter: cfg.filter.clone(),
                 rate_limit: cfg.rate_limit,
                 metrics,
-                enrich: Some(crate::sysinfo::enrich),
+                enrich: Some(crate::system::sysinfo::enrich),
                 own: cfg
                     .metrics
                     .into_iter()

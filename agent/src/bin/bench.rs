@@ -491,9 +491,7 @@ fn main() -> anyhow::Result<()> {
     let secs = if quick { 2 } else { 5 };
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
     let mut md = String::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
-        .trim()
-        .to_string();
+    let kernel = sendsight::system::kernel_release();
     md += &format!(
         "Machine: {} cores, kernel {kernel}, {}. Load: iperf3 loopback TCP {secs} s + UDP \
          {secs} s, then TCP through a veth pair dropping every 7th data packet for {secs} s.\n\n",

@@ -13,7 +13,8 @@ use crate::{
             Evidence, FilteredAt, LikelyCause, RecoveredBy, SendErrorFacts, UdpGround,
         },
     },
-    errno, net,
+    net,
+    system::errno,
 };
 
 pub fn advice(v: &Verdict) -> String {

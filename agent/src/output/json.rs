@@ -15,7 +15,8 @@ use crate::{
         path::PathEvidence,
         verdict::{Confidence, Evidence, Kind},
     },
-    errno, net,
+    net,
+    system::errno,
 };
 
 #[derive(Serialize)]
@@ -25,7 +26,7 @@ pub struct Line<'a, B: Serialize> {
     pub kind: &'static str,
     pub ts: &'a str,
     pub ts_ns: i128,
-    pub host: &'static crate::host::Host,
+    pub host: &'static crate::system::host::Host,
     pub agent_version: &'static str,
     #[serde(flatten)]
     pub body: B,
@@ -55,7 +56,7 @@ pub fn line_into<B: Serialize>(
             kind,
             ts,
             ts_ns,
-            host: crate::host::get(),
+            host: crate::system::host::get(),
             agent_version: env!("CARGO_PKG_VERSION"),
             body,
         },
@@ -181,7 +182,7 @@ pub struct SendErrorBody<'a> {
     pub socket: SocketBody<'a>,
     pub state: Option<&'static str>,
     pub errno: i32,
-    pub errno_name: &'static str,
+    pub errno_name: std::borrow::Cow<'static, str>,
     pub errno_text: &'static str,
     /// Bytes the failing call asked to send, when known.
     pub bytes: Option<u32>,
@@ -227,7 +228,7 @@ pub struct SocketErrorBody<'a> {
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
     pub errno: i32,
-    pub errno_name: &'static str,
+    pub errno_name: std::borrow::Cow<'static, str>,
     pub errno_text: &'static str,
 }
 

@@ -14,7 +14,7 @@ pub struct ErrnoName(pub i32);
 
 impl Serialize for ErrnoName {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(crate::errno::name(self.0))
+        s.serialize_str(&crate::system::errno::name(self.0))
     }
 }
 
@@ -253,7 +253,7 @@ pub struct PortsExhausted {
     pub failures_in_window: usize,
     pub window_s: u64,
     pub failures_total: u64,
-    /// Host facts, added live at the edge (`crate::sysinfo::enrich`); absent in
+    /// Host facts, added live at the edge (`crate::system::sysinfo::enrich`); absent in
     /// replays.
     #[serde(flatten)]
     pub host: Option<PortsHostFacts>,

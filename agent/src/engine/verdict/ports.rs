@@ -3,7 +3,7 @@
 //! to port 0 finds none at all; counted per destination. `bind_conflict`: bind() to
 //! a given port that another socket holds (EADDRINUSE), a different problem with a
 //! different fix. Facts about the host (TIME_WAIT count, the port range in force)
-//! are added at the edge, live, by `crate::sysinfo`.
+//! are added at the edge, live, by `crate::system::sysinfo`.
 
 use std::collections::{HashMap, VecDeque};
 

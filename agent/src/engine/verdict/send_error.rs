@@ -11,7 +11,7 @@ use super::{
     evidence::{ErrnoName, Evidence, LikelyCause, MessageTooBig, RecentRetransmit, SendErrorFacts},
     ms,
 };
-use crate::{engine::timeline::Timeline, errno, net};
+use crate::{engine::timeline::Timeline, net, system::errno};
 
 pub const INTERVAL_NS: u64 = 1_000_000_000;
 

@@ -20,6 +20,5 @@ fn config_text() -> Option<String> {
             return Some(s);
         }
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
+    std::fs::read_to_string(format!("/boot/config-{}", super::kernel_release())).ok()
 }
