@@ -1,10 +1,19 @@
 //! Benchmark floors: the least a program on these tracepoints can do (read one field
-//! at a loader-given offset, return). Loaded only by `sendsight-bench`, never by the
-//! agent; they anchor the per-program cost ratios in BENCHMARKS.md.
+//! at a loader-given offset, return). An object of their own (`agent-ebpf-floor`),
+//! embedded only in `sendsight-bench`: the agent's object does not carry them. They
+//! anchor the per-program cost ratios in BENCHMARKS.md.
+#![no_std]
+#![no_main]
+
+#[macro_use]
+#[path = "globals.rs"]
+mod globals;
+// Only `read::tp` is used here.
+#[allow(dead_code)]
+#[path = "read.rs"]
+mod read;
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-
-use crate::{lay, read};
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn floor_send(ctx: TracePointContext) -> u32 {
@@ -21,3 +30,13 @@ pub fn floor_rx(ctx: TracePointContext) -> u32 {
         Err(r) => r,
     }
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -18,7 +18,6 @@ use aya_ebpf::{
 
 use crate::{
     emit::emit,
-    lay,
     maps::{count_lost, net_budget},
     read::{self, Fail},
 };

@@ -3,8 +3,9 @@
 #![no_std]
 #![no_main]
 
+#[macro_use]
+mod globals;
 mod emit;
-mod floor;
 mod icmp;
 mod maps;
 mod read;

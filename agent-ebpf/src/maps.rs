@@ -1,13 +1,11 @@
-//! Every map and global the programs share. Sizes here are defaults: the agent
+//! Every map the programs share (the globals are in `globals`). Sizes here are defaults: the agent
 //! overrides them at load time from its flags (`--ring-bytes`, `--max-sockets`).
 
 use agent_common::{
     event::{PendingSend, SockInfo},
-    layout::{Config, Layout},
     loss,
 };
 use aya_ebpf::{
-    Global,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -29,39 +27,6 @@ pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_53
 /// (not LRU): when full, an insert fails visibly and the event is emitted at once.
 #[map]
 pub static PENDING: HashMap<u32, PendingSend> = HashMap::with_max_entries(4096, 0);
-
-/// Offsets resolved by the agent on the running kernel (tracefs + BTF).
-#[unsafe(no_mangle)]
-pub static LAYOUT: Global<Layout> = Global::new(Layout::UNRESOLVED);
-
-#[unsafe(no_mangle)]
-pub static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
-
-/// Reads one field of `LAYOUT`, e.g. `lay!(kernel.sk_family)`. Volatile and per
-/// field: the compiler must not fold the static's initial value into the code, and
-/// copying the whole table onto the 512-byte stack is not an option.
-#[macro_export]
-macro_rules! lay {
-    ($($f:tt)+) => {
-        unsafe {
-            core::ptr::read_volatile(
-                &raw const (*(&raw const $crate::maps::LAYOUT).cast::<agent_common::layout::Layout>()).$($f)+,
-            )
-        }
-    };
-}
-
-/// Reads one field of `CONFIG`, like [`lay!`].
-#[macro_export]
-macro_rules! cfg {
-    ($($f:tt)+) => {
-        unsafe {
-            core::ptr::read_volatile(
-                &raw const (*(&raw const $crate::maps::CONFIG).cast::<agent_common::layout::Config>()).$($f)+,
-            )
-        }
-    };
-}
 
 // bpf_ringbuf_query() and bpf_ringbuf_submit() flags (include/uapi/linux/bpf.h).
 const BPF_RB_AVAIL_DATA: u64 = 0;

@@ -9,9 +9,7 @@ use agent_common::{
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
-    cfg,
     emit::emit,
-    lay,
     read::{self, Fail},
     sock,
 };

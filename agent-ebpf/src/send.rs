@@ -26,9 +26,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    cfg,
     emit::emit,
-    lay,
     maps::{PENDING, SOCKS, count_lost},
     read::{self, Fail},
     sock,

@@ -11,7 +11,6 @@ use aya_ebpf::{
 };
 
 use crate::{
-    lay,
     maps::SOCKS,
     read::{self, Fail},
 };

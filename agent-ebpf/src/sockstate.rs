@@ -8,7 +8,6 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     emit::emit,
-    lay,
     read::{self, Fail},
     sock,
 };

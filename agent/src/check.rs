@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::{
     privileges,
-    system::hz,
     probes::{self, Options, ProbeStatus, State, btf::VMLINUX, tracefs},
+    system::hz,
 };
 
 #[derive(Serialize)]

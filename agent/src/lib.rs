@@ -20,8 +20,8 @@ pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod run;
-pub mod system;
 pub mod synthetic;
+pub mod system;
 
 /// Embedded eBPF object, built by build.rs from agent-ebpf with the pinned nightly.
 /// Empty when the build had no bpf-linker; `probes::load` refuses it with a fix.

@@ -240,12 +240,16 @@ struct Costs {
     bpftrace_cpu: f64,
 }
 
+/// The floor programs' object, built with the agent's (see agent/build.rs).
+static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-floor"));
+
 fn program_costs(secs: u32) -> anyhow::Result<Costs> {
     let before = ids();
     let agent = start_agent(&["--output", "file:/dev/null"])?;
     let agent_ids = new_ids(&before, 8)?;
 
-    // The floor: the same object, only the floor programs, the agent's layout.
+    // The floor: its own object (the agent's does not carry it), the agent's layout.
     let root = match tracefs::ensure_mounted()? {
         tracefs::Found::AlreadyMounted(p) | tracefs::Found::MountedByUs(p) => p,
     };
@@ -255,7 +259,7 @@ fn program_costs(secs: u32) -> anyhow::Result<Costs> {
     let before = ids();
     let mut floor = EbpfLoader::new()
         .override_global("LAYOUT", &lay, true)
-        .load(EBPF_OBJECT)?;
+        .load(FLOOR_OBJECT)?;
     for (prog, g, n) in [
         ("floor_send", "sock", "sock_send_length"),
         ("floor_rx", "net", "netif_receive_skb"),
