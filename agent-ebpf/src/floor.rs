@@ -8,6 +8,8 @@
 #[macro_use]
 #[path = "globals.rs"]
 mod globals;
+#[path = "runtime.rs"]
+mod runtime;
 // Only `read::tp` is used here.
 #[allow(dead_code)]
 #[path = "read.rs"]
@@ -30,13 +32,3 @@ pub fn floor_rx(ctx: TracePointContext) -> u32 {
         Err(r) => r,
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -10,17 +10,7 @@ mod icmp;
 mod maps;
 mod read;
 mod retransmit;
+mod runtime;
 mod send;
 mod sock;
 mod sockstate;
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any program that could reach this; it exists for rustc.
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";

@@ -90,30 +90,14 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     }
     let tid = pid_tgid as u32;
     if cfg!(sys_exit_attached) == 0 {
-        send_error(
-            sk,
-            errno,
-            None,
-            -1,
-            send_source::SOCKET,
-            sock::current_owner(),
-            0,
-        );
+        socket_layer_error(sk, errno, 0);
         return Ok(0);
     }
     // A failure still parked for this thread never met its syscall exit (io_uring,
     // sendfile, kernel-internal sends): emit it now rather than overwrite it.
     if let Some(old) = unsafe { PENDING.get(&tid) } {
         let old = *old;
-        send_error(
-            old.sk,
-            old.errno,
-            None,
-            -1,
-            send_source::SOCKET,
-            sock::current_owner(),
-            old.ts_ns,
-        );
+        socket_layer_error(old.sk, old.errno, old.ts_ns);
     }
     let pending = PendingSend {
         sk,
@@ -123,15 +107,7 @@ fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     };
     if PENDING.insert(&tid, &pending, 0).is_err() {
         count_lost(slot::PENDING_FULL);
-        send_error(
-            sk,
-            errno,
-            None,
-            -1,
-            send_source::SOCKET,
-            sock::current_owner(),
-            0,
-        );
+        socket_layer_error(sk, errno, 0);
     }
     Ok(0)
 }
@@ -320,6 +296,20 @@ fn sk_of_fd(fd: i64) -> Result<u64, Fail> {
     }
     let socket = read::kernel::<u64>(file, lay!(kernel.file_private_data))?;
     read::kernel::<u64>(socket, lay!(kernel.socket_sk))
+}
+
+/// A failure seen only in the socket layer (no syscall exit to add its details).
+#[inline(always)]
+fn socket_layer_error(sk: u64, errno: i32, ts_ns: u64) {
+    send_error(
+        sk,
+        errno,
+        None,
+        -1,
+        send_source::SOCKET,
+        sock::current_owner(),
+        ts_ns,
+    );
 }
 
 /// One send failure: the socket's flow (when it resolves), and what the caller knows.

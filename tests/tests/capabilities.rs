@@ -146,18 +146,6 @@ fn states(probes: &Value) -> Vec<(String, String)> {
     v
 }
 
-fn drop_every_seventh_data_packet(port: u16) -> String {
-    // As tests/tests/retransmit.rs: on the receiver's input hook, payload only.
-    format!(
-        "table inet ss_caps_loss {{
-            chain in {{
-                type filter hook input priority 0; policy accept;
-                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
-            }}
-        }}"
-    )
-}
-
 #[test]
 fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
     require_root();
@@ -167,7 +155,10 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
     let (client_ip, server_ip) = ips(&topo, false);
     let port = free_tcp_port(&topo.server, server_ip);
     let server = SocketAddr::new(server_ip, port);
-    topo.server.nft(&drop_every_seventh_data_packet(port));
+    topo.server
+        .nft(&sendsight_tests::scenarios::drop_every_seventh_data_packet(
+            port,
+        ));
 
     let bin = NobodyBinary::new("minimal");
     // setpriv execs the agent: the child's pid is the agent's.

@@ -275,24 +275,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     M.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// On the receiver's input hook, so the sender's kernel must retransmit (as in
-/// tests/tests/retransmit.rs).
-fn drop_every_seventh_data_packet(port: u16) -> String {
-    format!(
-        "table inet ss_schema_loss {{
-            chain in {{
-                type filter hook input priority 0; policy accept;
-                tcp dport {port} meta length > 200 numgen inc mod 7 == 0 counter drop
-            }}
-        }}"
-    )
-}
-
 fn lossy_bulk(topo: &Topology, v6: bool) {
     let (_, server_ip) = ips(topo, v6);
     let port = free_tcp_port(&topo.server, server_ip);
     let server = SocketAddr::new(server_ip, port);
-    topo.server.nft(&drop_every_seventh_data_packet(port));
+    topo.server
+        .nft(&sendsight_tests::scenarios::drop_every_seventh_data_packet(
+            port,
+        ));
     let sink = traffic::sink_server(&topo.server, server, 1);
     let stream = topo
         .client

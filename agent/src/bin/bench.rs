@@ -31,7 +31,6 @@ use aya::{
     sys::{Stats, enable_stats},
 };
 use sendsight::{
-    EBPF_OBJECT,
     decode::encode,
     probes::{layout, tracefs},
     record::{Header as RecHeader, Recorder},

@@ -123,6 +123,23 @@ impl Reported for Option<Confidence> {
     }
 }
 
+/// An episode's verdict at Medium, or High when `high`, if it raises what the episode
+/// already said in `slot` (None: said already, at that confidence or more).
+pub(crate) fn raise_in_episode(
+    t: &mut crate::engine::timeline::Timeline,
+    high: bool,
+    slot: impl FnOnce(&mut crate::engine::timeline::Episode) -> &mut Option<Confidence>,
+) -> Option<Confidence> {
+    let confidence = if high {
+        Confidence::High
+    } else {
+        Confidence::Medium
+    };
+    slot(t.episode.as_mut()?)
+        .raise(confidence)
+        .then_some(confidence)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub ts_ns: u64,

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use agent_common::event::{IcmpTooBig, Retransmit};
 
 use super::{
-    Confidence, Ctx, Reported, Verdict, base_headers, default_headers,
+    Confidence, Ctx, Verdict, base_headers, default_headers,
     evidence::{
         Blackhole, Evidence, FilteredAt, PmtudOk, Recovered, RecoveredBy, SpoofReason, Spoofed,
     },
@@ -176,15 +176,11 @@ pub fn blackhole(
     // Only the handshake ever delivered: a path that died right then looks the same
     // from here as a black hole, so never more than medium.
     let only_handshake = ep.delivered <= 1;
-    let confidence = if ep.rto >= 3 && !only_handshake {
-        Confidence::High
-    } else {
-        Confidence::Medium
-    };
-    let Some(x) = t.episode.as_mut() else { return };
-    if !x.blackhole.raise(confidence) {
+    let Some(confidence) =
+        super::raise_in_episode(t, ep.rto >= 3 && !only_handshake, |x| &mut x.blackhole)
+    else {
         return;
-    }
+    };
     let ts = e.header.ts_ns;
     let packet_size = if e.pmtu != 0 {
         e.pmtu

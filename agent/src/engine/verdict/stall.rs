@@ -5,7 +5,7 @@
 use agent_common::event::Retransmit;
 
 use super::{
-    Confidence, Ctx, Reported, Verdict,
+    Confidence, Ctx, Verdict,
     evidence::{Evidence, PathDown, Stall},
     ms, pmtud,
 };
@@ -110,15 +110,11 @@ pub fn path_down_live(
     {
         return;
     }
-    let confidence = if ep.rto >= PATH_DOWN_HIGH_AT {
-        Confidence::High
-    } else {
-        Confidence::Medium
-    };
-    let Some(x) = t.episode.as_mut() else { return };
-    if !x.path_down.raise(confidence) {
+    let Some(confidence) =
+        super::raise_in_episode(t, ep.rto >= PATH_DOWN_HIGH_AT, |x| &mut x.path_down)
+    else {
         return;
-    }
+    };
     let ts = e.header.ts_ns;
     let v = c.verdict(
         t,
