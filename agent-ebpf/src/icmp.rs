@@ -131,21 +131,26 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
     let Some(now) = admitted() else {
         return Ok(0);
     };
-    emit::<IcmpTooBig>(0, now, |ev| {
-        ev.icmp_type = h[0];
-        ev.icmp_code = h[1];
-        ev.source = icmp_source::RECEIVED;
-        let quoted = icmp + 8;
-        if proto == ETH_P_IP {
-            ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
-            fill_v4(ev, ip, quoted)?;
-        } else {
-            ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            fill_v6(ev, ip, quoted)?;
-        }
-        device_facts(ev, skb);
-        Ok(())
-    });
+    emit::<IcmpTooBig>(
+        0,
+        now,
+        #[inline(always)]
+        |ev| {
+            ev.icmp_type = h[0];
+            ev.icmp_code = h[1];
+            ev.source = icmp_source::RECEIVED;
+            let quoted = icmp + 8;
+            if proto == ETH_P_IP {
+                ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
+                fill_v4(ev, ip, quoted)?;
+            } else {
+                ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                fill_v6(ev, ip, quoted)?;
+            }
+            device_facts(ev, skb);
+            Ok(())
+        },
+    );
     Ok(0)
 }
 
@@ -213,17 +218,22 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     let Some(now) = admitted() else {
         return Ok(0);
     };
-    emit::<IcmpTooBig>(0, now, |ev| {
-        ev.icmp_type = ty as u8;
-        ev.icmp_code = code as u8;
-        ev.source = icmp_source::SENT;
-        // The quoted header is the packet's own header; the "router" is this host,
-        // which the agent fills in from the device (mtu unknown: icmp_send's info
-        // argument is not in the record).
-        fill_v4(ev, ip, ip)?;
-        ev.router = [0; 16];
-        device_facts(ev, skb);
-        Ok(())
-    });
+    emit::<IcmpTooBig>(
+        0,
+        now,
+        #[inline(always)]
+        |ev| {
+            ev.icmp_type = ty as u8;
+            ev.icmp_code = code as u8;
+            ev.source = icmp_source::SENT;
+            // The quoted header is the packet's own header; the "router" is this host,
+            // which the agent fills in from the device (mtu unknown: icmp_send's info
+            // argument is not in the record).
+            fill_v4(ev, ip, ip)?;
+            ev.router = [0; 16];
+            device_facts(ev, skb);
+            Ok(())
+        },
+    );
     Ok(0)
 }
