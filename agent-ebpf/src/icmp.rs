@@ -30,15 +30,15 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 
-/// Network-sourced: within the bound (see `maps::net_budget`), else counted.
+/// Emits a too-big record within the bound on network-sourced records (see
+/// `maps::net_budget`); over it, counts it. The closure must be `#[inline(always)]`.
 #[inline(always)]
-fn admitted() -> Option<u64> {
+fn emit_bounded(fill: impl FnOnce(&mut IcmpTooBig) -> Result<(), Fail>) {
     let now = unsafe { bpf_ktime_get_ns() };
     if net_budget(now) {
-        Some(now)
+        emit::<IcmpTooBig>(0, now, fill);
     } else {
         count_lost(slot::ICMP_BOUNDED);
-        None
     }
 }
 
@@ -128,12 +128,7 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
         }
         (icmp, h)
     };
-    let Some(now) = admitted() else {
-        return Ok(0);
-    };
-    emit::<IcmpTooBig>(
-        0,
-        now,
+    emit_bounded(
         #[inline(always)]
         |ev| {
             ev.icmp_type = h[0];
@@ -215,12 +210,7 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     // The packet that did not fit: its header is the flow the ICMP will quote.
     let head = read::kernel::<u64>(skb, lay!(kernel.skb_head))?;
     let ip = head + read::kernel::<u16>(skb, lay!(kernel.skb_network_header))? as u64;
-    let Some(now) = admitted() else {
-        return Ok(0);
-    };
-    emit::<IcmpTooBig>(
-        0,
-        now,
+    emit_bounded(
         #[inline(always)]
         |ev| {
             ev.icmp_type = ty as u8;

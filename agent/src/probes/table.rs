@@ -123,6 +123,18 @@ fn raw_then_classic(
     m
 }
 
+/// The layout of a `sock:`/`tcp:` tracepoint carrying a flow (with `skaddr` when
+/// `has_sk`) and up to two more fields `(name, size)`.
+type Extra = Option<(&'static str, u16)>;
+fn flow_layout(
+    root: &Path,
+    (group, name): (&str, &str),
+    has_sk: bool,
+    (extra1, extra2): (Extra, Extra),
+) -> Result<agent_common::layout::FlowTp, String> {
+    layout::flow_tp(root, group, name, has_sk, extra1, extra2).map_err(|e| e.to_string())
+}
+
 fn gaps(list: Vec<&str>) -> Option<String> {
     (!list.is_empty()).then(|| list.join("; "))
 }
@@ -249,15 +261,9 @@ pub const PROBES: &[Probe] = &[
         tracepoint: ("sock", "inet_sock_set_state"),
         methods: |_| classic("inet_sock_set_state", "sock", "inet_sock_set_state"),
         resolve: |env| {
-            env.lay.set_state_tp = layout::flow_tp(
-                env.root,
-                "sock",
-                "inet_sock_set_state",
-                true,
-                Some(("oldstate", 4)),
-                Some(("newstate", 4)),
-            )
-            .map_err(|e| e.to_string())?;
+            let tp = ("sock", "inet_sock_set_state");
+            let fields = (Some(("oldstate", 4)), Some(("newstate", 4)));
+            env.lay.set_state_tp = flow_layout(env.root, tp, true, fields)?;
             Ok(None)
         },
         fallback: "no state changes; owners are learned from sends only",
@@ -267,15 +273,8 @@ pub const PROBES: &[Probe] = &[
         tracepoint: ("sock", "inet_sk_error_report"),
         methods: |_| classic("inet_sk_error_report", "sock", "inet_sk_error_report"),
         resolve: |env| {
-            env.lay.error_report_tp = layout::flow_tp(
-                env.root,
-                "sock",
-                "inet_sk_error_report",
-                false,
-                Some(("error", 4)),
-                None,
-            )
-            .map_err(|e| e.to_string())?;
+            let tp = ("sock", "inet_sk_error_report");
+            env.lay.error_report_tp = flow_layout(env.root, tp, false, (Some(("error", 4)), None))?;
             Ok(None)
         },
         fallback: "socket errors are seen only when a send returns them",
@@ -285,15 +284,9 @@ pub const PROBES: &[Probe] = &[
         tracepoint: ("tcp", "tcp_cong_state_set"),
         methods: |_| classic("tcp_cong_state_set", "tcp", "tcp_cong_state_set"),
         resolve: |env| {
-            env.lay.cong_state_tp = layout::flow_tp(
-                env.root,
-                "tcp",
-                "tcp_cong_state_set",
-                true,
-                Some(("cong_state", 1)),
-                None,
-            )
-            .map_err(|e| e.to_string())?;
+            let tp = ("tcp", "tcp_cong_state_set");
+            env.lay.cong_state_tp =
+                flow_layout(env.root, tp, true, (Some(("cong_state", 1)), None))?;
             Ok(None)
         },
         fallback: "congestion state is read from the socket at each retransmit instead",
