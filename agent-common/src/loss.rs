@@ -14,8 +14,15 @@ pub mod slot {
     /// its syscall details). Counted for honesty.
     pub const PENDING_FULL: u32 = 6;
     pub const UDP_SEND: u32 = 7;
+    /// A `udp_queue_drop` record found the ring full. Its counts are cumulative,
+    /// so the next record (or the agent's read of the map) still carries them.
+    pub const UDP_QUEUE: u32 = 8;
+    /// Not a loss of facts: `udp_queue_drop` records deliberately not emitted
+    /// because the socket had one within `Config::udpq_interval_ms` (the rate
+    /// bound). The counts they would have carried arrive with the next record.
+    pub const UDP_QUEUE_RATE_BOUNDED: u32 = 9;
     /// Number of slots; the map is sized from this.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Names of the slots, indexed by slot number, for `loss` lines.
@@ -28,4 +35,6 @@ pub const SLOT_NAMES: [&str; slot::COUNT as usize] = [
     "cong_state",
     "send_error_details",
     "udp_send",
+    "udp_queue_drop",
+    "udp_queue_rate_bounded",
 ];

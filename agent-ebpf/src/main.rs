@@ -2,6 +2,10 @@
 //! The programs collect facts; every judgement happens in the agent.
 #![no_std]
 #![no_main]
+// Atomic adds for the exact per-socket drop counters (udp_queue.rs).
+// (Host builds, for clippy only, never run, do without.)
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 
 mod floor;
 mod icmp;
@@ -11,6 +15,7 @@ mod retransmit;
 mod send;
 mod sock;
 mod sockstate;
+mod udp_queue;
 
 #[cfg(not(test))]
 #[panic_handler]

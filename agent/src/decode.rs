@@ -4,7 +4,7 @@
 
 use agent_common::event::{
     CongState, Flow, Header, IcmpTooBig, Retransmit, SendError, SockLookup, SocketError,
-    SocketState, UdpSend, kind,
+    SocketState, UdpQueueDrop, UdpSend, kind,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub enum Event {
     SocketError(SocketError),
     CongState(CongState),
     UdpSend(UdpSend),
+    UdpQueueDrop(UdpQueueDrop),
     /// The agent's own record: a kernel answer, consumed by the engine, never printed.
     SockLookup(SockLookup),
 }
@@ -30,6 +31,7 @@ impl Event {
             Event::SocketError(e) => &e.header,
             Event::CongState(e) => &e.header,
             Event::UdpSend(e) => &e.header,
+            Event::UdpQueueDrop(e) => &e.header,
             Event::SockLookup(e) => &e.header,
         }
     }
@@ -44,6 +46,7 @@ impl Event {
             Event::SocketError(e) => &e.flow,
             Event::CongState(e) => &e.flow,
             Event::UdpSend(e) => &e.flow,
+            Event::UdpQueueDrop(e) => &e.flow,
             Event::SockLookup(e) => &e.flow,
         }
     }
@@ -56,6 +59,7 @@ impl Event {
             Event::IcmpTooBig(e) => Some(e.netns),
             Event::SocketState(e) => Some(e.netns),
             Event::UdpSend(e) => Some(e.netns),
+            Event::UdpQueueDrop(e) => Some(e.netns),
             Event::SockLookup(e) => Some(e.netns),
             Event::SocketError(_) | Event::CongState(_) => None,
         }
@@ -84,6 +88,7 @@ impl Event {
             Event::SocketError(_) => "socket_error",
             Event::CongState(_) => "cong_state",
             Event::UdpSend(_) => "udp_send",
+            Event::UdpQueueDrop(_) => "udp_queue_drop",
             Event::SockLookup(_) => "sock_lookup",
         }
     }
@@ -159,6 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::CONG_STATE => body(bytes, &header).map(Event::CongState),
         kind::UDP_SEND => body(bytes, &header).map(Event::UdpSend),
         kind::SOCK_LOOKUP => body(bytes, &header).map(Event::SockLookup),
+        kind::UDP_QUEUE_DROP => body(bytes, &header).map(Event::UdpQueueDrop),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -214,6 +220,12 @@ mod tests {
         i.header.len = size_of::<IcmpTooBig>() as u16;
         i.mtu = 1400;
         assert_eq!(decode(&encode(&i)), Ok(Event::IcmpTooBig(i)));
+        let mut q = UdpQueueDrop::default();
+        q.header.kind = kind::UDP_QUEUE_DROP;
+        q.header.len = size_of::<UdpQueueDrop>() as u16;
+        q.drops = 7;
+        q.peers[1].drops = 3;
+        assert_eq!(decode(&encode(&q)), Ok(Event::UdpQueueDrop(q)));
     }
 
     #[test]

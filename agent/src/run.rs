@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::loss::{SLOT_NAMES, slot};
+use agent_common::{
+    event::{UdpQueueDrop, kind, udpq_flags},
+    loss::{SLOT_NAMES, slot},
+};
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -66,6 +69,10 @@ struct State {
     /// Lines of the record being handled.
     scratch: Vec<u8>,
     lookups: crate::sysinfo::SockLookups,
+    owners: crate::sysinfo::OwnerLookups,
+    /// Per socket of the kernel's UDPQ map: drops the stream has carried, and the
+    /// last drop whose quiet second the agent has reported.
+    udpq_seen: std::collections::HashMap<u64, (u64, u64)>,
 }
 
 impl State {
@@ -76,7 +83,71 @@ impl State {
             let answer = self.lookups.answer(q);
             self.handle_one(&crate::decode::encode(&answer));
         }
+        if u16::from_ne_bytes([bytes[0], bytes.get(1).copied().unwrap_or(0)])
+            == kind::UDP_QUEUE_DROP
+            && let Ok(crate::decode::Event::UdpQueueDrop(mut e)) = crate::decode::decode(bytes)
+        {
+            let seen = self.udpq_seen.entry(e.header.sk).or_default();
+            seen.0 = seen.0.max(e.drops + e.mem_drops);
+            self.udp_queue(&mut e);
+            return;
+        }
         self.handle_one(bytes);
+    }
+
+    /// A receive-queue record: the owner from /proc when no program knew it (the
+    /// socket never sent and no reader was seen yet), written into the record so
+    /// the recording carries it and a replay agrees.
+    fn udp_queue(&mut self, e: &mut UdpQueueDrop) {
+        if e.owner.pid == 0
+            && e.inode != 0
+            && let Some(o) = self.owners.owner(e.inode)
+        {
+            e.owner = o;
+            e.flags |= udpq_flags::OWNER_FROM_PROC;
+        }
+        self.handle_one(&crate::decode::encode(e));
+    }
+
+    /// Sends the kernel's latest per-socket drop state through the stream, for the
+    /// sockets whose counts grew since the stream last carried them (the kernel's
+    /// records are rate-bounded), whose drops stopped a second ago (the episode's
+    /// end), and all of them at the end of the run (`last`).
+    fn flush_udp_queue(&mut self, map: &aya::maps::HashMap<aya::maps::MapData, u64, UdpQueueDrop>, last: bool) {
+        let now = WallClock::monotonic_now();
+        let mut out = Vec::new();
+        for (sk, mut e) in map.iter().flatten() {
+            let total = e.drops + e.mem_drops;
+            if total == 0 {
+                continue;
+            }
+            let seen = self.udpq_seen.entry(sk).or_default();
+            let grew = total > seen.0;
+            let quiet = now.saturating_sub(e.last_ns)
+                >= crate::engine::verdict::udp_queue::QUIET_NS
+                && seen.1 != e.last_ns;
+            if !(grew || quiet || (last && seen.1 != e.last_ns)) {
+                continue;
+            }
+            seen.0 = total;
+            if quiet || last {
+                seen.1 = e.last_ns;
+            }
+            e.header.kind = kind::UDP_QUEUE_DROP;
+            e.header.len = size_of::<UdpQueueDrop>() as u16;
+            e.header.ts_ns = now;
+            e.header.sk = sk;
+            e.flags |= udpq_flags::AGENT;
+            if last {
+                e.flags |= udpq_flags::FINAL;
+            }
+            out.push(e);
+        }
+        // In the order of their last drops: the stream stays ordered by what happened.
+        out.sort_by_key(|e| (e.last_ns, e.header.sk));
+        for mut e in out {
+            self.udp_queue(&mut e);
+        }
     }
 
     fn handle_one(&mut self, bytes: &[u8]) {
@@ -208,10 +279,12 @@ pub fn summary_line(
             duration_s,
             events_total: pipe.counts.values().sum(),
             events: pipe.counts.clone(),
-            // Not events: details of a send failure emitted without its syscall.
+            // Not events: details of a send failure emitted without its syscall, and
+            // udp_queue_drop records held back by their rate bound (their counts
+            // arrive with the next record).
             lost_total: lost_map
                 .iter()
-                .filter(|(k, _)| *k != "send_error_details")
+                .filter(|(k, _)| *k != "send_error_details" && *k != "udp_queue_rate_bounded")
                 .map(|(_, v)| v)
                 .sum(),
             lost: lost_map,
@@ -276,6 +349,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         rate_reported: 0,
         scratch: Vec::with_capacity(4096),
         lookups: Default::default(),
+        owners: Default::default(),
+        udpq_seen: Default::default(),
         recorder,
         kernel_reported: [0; slot::COUNT as usize],
         decode_reported: 0,
@@ -359,6 +434,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => {
                 state.pipe.engine.tick(WallClock::monotonic_now());
+                state.flush_udp_queue(&loaded.udpq, false);
+                if let Some(e) = state.failed.take() {
+                    match e {
+                        SinkError::Closed => break Stop::OutputClosed,
+                        e => return Err(e.into()),
+                    }
+                }
                 if let Some(m) = &state.pipe.metrics {
                     m.sockets.set(state.pipe.engine.sockets.len() as i64);
                 }
@@ -391,6 +473,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     ingest.drain_now(|bytes| state.handle(bytes));
+    state.flush_udp_queue(&loaded.udpq, true);
     if let Some(r) = &mut state.recorder
         && let Err(e) = r.flush()
     {

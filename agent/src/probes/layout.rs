@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp};
+use agent_common::layout::{
+    ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, UdpqTp,
+};
 
 use super::{
     btf::{Btf, BtfError},
@@ -245,7 +247,51 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         regs_arg0,
         regs_arg1,
         regs_arg2,
+        sk_rcvbuf: r.opt("sock", "sk_rcvbuf", 4),
+        sk_rmem_alloc: r.opt("sock", "sk_backlog.rmem_alloc", 4),
+        sk_drops: r.opt("sock", "sk_drops", 4),
+        // 6.18+ only: not missing elsewhere, so not noted.
+        sk_drop_counters: member(r.btf, "sock", "sk_drop_counters", 8).unwrap_or(ABSENT),
+        ndc_drops0: member(r.btf, "numa_drop_counters", "drops0", 4).unwrap_or(ABSENT),
+        ndc_drops1: member(r.btf, "numa_drop_counters", "drops1", 4).unwrap_or(ABSENT),
+        sk_socket: r.opt("sock", "sk_socket", 8),
+        // Only the offset: the inode is a large struct.
+        socket_vfs_inode: match r.btf.member("socket_alloc", "vfs_inode") {
+            Ok(m) => u16::try_from(m.offset).unwrap_or(ABSENT),
+            Err(e) => {
+                r.missing.push(e.to_string());
+                ABSENT
+            }
+        },
+        inode_ino: r.opt("inode", "i_ino", 8),
+        skb_transport_header: r.opt("sk_buff", "transport_header", 2),
     }
+}
+
+/// `udp:udp_fail_queue_rcv_skb`, either layout (see `UdpqTp`); `old` says which.
+pub fn udpq_tp(root: &Path) -> Result<(UdpqTp, bool), LayoutError> {
+    const TP: &str = "udp:udp_fail_queue_rcv_skb";
+    let f = tracefs::read_format(root, "udp", "udp_fail_queue_rcv_skb")?;
+    let rc = tp_field(&f, TP, "rc", 4)?;
+    if f.field("lport").is_some() {
+        let mut t = agent_common::layout::Layout::UNRESOLVED.udpq_tp;
+        t.rc = rc;
+        t.lport = tp_field(&f, TP, "lport", 2)?;
+        return Ok((t, true));
+    }
+    Ok((
+        UdpqTp {
+            rc,
+            lport: ABSENT,
+            sport: tp_field(&f, TP, "sport", 2)?,
+            dport: tp_field(&f, TP, "dport", 2)?,
+            family: tp_field(&f, TP, "family", 2)?,
+            saddr: tp_field(&f, TP, "saddr", 28)?,
+            daddr: tp_field(&f, TP, "daddr", 28)?,
+            _reserved: 0,
+        },
+        false,
+    ))
 }
 
 /// A layout with every tracepoint marked absent, for filling in probe by probe.

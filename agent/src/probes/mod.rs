@@ -8,7 +8,7 @@ pub mod layout;
 pub mod tracefs;
 
 use agent_common::{
-    event::SockInfo,
+    event::{SockInfo, UdpQueueDrop},
     layout::{ABSENT, Config, Layout, send_slot},
     loss,
 };
@@ -92,6 +92,9 @@ pub struct Loaded {
     pub events: Option<RingBuf<MapData>>,
     pub lost: PerCpuArray<MapData, u64>,
     pub socks: HashMap<MapData, u64, SockInfo>,
+    /// Receive-queue drop state per socket (`udp_queue_drop`), read by the agent to
+    /// send the latest counts through the stream.
+    pub udpq: HashMap<MapData, u64, UdpQueueDrop>,
     pub report: Vec<ProbeStatus>,
     pub tracefs: tracefs::Found,
     /// Kernel struct members this kernel lacks (each degrades some field).
@@ -153,6 +156,8 @@ struct Plan {
     fallback: &'static str,
     /// Another way to attach the same probe, tried when the first fails.
     alternative: Option<(&'static str, Kind)>,
+    /// Said when attached without a gap: which variant or layout was chosen.
+    info: Option<String>,
 }
 
 enum Kind {
@@ -202,6 +207,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "none: retransmits cannot be observed on this kernel",
         alternative: None,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::retransmit_tp(&root) {
@@ -256,6 +262,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "send errors come from the syscall exits only; no per-socket send counters",
         alternative,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::send_tp(&root) {
@@ -288,6 +295,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
         alternative: None,
+        info: None,
     });
 
     // Received too-big messages: every received packet passes here, so the raw
@@ -316,6 +324,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "received too-big messages are not seen",
         alternative,
+        info: None,
     };
     // len, protocol and data within one 128-byte read is the fast path; elsewhere the
     // program reads them one by one.
@@ -339,6 +348,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: Some("IPv4 only; the MTU is not in the tracepoint record".into()),
         fallback: "frag-needed messages this host sends are not seen",
         alternative: None,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::icmp_send_tp(&root) {
@@ -361,6 +371,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "no state changes; owners are learned from sends only",
         alternative: None,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -385,6 +396,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "socket errors are seen only when a send returns them",
         alternative: None,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -409,6 +421,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         degraded: None,
         fallback: "congestion state is read from the socket at each retransmit instead",
         alternative: None,
+        info: None,
     };
     if p.blocked.is_none() {
         match layout::flow_tp(
@@ -424,6 +437,26 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         }
     }
     plans.push(p);
+
+    // Datagrams dropped at a full receive queue (udp_queue.rs has the contract).
+    plans.push(udp_queue_plan(&btf, &root, &mut lay));
+    plans.push(udp_mem_limit_plan(&btf, &root));
+    let recv = btf
+        .raw_tracepoint_args("sock_recv_length")
+        .is_some_and(|a| a.len() >= 2 && a[0] == "struct sock *" && a[1] == "int");
+    plans.push(Plan {
+        probe: "udp_queue_owner",
+        program: "sock_recv_raw",
+        kind: Kind::Raw("sock_recv_length"),
+        blocked: (!recv).then(|| {
+            "raw tracepoint sock_recv_length (6.3+) missing or with another prototype".into()
+        }),
+        degraded: None,
+        fallback: "owners of receive-only sockets are looked up in /proc (the process, \
+                   not the reading thread)",
+        alternative: None,
+        info: None,
+    });
 
     let sys_exit_planned = plans
         .iter()
@@ -486,7 +519,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
                     } else {
                         State::Attached
                     },
-                    note: plan.degraded.unwrap_or_default(),
+                    note: plan.degraded.or(plan.info).unwrap_or_default(),
                 },
                 Err(e) => ProbeStatus {
                     probe: plan.probe,
@@ -514,8 +547,14 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         name: "SOCKS",
         error,
     })?;
+    let udpq = ebpf.take_map("UDPQ").ok_or(ProbeError::NoMap("UDPQ"))?;
+    let udpq = HashMap::try_from(udpq).map_err(|error| ProbeError::Map {
+        name: "UDPQ",
+        error,
+    })?;
     Ok(Loaded {
         ebpf: Some(ebpf),
+        udpq,
         events: Some(events),
         lost,
         socks,
@@ -523,6 +562,124 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         tracefs: found,
         missing_members: resolver.missing,
     })
+}
+
+/// `udp:udp_fail_queue_rcv_skb`: the raw tracepoint when BTF confirms `(int rc,
+/// struct sock *sk, ...)` (with the skb from 6.10, which gives the sources), else the
+/// classic record in whichever layout this kernel has.
+fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> Plan {
+    let k = lay.kernel;
+    let args = btf.raw_tracepoint_args("udp_fail_queue_rcv_skb");
+    let raw = args
+        .as_ref()
+        .is_some_and(|a| a.len() >= 2 && a[0] == "int" && a[1] == "struct sock *");
+    let skb = raw
+        && args
+            .as_ref()
+            .is_some_and(|a| a.len() >= 3 && a[2] == "struct sk_buff *")
+        && ![k.skb_head, k.skb_network_header, k.skb_transport_header].contains(&ABSENT);
+    let classic = (
+        "udp_fail_queue_rcv_skb",
+        Kind::Tracepoint("udp", "udp_fail_queue_rcv_skb"),
+    );
+    let mut blocked = (!tracefs::exists(root, "udp", "udp_fail_queue_rcv_skb")).then(|| {
+        "tracepoint udp:udp_fail_queue_rcv_skb does not exist on this kernel".to_string()
+    });
+    let mut classic_note = String::new();
+    if blocked.is_none() {
+        match layout::udpq_tp(root) {
+            Ok((t, old)) => {
+                lay.udpq_tp = t;
+                classic_note = format!(
+                    "classic record ({} layout): no socket pointer, drops keyed by local \
+                     port; owner, buffer and queue unknown{}",
+                    if old { "rc, lport" } else { "rc, sport, dport, family, saddr, daddr" },
+                    if old { "; sources unknown" } else { "" }
+                );
+            }
+            // The raw tracepoint does not need the record.
+            Err(e) if !raw => blocked = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    let mut gaps: Vec<String> = Vec::new();
+    if k.sk_rcvbuf == ABSENT || k.sk_rmem_alloc == ABSENT {
+        gaps.push("sock buffer layout unknown: rcvbuf/queue unknown".into());
+    }
+    if k.sk_drops == ABSENT {
+        gaps.push("sk_drops unknown: no cross-check with the socket's own counter".into());
+    }
+    if k.sk_socket == ABSENT || k.socket_vfs_inode == ABSENT || k.inode_ino == ABSENT {
+        gaps.push("socket inode unknown: owners of receive-only sockets unknown".into());
+    }
+    let (program, kind, alternative, info) = if skb {
+        (
+            "udp_queue_raw_skb",
+            Kind::Raw("udp_fail_queue_rcv_skb"),
+            (!classic_note.is_empty()).then_some(classic),
+            "prototype (rc, sk, skb): per socket, with sources".to_string(),
+        )
+    } else if raw {
+        gaps.push("prototype (rc, sk) without the skb (before 6.10): sources unknown".into());
+        (
+            "udp_queue_raw",
+            Kind::Raw("udp_fail_queue_rcv_skb"),
+            (!classic_note.is_empty()).then_some(classic),
+            String::new(),
+        )
+    } else {
+        if !classic_note.is_empty() {
+            gaps.push(classic_note.clone());
+        }
+        (classic.0, classic.1, None, String::new())
+    };
+    let degraded = (!gaps.is_empty()).then(|| {
+        let mut g = gaps.join("; ");
+        if !info.is_empty() {
+            g = format!("{info}; {g}");
+        }
+        g
+    });
+    Plan {
+        probe: "udp_queue",
+        program,
+        kind,
+        blocked,
+        degraded,
+        fallback: "datagrams dropped at full receive queues are only counted host-wide \
+                   (nstat Udp RcvbufErrors)",
+        alternative,
+        info: (!info.is_empty()).then_some(info),
+    }
+}
+
+/// `sock:sock_exceed_buf_limit` as a raw tracepoint (the classic record has no
+/// socket pointer): UDP sockets hitting the protocol's memory limits.
+fn udp_mem_limit_plan(btf: &btf::Btf, root: &std::path::Path) -> Plan {
+    let raw = btf
+        .raw_tracepoint_args("sock_exceed_buf_limit")
+        .is_some_and(|a| a.len() >= 4 && a[0] == "struct sock *" && a[3] == "int");
+    let blocked = if !tracefs::exists(root, "sock", "sock_exceed_buf_limit") {
+        Some("tracepoint sock:sock_exceed_buf_limit does not exist on this kernel".to_string())
+    } else if !raw {
+        Some(
+            "BTF has no (struct sock *, struct proto *, long, int) prototype for \
+             sock_exceed_buf_limit (the classic record names no socket)"
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    Plan {
+        probe: "udp_mem_limit",
+        program: "sock_exceed_buf_raw",
+        kind: Kind::Raw("sock_exceed_buf_limit"),
+        blocked,
+        degraded: None,
+        fallback: "memory-limit hits are not counted per socket (queue drops still are)",
+        alternative: None,
+        info: None,
+    }
 }
 
 fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<Option<String>, String> {
