@@ -211,9 +211,11 @@ fn maybe_emit(key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
                 unsafe { (*st).owner = owner };
             }
         }
+        let netns = sock::netns_of(sk);
+        let rcvbuf = read::kernel_or::<i32>(sk, lay!(kernel.sk_rcvbuf), -1);
         unsafe {
-            (*st).netns = sock::netns_of(sk);
-            (*st).rcvbuf = read::kernel_or::<i32>(sk, lay!(kernel.sk_rcvbuf), -1);
+            (*st).netns = netns;
+            (*st).rcvbuf = rcvbuf;
             if (*st).inode == 0 {
                 (*st).inode = inode_of(sk);
             }
@@ -267,8 +269,9 @@ fn on_drop(d: Drop) -> Result<u32, Fail> {
     };
     count_peer(st, peer);
     if d.sk != 0 {
+        let queued = read::kernel_or::<i32>(d.sk, lay!(kernel.sk_rmem_alloc), -1);
         unsafe {
-            (*st).queued = read::kernel_or::<i32>(d.sk, lay!(kernel.sk_rmem_alloc), -1);
+            (*st).queued = queued;
             if let Some(n) = sk_drops(d.sk) {
                 (*st).sk_drops = n;
                 (*st).flags |= udpq_flags::SK_DROPS;
@@ -284,7 +287,8 @@ fn on_drop(d: Drop) -> Result<u32, Fail> {
         }
     }
     if d.skb != 0 {
-        unsafe { (*st).last_len = read::kernel_or::<u32>(d.skb, lay!(kernel.skb_len), 0) };
+        let len = read::kernel_or::<u32>(d.skb, lay!(kernel.skb_len), 0);
+        unsafe { (*st).last_len = len };
     }
     maybe_emit(d.key, d.sk, st, now);
     Ok(0)

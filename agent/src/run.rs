@@ -88,7 +88,7 @@ impl State {
             && let Ok(crate::decode::Event::UdpQueueDrop(mut e)) = crate::decode::decode(bytes)
         {
             let seen = self.udpq_seen.entry(e.header.sk).or_default();
-            seen.0 = seen.0.max(e.drops + e.mem_drops);
+            seen.0 = seen.0.max(e.drops.saturating_add(e.mem_drops));
             self.udp_queue(&mut e);
             return;
         }
@@ -117,7 +117,7 @@ impl State {
         let now = WallClock::monotonic_now();
         let mut out = Vec::new();
         for (sk, mut e) in map.iter().flatten() {
-            let total = e.drops + e.mem_drops;
+            let total = e.drops.saturating_add(e.mem_drops);
             if total == 0 {
                 continue;
             }
@@ -359,7 +359,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     for p in &loaded.report {
         eprintln!(
-            "sendsight: probe {:<13} {:<11} {}{}{}",
+            "sendsight: probe {:<15} {:<11} {}{}{}",
             p.probe,
             format!("{:?}", p.state).to_lowercase(),
             p.attach,

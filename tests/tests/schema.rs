@@ -31,12 +31,13 @@ fn repo() -> PathBuf {
 }
 
 /// Every line type the agent prints, one schema file each.
-const TYPES: [&str; 13] = [
+const TYPES: [&str; 14] = [
     "start",
     "retransmit",
     "send_error",
     "connect_error",
     "udp_send",
+    "udp_queue_drop",
     "icmp_too_big",
     "socket_state",
     "socket_error",
@@ -327,7 +328,8 @@ fn stopped(mut agent: Agent) -> Output {
 }
 
 /// The real agent while the kernel retransmits (v4 and v6), receives and sends
-/// too-big ICMPs, and fails sends (reset, seccomp ECOMM, user timeout).
+/// too-big ICMPs, fails sends (reset, seccomp ECOMM, user timeout), and a UDP
+/// server's receive queue overflows.
 #[test]
 fn live_output_matches_the_schemas() {
     require_root();
@@ -344,6 +346,7 @@ fn live_output_matches_the_schemas() {
     scenarios::epipe_after_reset(&routed, true);
     scenarios::ecomm_via_seccomp(&routed, false);
     scenarios::etimedout_user_timeout(&direct, false);
+    scenarios::udp_queue_overflow(&direct, 300);
 
     let out = stopped(agent);
     let mut report = Report::default();
@@ -357,7 +360,9 @@ fn live_output_matches_the_schemas() {
         "socket_state",
         "socket_error",
         "cong_state",
+        "udp_queue_drop",
         "verdict",
+        "verdict:udp_queue_overflow",
         "summary",
     ]);
 }

@@ -211,27 +211,41 @@ fn udp_queue(v: &Verdict, q: &UdpQueueOverflow) -> String {
         _ => String::new(),
     };
     let mut text = format!(
-        "The receive queue of UDP port {port} was full{buf}: the kernel dropped {}          datagram(s) in {} s before {who} read them, and counts them only host-wide          (nstat Udp RcvbufErrors). The sender sees silence, retransmits, and times out.          {who} is not reading fast enough: check its threads and load (a blocked or          single-threaded receive loop, CPU saturation, a slow backend); give the socket          a larger buffer (SO_RCVBUF, capped by sysctl net.core.rmem_max;          net.core.rmem_default for sockets that do not ask) to ride out bursts.",
-        q.dropped,
-        q.duration_s,
+        "The receive queue of UDP port {port} was full{buf}: the kernel dropped {} \
+         datagram(s) in {} s before {who} read them, and counts them only host-wide \
+         (nstat Udp RcvbufErrors). The sender sees silence, retransmits, and times out. \
+         {who} is not reading fast enough: check its threads and load (a blocked or \
+         single-threaded receive loop, CPU saturation, a slow backend); give the socket \
+         a larger buffer (SO_RCVBUF, capped by sysctl net.core.rmem_max; \
+         net.core.rmem_default for sockets that do not ask) to ride out bursts.",
+        q.dropped, q.duration_s,
     );
     if q.memory_drops > 0 || q.memory_limit_hits > 0 {
         text.push_str(
-            " Some drops hit the protocol's memory limit instead (sysctl net.ipv4.udp_mem):              the host is short of UDP memory overall.",
+            " Some drops hit the protocol's memory limit instead (sysctl net.ipv4.udp_mem): \
+             the host is short of UDP memory overall.",
         );
     }
     match q.service {
         Some("ike") => text.push_str(
-            " IKE: negotiations time out under load (Windows names this              ERROR_IPSEC_IKE_QUEUE_DROP_MM). Check the daemon's own limits too:              strongSwan charon.threads, charon.ikesa_limit / init_limit_half_open and the              job queue (swanctl --stats), Libreswan's half-open and DDoS-cookie limits              (ipsec.conf ddos-mode, max-halfopen-ike); a flood of IKE_SA_INIT from few              peers (top_peers) may be an attack: cookies or a rate limit help.",
+            " IKE: negotiations time out under load (Windows names this \
+             ERROR_IPSEC_IKE_QUEUE_DROP_MM). Check the daemon's own limits too: \
+             strongSwan charon.threads, charon.ikesa_limit / init_limit_half_open and the \
+             job queue (swanctl --stats), Libreswan's half-open and DDoS-cookie limits \
+             (ipsec.conf ddos-mode, max-halfopen-ike); a flood of IKE_SA_INIT from few \
+             peers (top_peers) may be an attack: cookies or a rate limit help.",
         ),
         Some("dns") => text.push_str(
-            " DNS: clients retry and fail over; raise the resolver's receive threads              (e.g. unbound num-threads/so-rcvbuf, BIND -U, dnsmasq) as well as the buffer.",
+            " DNS: clients retry and fail over; raise the resolver's receive threads \
+             (e.g. unbound num-threads/so-rcvbuf, BIND -U, dnsmasq) as well as the buffer.",
         ),
         Some("syslog") => text.push_str(
-            " syslog: dropped messages are lost for good (UDP has no retry); raise the              daemon's receive buffer (rsyslog imudp RcvBufSize) or move senders to TCP/RELP.",
+            " syslog: dropped messages are lost for good (UDP has no retry); raise the \
+             daemon's receive buffer (rsyslog imudp RcvBufSize) or move senders to TCP/RELP.",
         ),
         Some("quic") => text.push_str(
-            " QUIC: loss here looks like congestion to the peers and slows every              connection; scale the receive path (more sockets with SO_REUSEPORT, GRO).",
+            " QUIC: loss here looks like congestion to the peers and slows every \
+             connection; scale the receive path (more sockets with SO_REUSEPORT, GRO).",
         ),
         _ => {}
     }

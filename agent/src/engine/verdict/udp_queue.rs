@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use agent_common::event::{UDP_QUEUE_PEERS, UdpPeer, UdpQueueDrop, udpq_flags};
 
 use super::{
-    Confidence, Ctx, Reported, Verdict, ms,
+    Confidence, Ctx, Reported, Verdict,
     evidence::{Evidence, PeerDrops, UdpQueueOverflow},
 };
 use crate::net;
@@ -49,7 +49,7 @@ impl Counts {
     }
 
     fn dropped(&self) -> u64 {
-        self.drops + self.mem_drops
+        self.drops.saturating_add(self.mem_drops)
     }
 }
 
@@ -96,6 +96,14 @@ impl UdpQueue {
     pub fn on_record(&mut self, c: &Ctx, e: &UdpQueueDrop) -> Option<Verdict> {
         let now = Counts::of(e);
         let s = self.sock(e.header.sk);
+        // The kernel's counters only grow, unless its LRU map dropped the socket's
+        // entry and began again from zero: count from zero then.
+        if now.drops < s.last.drops || now.mem_drops < s.last.mem_drops {
+            s.last = Counts::default();
+            if let Some(ep) = s.episode.as_mut() {
+                ep.base = Counts::default();
+            }
+        }
         let grew = now.dropped() > s.last.dropped();
         if grew && s.episode.is_none() {
             s.episode = Some(Episode {
@@ -126,6 +134,11 @@ impl UdpQueue {
         }
         verdict
     }
+}
+
+/// Seconds with microsecond precision.
+fn seconds(ns: u64) -> f64 {
+    (ns as f64 / 1e3).round() / 1e6
 }
 
 fn verdict(c: &Ctx, e: &UdpQueueDrop, ep: &Episode, now: &Counts, ended: bool) -> Verdict {
@@ -162,18 +175,18 @@ fn verdict(c: &Ctx, e: &UdpQueueDrop, ep: &Episode, now: &Counts, ended: bool) -
             Confidence::Medium
         },
         evidence: Evidence::UdpQueueOverflow(UdpQueueOverflow {
-            dropped: now.drops - ep.base.drops,
-            memory_drops: now.mem_drops - ep.base.mem_drops,
-            duration_s: ms(e.last_ns.saturating_sub(ep.first_ns)) / 1000.0,
+            dropped: now.drops.saturating_sub(ep.base.drops),
+            memory_drops: now.mem_drops.saturating_sub(ep.base.mem_drops),
+            duration_s: seconds(e.last_ns.saturating_sub(ep.first_ns)),
             ended,
             rcvbuf: known(has_sock, e.rcvbuf),
             queued: known(has_sock, e.queued),
             socket_drops: (e.flags & udpq_flags::SK_DROPS != 0).then_some(e.sk_drops),
             last_datagram_bytes: (e.last_len != 0).then_some(e.last_len),
             top_peers: top,
-            other_peers_dropped: now.other_peers - ep.base.other_peers,
-            memory_limit_hits: now.limit_hits.wrapping_sub(ep.base.limit_hits),
-            records_suppressed: now.suppressed - ep.base.suppressed,
+            other_peers_dropped: now.other_peers.saturating_sub(ep.base.other_peers),
+            memory_limit_hits: now.limit_hits.saturating_sub(ep.base.limit_hits),
+            records_suppressed: now.suppressed.saturating_sub(ep.base.suppressed),
             service: net::service(&e.flow),
         }),
         netns: e.netns,
@@ -302,6 +315,17 @@ mod tests {
             .unwrap();
         assert_eq!(v.confidence, Confidence::High);
         assert_eq!(overflow(&v).dropped, 3);
+    }
+
+    #[test]
+    fn counters_that_start_again_from_zero_are_counted_from_zero() {
+        let mut q = UdpQueue::default();
+        q.on_record(&ctx(), &record(10 * S, 100, 10 * S, 0)).unwrap();
+        q.on_record(&ctx(), &record(12 * S, 100, 10 * S, udpq_flags::AGENT))
+            .unwrap();
+        // The kernel's LRU map forgot the socket; its new entry counts from 1.
+        let v = q.on_record(&ctx(), &record(20 * S, 1, 20 * S, 0)).unwrap();
+        assert_eq!(overflow(&v).dropped, 1);
     }
 
     #[test]
