@@ -434,6 +434,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => {
                 state.pipe.engine.tick(WallClock::monotonic_now());
+                // What the ring holds first: the map read is newer than any of it.
+                ingest.poll(|bytes| state.handle(bytes));
                 state.flush_udp_queue(&loaded.udpq, false);
                 if let Some(e) = state.failed.take() {
                     match e {

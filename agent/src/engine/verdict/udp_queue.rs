@@ -63,6 +63,9 @@ struct Episode {
 struct SockDrops {
     /// The counts of the last record (the base of the next episode).
     last: Counts,
+    /// Its time: a record older than that (a kernel record the agent's read of the
+    /// map overtook) brings nothing new.
+    last_ts: u64,
     episode: Option<Episode>,
 }
 
@@ -96,6 +99,10 @@ impl UdpQueue {
     pub fn on_record(&mut self, c: &Ctx, e: &UdpQueueDrop) -> Option<Verdict> {
         let now = Counts::of(e);
         let s = self.sock(e.header.sk);
+        if e.header.ts_ns < s.last_ts {
+            return None;
+        }
+        s.last_ts = e.header.ts_ns;
         // The kernel's counters only grow, unless its LRU map dropped the socket's
         // entry and began again from zero: count from zero then.
         if now.drops < s.last.drops || now.mem_drops < s.last.mem_drops {
@@ -326,6 +333,20 @@ mod tests {
         // The kernel's LRU map forgot the socket; its new entry counts from 1.
         let v = q.on_record(&ctx(), &record(20 * S, 1, 20 * S, 0)).unwrap();
         assert_eq!(overflow(&v).dropped, 1);
+    }
+
+    #[test]
+    fn a_kernel_record_overtaken_by_the_agents_read_brings_nothing() {
+        let mut q = UdpQueue::default();
+        let v = q
+            .on_record(&ctx(), &record(10 * S + 5, 394, 10 * S + 4, udpq_flags::AGENT))
+            .unwrap();
+        assert_eq!(overflow(&v).dropped, 394);
+        assert!(q.on_record(&ctx(), &record(10 * S, 1, 10 * S, 0)).is_none());
+        let v = q
+            .on_record(&ctx(), &record(12 * S, 996, 10 * S + 9, udpq_flags::AGENT))
+            .unwrap();
+        assert_eq!(overflow(&v).dropped, 996);
     }
 
     #[test]
