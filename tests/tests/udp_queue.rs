@@ -244,9 +244,24 @@ fn overflow_lines(lines: &[Value], server: SocketAddr, confidence: &str) -> Vec<
         .collect()
 }
 
+/// State and note of `probe` in the agent's start line.
+fn probe<'a>(out: &'a sendsight_tests::agent::Output, probe: &str) -> (&'a str, &'a str) {
+    let start = out.of_type("start");
+    let p = start[0]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["probe"] == probe)
+        .unwrap_or_else(|| panic!("no probe {probe} in the start line"));
+    (p["state"].as_str().unwrap(), p["note"].as_str().unwrap())
+}
+
 /// The verdict names the server's socket and process, says "ike", and its count is
-/// the kernel's RcvbufErrors delta, exactly.
-fn check_verdict(r: &Run, v: &Value) {
+/// the kernel's RcvbufErrors delta, exactly. What a kernel cannot tell is checked
+/// as unknown: without `sock:sock_recv_length` (before 6.3) the owner is the
+/// process found in /proc, not the reading thread; without the skb argument
+/// (before 6.10) the sources are unknown.
+fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
     println!("verdict {v}");
     let ev = &v["evidence"];
     assert_eq!(
@@ -257,24 +272,32 @@ fn check_verdict(r: &Run, v: &Value) {
     assert_eq!(v["local"]["port"], PORT, "{v}");
     assert_eq!(v["service"], "ike", "{v}");
     assert_eq!(ev["service"], "ike", "{v}");
-    assert_eq!(v["process"]["comm"], "ss-udpq-srv", "{v}");
+    if probe(out, "udp_queue_owner").0 == "attached" {
+        assert_eq!(v["process"]["comm"], "ss-udpq-srv", "{v}");
+    }
     assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
     assert_eq!(ev["ended"], true, "{v}");
     assert_eq!(ev["rcvbuf"].as_i64(), Some(r.rcvbuf as i64), "{v}");
     assert!(ev["queued"].as_u64().is_some(), "{v}");
+    let advice = v["advice"].as_str().unwrap();
+    assert!(
+        advice.contains("SO_RCVBUF") && advice.contains("rmem_max") && advice.contains("IKE"),
+        "{advice}"
+    );
     // The socket's own counter agrees (the socket is new: all its drops are these).
     assert_eq!(ev["socket_drops"].as_u64(), Some(r.kernel_drops), "{v}");
+    let (state, note) = probe(out, "udp_queue");
+    println!("probe udp_queue: {state}: {note}");
+    if note.contains("sources unknown") || note.contains("classic") {
+        assert_eq!(ev["other_peers_dropped"].as_u64(), Some(r.kernel_drops), "{v}");
+        return;
+    }
     // One source: the client.
     let peers = ev["top_peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{v}");
     assert_eq!(peers[0]["ip"], r.topo.addrs.client4, "{v}");
     assert_eq!(peers[0]["port"], r.client_port, "{v}");
     assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
-    let advice = v["advice"].as_str().unwrap();
-    assert!(
-        advice.contains("SO_RCVBUF") && advice.contains("rmem_max") && advice.contains("IKE"),
-        "{advice}"
-    );
 }
 
 #[test]
@@ -298,7 +321,7 @@ fn slow_ike_server_drops_at_its_full_queue() {
         )],
     );
     let high = overflow_lines(&out.lines, r.server, "high");
-    check_verdict(&r, &high[0]);
+    check_verdict(&r, &out, &high[0]);
     // The event lines: the last one for the socket carries the same count.
     let last = out
         .of_type("udp_queue_drop")
@@ -332,7 +355,8 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
     println!("verdict {v}");
     let ev = &v["evidence"];
     assert_eq!(ev["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
-    assert_eq!(v["process"]["comm"], "ss-udpq-srv", "{v}");
+    assert_eq!(ev["socket_drops"].as_u64(), Some(r.kernel_drops), "{v}");
+    assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
     // Far fewer records than drops: the kernel held most back, and said so.
     let records: Vec<&Value> = out
         .of_type("udp_queue_drop")
