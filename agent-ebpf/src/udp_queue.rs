@@ -28,9 +28,7 @@
 //! by inode.
 
 use agent_common::{
-    event::{
-        AF_INET, AF_INET6, IPPROTO_UDP, UDP_QUEUE_PEERS, UdpQueueDrop, kind, udpq_flags,
-    },
+    event::{AF_INET, AF_INET6, IPPROTO_UDP, UDP_QUEUE_PEERS, UdpQueueDrop, kind, udpq_flags},
     kernel::errno::ENOMEM,
     layout::ABSENT,
     loss::slot,
@@ -129,8 +127,8 @@ fn skb_peer(skb: u64) -> Result<([u8; 16], u16, u16), Fail> {
     } else {
         return Err(1);
     };
-    let port = unsafe { bpf_probe_read_kernel((head + th as u64) as *const u16) }
-        .map_err(|_| 1u32)?;
+    let port =
+        unsafe { bpf_probe_read_kernel((head + th as u64) as *const u16) }.map_err(|_| 1u32)?;
     Ok((addr, u16::from_be(port), family))
 }
 

@@ -113,7 +113,11 @@ impl State {
     /// sockets whose counts grew since the stream last carried them (the kernel's
     /// records are rate-bounded), whose drops stopped a second ago (the episode's
     /// end), and all of them at the end of the run (`last`).
-    fn flush_udp_queue(&mut self, map: &aya::maps::HashMap<aya::maps::MapData, u64, UdpQueueDrop>, last: bool) {
+    fn flush_udp_queue(
+        &mut self,
+        map: &aya::maps::HashMap<aya::maps::MapData, u64, UdpQueueDrop>,
+        last: bool,
+    ) {
         let now = WallClock::monotonic_now();
         let mut out = Vec::new();
         for (sk, mut e) in map.iter().flatten() {

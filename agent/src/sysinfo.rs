@@ -258,9 +258,8 @@ pub fn owner_of_inode(ino: u64) -> Option<agent_common::event::Owner> {
     pids.sort_unstable();
     let pid = pids.into_iter().find(|pid| {
         fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-            fds.flatten().any(|fd| {
-                fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
-            })
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
         })
     })?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -49,8 +49,18 @@ fn topology(net: u8) -> Topology {
     sh(
         "ip",
         &[
-            "link", "add", "eth0", "netns", &client.name, "type", "veth", "peer", "name", "eth0",
-            "netns", &server.name,
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &server.name,
         ],
     );
     for (ns, ip) in [(&client, &addrs.client4), (&server, &addrs.server4)] {
@@ -103,7 +113,8 @@ fn server(ns: &Netns, addr: SocketAddr, rcvbuf: i32, pause: Duration) -> Server 
         let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         set_int(&s, libc::SO_RCVBUF, rcvbuf);
         let applied = get_int(&s, libc::SO_RCVBUF);
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         tx.send(()).unwrap();
         let mut buf = vec![0u8; 65536];
         let mut read = 0u64;
@@ -213,9 +224,7 @@ fn scenario(
     std::thread::sleep(Duration::from_millis(2500));
     let (read, applied) = srv.stop();
     let kernel_drops = rcvbuf_errors(&topo.server) - before;
-    println!(
-        "[{name}] server read {read}, SO_RCVBUF {applied}; RcvbufErrors delta {kernel_drops}"
-    );
+    println!("[{name}] server read {read}, SO_RCVBUF {applied}; RcvbufErrors delta {kernel_drops}");
     let fin = scen.stop();
     (
         Run {
@@ -289,7 +298,11 @@ fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
     let (state, note) = probe(out, "udp_queue");
     println!("probe udp_queue: {state}: {note}");
     if note.contains("sources unknown") || note.contains("classic") {
-        assert_eq!(ev["other_peers_dropped"].as_u64(), Some(r.kernel_drops), "{v}");
+        assert_eq!(
+            ev["other_peers_dropped"].as_u64(),
+            Some(r.kernel_drops),
+            "{v}"
+        );
         return;
     }
     // One source: the client.
@@ -310,8 +323,15 @@ fn slow_ike_server_drops_at_its_full_queue() {
         1000,
         1200,
     );
-    assert!(r.kernel_drops > 0, "the scenario did not overflow the queue");
-    assert_eq!(r.sent as u64, r.read + r.kernel_drops, "sent = read + dropped");
+    assert!(
+        r.kernel_drops > 0,
+        "the scenario did not overflow the queue"
+    );
+    assert_eq!(
+        r.sent as u64,
+        r.read + r.kernel_drops,
+        "sent = read + dropped"
+    );
     let out = fin.expect(
         &r.topo,
         &[(
@@ -374,7 +394,9 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
     // Every drop was either in an emitted record's window or a suppressed one.
     assert!(records.len() as u64 + suppressed >= r.kernel_drops);
     let summary = out.summary();
-    let bounded = summary["lost"]["udp_queue_rate_bounded"].as_u64().unwrap_or(0);
+    let bounded = summary["lost"]["udp_queue_rate_bounded"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(bounded >= suppressed, "summary: {summary}");
     let loss: u64 = out
         .of_type("loss")
@@ -397,7 +419,10 @@ fn a_server_that_keeps_up_is_not_judged() {
     );
     assert_eq!(r.kernel_drops, 0, "the fast server dropped datagrams");
     assert_eq!(r.read, r.sent as u64);
-    let out = fin.expect(&r.topo, &[(Sel::Local(r.server), "udp_queue_overflow", &[])]);
+    let out = fin.expect(
+        &r.topo,
+        &[(Sel::Local(r.server), "udp_queue_overflow", &[])],
+    );
     assert!(
         out.of_type("udp_queue_drop")
             .into_iter()

@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use agent_common::layout::{
-    ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, UdpqTp,
-};
+use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, UdpqTp};
 
 use super::{
     btf::{Btf, BtfError},
@@ -374,7 +372,10 @@ mod tests {
         let args = btf.raw_tracepoint_args("udp_fail_queue_rcv_skb").unwrap();
         assert_eq!(&args[..2], ["int", "struct sock *"]);
         let limit = btf.raw_tracepoint_args("sock_exceed_buf_limit").unwrap();
-        assert_eq!((limit[0].as_str(), limit[3].as_str()), ("struct sock *", "int"));
+        assert_eq!(
+            (limit[0].as_str(), limit[3].as_str()),
+            ("struct sock *", "int")
+        );
         let mut r = Resolver {
             btf: &btf,
             missing: Vec::new(),

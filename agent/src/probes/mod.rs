@@ -582,9 +582,8 @@ fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> P
         "udp_fail_queue_rcv_skb",
         Kind::Tracepoint("udp", "udp_fail_queue_rcv_skb"),
     );
-    let mut blocked = (!tracefs::exists(root, "udp", "udp_fail_queue_rcv_skb")).then(|| {
-        "tracepoint udp:udp_fail_queue_rcv_skb does not exist on this kernel".to_string()
-    });
+    let mut blocked = (!tracefs::exists(root, "udp", "udp_fail_queue_rcv_skb"))
+        .then(|| "tracepoint udp:udp_fail_queue_rcv_skb does not exist on this kernel".to_string());
     let mut classic_note = String::new();
     if blocked.is_none() {
         match layout::udpq_tp(root) {
@@ -593,7 +592,11 @@ fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> P
                 classic_note = format!(
                     "classic record ({} layout): no socket pointer, drops keyed by local \
                      port; owner, buffer and queue unknown{}",
-                    if old { "rc, lport" } else { "rc, sport, dport, family, saddr, daddr" },
+                    if old {
+                        "rc, lport"
+                    } else {
+                        "rc, sport, dport, family, saddr, daddr"
+                    },
                     if old { "; sources unknown" } else { "" }
                 );
             }

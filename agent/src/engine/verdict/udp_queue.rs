@@ -168,7 +168,7 @@ fn verdict(c: &Ctx, e: &UdpQueueDrop, ep: &Episode, now: &Counts, ended: bool) -
         })
         .filter(|p| p.dropped > 0)
         .collect();
-    top.sort_by(|a, b| b.dropped.cmp(&a.dropped));
+    top.sort_by_key(|p| std::cmp::Reverse(p.dropped));
     let known = |ok: bool, v: i32| (ok && v >= 0).then_some(v as u32);
     let has_sock = e.flags & udpq_flags::NO_SOCK == 0;
     Verdict {
@@ -286,8 +286,11 @@ mod tests {
         assert!((o.duration_s - 0.333).abs() < 0.001, "{}", o.duration_s);
         // Nothing new: nothing said.
         assert!(
-            q.on_record(&ctx(), &record(13 * S, 737, 10 * S + S / 3, udpq_flags::FINAL))
-                .is_none()
+            q.on_record(
+                &ctx(),
+                &record(13 * S, 737, 10 * S + S / 3, udpq_flags::FINAL)
+            )
+            .is_none()
         );
     }
 
@@ -318,7 +321,10 @@ mod tests {
         assert!(q.on_record(&ctx(), &e).is_none());
         q.on_record(&ctx(), &record(11 * S, 2, 11 * S, 0)).unwrap();
         let v = q
-            .on_record(&ctx(), &record(11 * S + 1, 3, 11 * S + 1, udpq_flags::FINAL))
+            .on_record(
+                &ctx(),
+                &record(11 * S + 1, 3, 11 * S + 1, udpq_flags::FINAL),
+            )
             .unwrap();
         assert_eq!(v.confidence, Confidence::High);
         assert_eq!(overflow(&v).dropped, 3);
@@ -327,7 +333,8 @@ mod tests {
     #[test]
     fn counters_that_start_again_from_zero_are_counted_from_zero() {
         let mut q = UdpQueue::default();
-        q.on_record(&ctx(), &record(10 * S, 100, 10 * S, 0)).unwrap();
+        q.on_record(&ctx(), &record(10 * S, 100, 10 * S, 0))
+            .unwrap();
         q.on_record(&ctx(), &record(12 * S, 100, 10 * S, udpq_flags::AGENT))
             .unwrap();
         // The kernel's LRU map forgot the socket; its new entry counts from 1.
@@ -339,7 +346,10 @@ mod tests {
     fn a_kernel_record_overtaken_by_the_agents_read_brings_nothing() {
         let mut q = UdpQueue::default();
         let v = q
-            .on_record(&ctx(), &record(10 * S + 5, 394, 10 * S + 4, udpq_flags::AGENT))
+            .on_record(
+                &ctx(),
+                &record(10 * S + 5, 394, 10 * S + 4, udpq_flags::AGENT),
+            )
             .unwrap();
         assert_eq!(overflow(&v).dropped, 394);
         assert!(q.on_record(&ctx(), &record(10 * S, 1, 10 * S, 0)).is_none());
