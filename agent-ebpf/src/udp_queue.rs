@@ -76,6 +76,8 @@ struct Drop {
     skb: u64,
     /// Source of the datagram, when the record carries it (classic, 6.10+).
     peer: Option<([u8; 16], u16, u16)>,
+    /// Local address and family, when the record carries them (classic, 6.10+).
+    local: Option<([u8; 16], u16)>,
     lport: u16,
 }
 
@@ -280,6 +282,10 @@ fn on_drop(d: Drop) -> Result<u32, Fail> {
             (*st).flags |= udpq_flags::NO_SOCK;
             (*st).flow.sport = d.lport;
             (*st).flow.protocol = IPPROTO_UDP;
+            if let Some((addr, family)) = d.local {
+                (*st).flow.saddr = addr;
+                (*st).flow.family = family;
+            }
             (*st).queued = -1;
             (*st).rcvbuf = -1;
         }
@@ -304,6 +310,7 @@ pub fn udp_queue_raw(ctx: RawTracePointContext) -> i32 {
         rc: rc as i32,
         skb: 0,
         peer: None,
+        local: None,
         lport: 0,
     };
     match on_drop(d) {
@@ -323,6 +330,7 @@ pub fn udp_queue_raw_skb(ctx: RawTracePointContext) -> i32 {
         rc: rc as i32,
         skb,
         peer: None,
+        local: None,
         lport: 0,
     };
     match on_drop(d) {
@@ -341,19 +349,28 @@ pub fn udp_fail_queue_rcv_skb(ctx: TracePointContext) -> u32 {
 fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(udpq_tp);
     let rc = read::tp::<i32>(ctx, tp.rc)?;
-    let (lport, peer) = if tp.lport != ABSENT {
-        (read::tp::<u16>(ctx, tp.lport)?, None)
+    let (lport, peer, local) = if tp.lport != ABSENT {
+        (read::tp::<u16>(ctx, tp.lport)?, None, None)
     } else {
-        // 6.10+: sport/saddr are the datagram's source, dport the local port.
+        // 6.10+: sport/saddr are the datagram's source, dport/daddr its destination
+        // (this socket); the addresses as sockaddr_in (address at 4) or
+        // sockaddr_in6 (at 8).
         let family = read::tp::<u16>(ctx, tp.family)?;
-        let mut addr = [0u8; 16];
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
         if family == AF_INET6 {
-            addr = read::tp::<[u8; 16]>(ctx, tp.saddr + 8)?;
+            src = read::tp::<[u8; 16]>(ctx, tp.saddr + 8)?;
+            dst = read::tp::<[u8; 16]>(ctx, tp.daddr + 8)?;
         } else {
-            addr[..4].copy_from_slice(&read::tp::<[u8; 4]>(ctx, tp.saddr + 4)?);
+            src[..4].copy_from_slice(&read::tp::<[u8; 4]>(ctx, tp.saddr + 4)?);
+            dst[..4].copy_from_slice(&read::tp::<[u8; 4]>(ctx, tp.daddr + 4)?);
         }
         let sport = read::tp::<u16>(ctx, tp.sport)?;
-        (read::tp::<u16>(ctx, tp.dport)?, Some((addr, sport, family)))
+        (
+            read::tp::<u16>(ctx, tp.dport)?,
+            Some((src, sport, family)),
+            Some((dst, family)),
+        )
     };
     on_drop(Drop {
         key: PORT_KEY | lport as u64,
@@ -361,6 +378,7 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
         rc,
         skb: 0,
         peer,
+        local,
         lport,
     })
 }

@@ -207,12 +207,13 @@ fn scenario(
     pause: Duration,
     count: u32,
     size: usize,
+    envs: &[(&str, &str)],
 ) -> (Run, sendsight_tests::recorded::Finished) {
     let topo = topology(net);
     let server_addr = SocketAddr::new(topo.addrs.server4.parse().unwrap(), PORT);
     let client_ip: IpAddr = topo.addrs.client4.parse().unwrap();
     let before = rcvbuf_errors(&topo.server);
-    let scen = Scenario::start(name);
+    let scen = Scenario::start_env(name, envs);
     let srv = server(&topo.server, server_addr, rcvbuf, pause);
     let t0 = Instant::now();
     let (sent, client_port) = burst(&topo.client, client_ip, server_addr, count, size);
@@ -322,6 +323,7 @@ fn slow_ike_server_drops_at_its_full_queue() {
         Duration::from_millis(50),
         1000,
         1200,
+        &[],
     );
     assert!(
         r.kernel_drops > 0,
@@ -360,6 +362,7 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
         Duration::from_millis(20),
         100_000,
         64,
+        &[],
     );
     assert!(r.kernel_drops > 10_000, "the flood did not overflow enough");
     let out = fin.expect(
@@ -416,6 +419,7 @@ fn a_server_that_keeps_up_is_not_judged() {
         Duration::ZERO,
         1000,
         1200,
+        &[],
     );
     assert_eq!(r.kernel_drops, 0, "the fast server dropped datagrams");
     assert_eq!(r.read, r.sent as u64);
@@ -429,4 +433,61 @@ fn a_server_that_keeps_up_is_not_judged() {
             .all(|l| !Sel::Local(r.server).matches(l)),
         "udp_queue_drop lines for a server that kept up"
     );
+}
+
+/// The fallback for kernels whose BTF lacks the raw prototype: the classic record,
+/// which names no socket (drops keyed by local port; the 6.10+ layout still gives the
+/// local address and the sources). Forced here with SENDSIGHT_UDPQ_CLASSIC=1.
+#[test]
+fn the_classic_record_still_counts_exactly() {
+    let (r, fin) = scenario(
+        "udp_queue_classic",
+        143,
+        4096,
+        Duration::from_millis(50),
+        1000,
+        1200,
+        &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
+    );
+    assert!(r.kernel_drops > 0);
+    let out = fin.expect(
+        &r.topo,
+        &[(
+            Sel::Local(r.server),
+            "udp_queue_overflow",
+            &["medium", "high"],
+        )],
+    );
+    let (state, note) = probe(&out, "udp_queue");
+    let start = out.of_type("start");
+    let attach = start[0]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["probe"] == "udp_queue")
+        .unwrap()["attach"]
+        .clone();
+    println!("probe udp_queue: {state} {attach}: {note}");
+    assert_eq!(state, "degraded");
+    assert_eq!(attach, "tracepoint udp:udp_fail_queue_rcv_skb");
+    assert!(note.contains("classic record"), "{note}");
+    let high = overflow_lines(&out.lines, r.server, "high");
+    let v = &high[0];
+    println!("verdict {v}");
+    let ev = &v["evidence"];
+    assert_eq!(ev["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
+    assert_eq!(v["service"], "ike", "{v}");
+    // What the record does not carry is unknown, not guessed.
+    assert!(v["process"].is_null(), "{v}");
+    assert!(
+        ev["rcvbuf"].is_null() && ev["socket_drops"].is_null(),
+        "{v}"
+    );
+    if note.contains("sources unknown") {
+        return;
+    }
+    let peers = ev["top_peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{v}");
+    assert_eq!(peers[0]["ip"], r.topo.addrs.client4, "{v}");
+    assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
 }

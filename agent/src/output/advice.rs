@@ -214,11 +214,18 @@ fn udp_queue(v: &Verdict, q: &UdpQueueOverflow) -> String {
         "The receive queue of UDP port {port} was full{buf}: the kernel dropped {} \
          datagram(s) in {} s before {who} read them, and counts them only host-wide \
          (nstat Udp RcvbufErrors). The sender sees silence, retransmits, and times out. \
-         {who} is not reading fast enough: check its threads and load (a blocked or \
+         {who_} is not reading fast enough: check its threads and load (a blocked or \
          single-threaded receive loop, CPU saturation, a slow backend); give the socket \
          a larger buffer (SO_RCVBUF, capped by sysctl net.core.rmem_max; \
          net.core.rmem_default for sockets that do not ask) to ride out bursts.",
-        q.dropped, q.duration_s,
+        q.dropped,
+        q.duration_s,
+        who_ = {
+            let mut c = who.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        },
     );
     if q.memory_drops > 0 || q.memory_limit_hits > 0 {
         text.push_str(

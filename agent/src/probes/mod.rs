@@ -570,9 +570,12 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
 fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> Plan {
     let k = lay.kernel;
     let args = btf.raw_tracepoint_args("udp_fail_queue_rcv_skb");
+    // SENDSIGHT_UDPQ_CLASSIC=1: the classic record even where the raw tracepoint
+    // works (how the fallback is tested on a kernel that does not need it).
     let raw = args
         .as_ref()
-        .is_some_and(|a| a.len() >= 2 && a[0] == "int" && a[1] == "struct sock *");
+        .is_some_and(|a| a.len() >= 2 && a[0] == "int" && a[1] == "struct sock *")
+        && std::env::var_os("SENDSIGHT_UDPQ_CLASSIC").is_none_or(|v| v != "1");
     let skb = raw
         && args
             .as_ref()
