@@ -220,11 +220,11 @@ fn udp_queue(v: &Verdict, q: &UdpQueueOverflow) -> String {
          net.core.rmem_default for sockets that do not ask) to ride out bursts.",
         q.dropped,
         q.duration_s,
-        who_ = {
-            let mut c = who.chars();
-            c.next()
-                .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                .unwrap_or_default()
+        // A comm stays as the kernel spells it; the stand-in starts a sentence.
+        who_ = if v.owner.is_some() {
+            who.clone()
+        } else {
+            format!("The process behind UDP port {port}")
         },
     );
     if q.memory_drops > 0 || q.memory_limit_hits > 0 {
