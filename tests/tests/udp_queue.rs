@@ -44,6 +44,7 @@ fn netns(net: u8, role: &str) -> Netns {
 fn topology(net: u8) -> Topology {
     let mut addrs = Addrs::new(net);
     addrs.server4 = addrs.router_client4.clone();
+    addrs.server6 = addrs.router_client6.clone();
     let client = netns(net, "c");
     let server = netns(net, "s");
     sh(
@@ -63,9 +64,23 @@ fn topology(net: u8) -> Topology {
             &server.name,
         ],
     );
-    for (ns, ip) in [(&client, &addrs.client4), (&server, &addrs.server4)] {
+    for (ns, ip, ip6) in [
+        (&client, &addrs.client4, &addrs.client6),
+        (&server, &addrs.server4, &addrs.server6),
+    ] {
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
     }
     Topology {
         client,
@@ -76,9 +91,17 @@ fn topology(net: u8) -> Topology {
     }
 }
 
-/// `Udp: RcvbufErrors` of the namespace: the kernel's count of datagrams dropped at a
-/// full receive queue.
-fn rcvbuf_errors(ns: &Netns) -> u64 {
+/// `Udp: RcvbufErrors` of the namespace (`Udp6RcvbufErrors` for IPv6): the kernel's
+/// count of datagrams dropped at a full receive queue.
+fn rcvbuf_errors(ns: &Netns, v6: bool) -> u64 {
+    if v6 {
+        return ns
+            .exec("cat", &["/proc/net/snmp6"])
+            .lines()
+            .find_map(|l| l.strip_prefix("Udp6RcvbufErrors"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("no Udp6RcvbufErrors in /proc/net/snmp6");
+    }
     let snmp = ns.exec("cat", &["/proc/net/snmp"]);
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
@@ -191,6 +214,7 @@ fn burst(ns: &Netns, from: IpAddr, to: SocketAddr, count: u32, size: usize) -> (
 struct Run {
     topo: Topology,
     server: SocketAddr,
+    client_ip: IpAddr,
     client_port: u16,
     sent: u32,
     read: u64,
@@ -208,11 +232,17 @@ fn scenario(
     count: u32,
     size: usize,
     envs: &[(&str, &str)],
+    v6: bool,
 ) -> (Run, sendsight_tests::recorded::Finished) {
     let topo = topology(net);
-    let server_addr = SocketAddr::new(topo.addrs.server4.parse().unwrap(), PORT);
-    let client_ip: IpAddr = topo.addrs.client4.parse().unwrap();
-    let before = rcvbuf_errors(&topo.server);
+    let (server_ip, client_ip) = if v6 {
+        (&topo.addrs.server6, &topo.addrs.client6)
+    } else {
+        (&topo.addrs.server4, &topo.addrs.client4)
+    };
+    let server_addr = SocketAddr::new(server_ip.parse().unwrap(), PORT);
+    let client_ip: IpAddr = client_ip.parse().unwrap();
+    let before = rcvbuf_errors(&topo.server, v6);
     let scen = Scenario::start_env(name, envs);
     let srv = server(&topo.server, server_addr, rcvbuf, pause);
     let t0 = Instant::now();
@@ -224,13 +254,14 @@ fn scenario(
     // Let the server drain what its queue holds, and a quiet second pass.
     std::thread::sleep(Duration::from_millis(2500));
     let (read, applied) = srv.stop();
-    let kernel_drops = rcvbuf_errors(&topo.server) - before;
+    let kernel_drops = rcvbuf_errors(&topo.server, v6) - before;
     println!("[{name}] server read {read}, SO_RCVBUF {applied}; RcvbufErrors delta {kernel_drops}");
     let fin = scen.stop();
     (
         Run {
             topo,
             server: server_addr,
+            client_ip,
             client_port,
             sent,
             read,
@@ -309,7 +340,11 @@ fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
     // One source: the client.
     let peers = ev["top_peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{v}");
-    assert_eq!(peers[0]["ip"], r.topo.addrs.client4, "{v}");
+    assert_eq!(
+        peers[0]["ip"].as_str().unwrap().parse::<IpAddr>().ok(),
+        Some(r.client_ip),
+        "{v}"
+    );
     assert_eq!(peers[0]["port"], r.client_port, "{v}");
     assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
 }
@@ -324,6 +359,7 @@ fn slow_ike_server_drops_at_its_full_queue() {
         1000,
         1200,
         &[],
+        false,
     );
     assert!(
         r.kernel_drops > 0,
@@ -353,6 +389,41 @@ fn slow_ike_server_drops_at_its_full_queue() {
     assert_eq!(last["dropped"].as_u64(), Some(r.kernel_drops), "{last}");
 }
 
+/// The same over IPv6: the count is `Udp6RcvbufErrors`' delta.
+#[test]
+fn slow_ike_server_drops_at_its_full_queue_v6() {
+    let (r, fin) = scenario(
+        "udp_queue_overflow_v6",
+        144,
+        4096,
+        Duration::from_millis(50),
+        1000,
+        1200,
+        &[],
+        true,
+    );
+    assert!(
+        r.kernel_drops > 0,
+        "the scenario did not overflow the queue"
+    );
+    assert_eq!(
+        r.sent as u64,
+        r.read + r.kernel_drops,
+        "sent = read + dropped"
+    );
+    let out = fin.expect(
+        &r.topo,
+        &[(
+            Sel::Local(r.server),
+            "udp_queue_overflow",
+            &["medium", "high"],
+        )],
+    );
+    let high = overflow_lines(&out.lines, r.server, "high");
+    check_verdict(&r, &out, &high[0]);
+    assert_eq!(high[0]["family"], "ipv6");
+}
+
 #[test]
 fn a_flood_is_rate_bounded_and_still_counted_exactly() {
     let (r, fin) = scenario(
@@ -363,6 +434,7 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
         100_000,
         64,
         &[],
+        false,
     );
     assert!(r.kernel_drops > 10_000, "the flood did not overflow enough");
     let out = fin.expect(
@@ -420,6 +492,7 @@ fn a_server_that_keeps_up_is_not_judged() {
         1000,
         1200,
         &[],
+        false,
     );
     assert_eq!(r.kernel_drops, 0, "the fast server dropped datagrams");
     assert_eq!(r.read, r.sent as u64);
@@ -448,6 +521,7 @@ fn the_classic_record_still_counts_exactly() {
         1000,
         1200,
         &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
+        false,
     );
     assert!(r.kernel_drops > 0);
     let out = fin.expect(
@@ -488,6 +562,10 @@ fn the_classic_record_still_counts_exactly() {
     }
     let peers = ev["top_peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{v}");
-    assert_eq!(peers[0]["ip"], r.topo.addrs.client4, "{v}");
+    assert_eq!(
+        peers[0]["ip"].as_str().unwrap().parse::<IpAddr>().ok(),
+        Some(r.client_ip),
+        "{v}"
+    );
     assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
 }

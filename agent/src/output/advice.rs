@@ -213,13 +213,18 @@ fn udp_queue(v: &Verdict, q: &UdpQueueOverflow) -> String {
     let mut text = format!(
         "The receive queue of UDP port {port} was full{buf}: the kernel dropped {} \
          datagram(s) in {} s before {who} read them, and counts them only host-wide \
-         (nstat Udp RcvbufErrors). The sender sees silence, retransmits, and times out. \
+         (nstat {counter}). The sender sees silence, retransmits, and times out. \
          {who_} is not reading fast enough: check its threads and load (a blocked or \
          single-threaded receive loop, CPU saturation, a slow backend); give the socket \
          a larger buffer (SO_RCVBUF, capped by sysctl net.core.rmem_max; \
          net.core.rmem_default for sockets that do not ask) to ride out bursts.",
         q.dropped,
         q.duration_s,
+        counter = if net::canonical(&v.flow).family == AF_INET6 {
+            "Udp6RcvbufErrors"
+        } else {
+            "Udp RcvbufErrors"
+        },
         // A comm stays as the kernel spells it; the stand-in starts a sentence.
         who_ = if v.owner.is_some() {
             who.clone()
