@@ -83,8 +83,7 @@ impl State {
             let answer = self.lookups.answer(q);
             self.handle_one(&crate::decode::encode(&answer));
         }
-        if u16::from_ne_bytes([bytes[0], bytes.get(1).copied().unwrap_or(0)])
-            == kind::UDP_QUEUE_DROP
+        if bytes.get(..2) == Some(&kind::UDP_QUEUE_DROP.to_ne_bytes()[..])
             && let Ok(crate::decode::Event::UdpQueueDrop(mut e)) = crate::decode::decode(bytes)
         {
             let seen = self.udpq_seen.entry(e.header.sk).or_default();
@@ -120,7 +119,9 @@ impl State {
     ) {
         let now = WallClock::monotonic_now();
         let mut out = Vec::new();
+        let mut present = std::collections::HashSet::new();
         for (sk, mut e) in map.iter().flatten() {
+            present.insert(sk);
             let total = e.drops.saturating_add(e.mem_drops);
             if total == 0 {
                 continue;
@@ -147,6 +148,8 @@ impl State {
             }
             out.push(e);
         }
+        // Bounded by the map: sockets the kernel forgot are forgotten here too.
+        self.udpq_seen.retain(|sk, _| present.contains(sk));
         // In the order of their last drops: the stream stays ordered by what happened.
         out.sort_by_key(|e| (e.last_ns, e.header.sk));
         for mut e in out {
