@@ -126,8 +126,17 @@ pub fn syscall_name(nr: i32) -> Option<&'static str> {
 
 /// Services recognised from a flow: IKE/IPsec NAT-T on UDP 500 and 4500.
 pub fn service(flow: &Flow) -> Option<&'static str> {
-    let ike = |p: u16| p == 500 || p == 4500;
-    (flow.protocol == IPPROTO_UDP && (ike(flow.sport) || ike(flow.dport))).then_some("ike")
+    if flow.protocol != IPPROTO_UDP {
+        return None;
+    }
+    let name = |p: u16| match p {
+        500 | 4500 => Some("ike"),
+        53 => Some("dns"),
+        514 => Some("syslog"),
+        443 => Some("quic"),
+        _ => None,
+    };
+    name(flow.sport).or_else(|| name(flow.dport))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use agent_common::event::{Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source};
+use agent_common::event::{
+    Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source, udpq_flags,
+};
 use serde::Serialize;
 
 use super::SCHEMA;
@@ -240,6 +242,41 @@ pub struct UdpSendBody<'a> {
     pub bytes: u32,
 }
 
+/// A peer in a `udp_queue_drop` line.
+#[derive(Serialize)]
+pub struct PeerCount {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub dropped: u64,
+}
+
+#[derive(Serialize)]
+pub struct UdpQueueBody<'a> {
+    #[serde(flatten)]
+    pub socket: SocketBody<'a>,
+    /// Datagrams dropped at the full receive queue since the agent started
+    /// (cumulative: the latest line is exact whatever was suppressed).
+    pub dropped: u64,
+    /// Other enqueue failures (protocol memory limit), cumulative.
+    pub memory_drops: u64,
+    /// The socket's own drop counter (sk_drops), since the socket was created.
+    pub socket_drops: Option<u32>,
+    pub rcvbuf: Option<u32>,
+    /// Bytes queued at the last drop.
+    pub queued: Option<u32>,
+    pub last_datagram_bytes: Option<u32>,
+    pub peers: Vec<PeerCount>,
+    pub other_peers_dropped: u64,
+    /// sock_exceed_buf_limit hits, send and receive side, cumulative.
+    pub send_limit_hits: u32,
+    pub recv_limit_hits: u32,
+    /// Records for this socket not emitted (rate bound), cumulative.
+    pub suppressed: u64,
+    /// `kernel` (a program emitted it), `agent` (read from the kernel's map by the
+    /// agent: every second while counts change, and at the end of the run).
+    pub origin: &'static str,
+}
+
 #[derive(Serialize)]
 pub struct CongBody<'a> {
     #[serde(flatten)]
@@ -454,6 +491,44 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 bytes: e.bytes,
             },
         ),
+        Event::UdpQueueDrop(e) => {
+            let sock = e.flags & udpq_flags::NO_SOCK == 0;
+            let size = |v: i32| (sock && v >= 0).then_some(v as u32);
+            line_into(
+                out,
+                kind,
+                &ts,
+                ts_ns,
+                UdpQueueBody {
+                    socket: socket_body(a, &e.flow, e.netns),
+                    dropped: e.drops,
+                    memory_drops: e.mem_drops,
+                    socket_drops: known(e.flags & udpq_flags::SK_DROPS != 0, e.sk_drops),
+                    rcvbuf: size(e.rcvbuf),
+                    queued: size(e.queued),
+                    last_datagram_bytes: known(e.last_len != 0, e.last_len),
+                    peers: e
+                        .peers
+                        .iter()
+                        .filter(|p| p.family != 0 && p.drops > 0)
+                        .map(|p| PeerCount {
+                            ip: net::ip(p.family, &p.addr),
+                            port: p.port,
+                            dropped: p.drops,
+                        })
+                        .collect(),
+                    other_peers_dropped: e.other_peer_drops,
+                    send_limit_hits: e.send_limit,
+                    recv_limit_hits: e.recv_limit,
+                    suppressed: e.suppressed,
+                    origin: if e.flags & udpq_flags::AGENT != 0 {
+                        "agent"
+                    } else {
+                        "kernel"
+                    },
+                },
+            )
+        }
         Event::CongState(e) => line_into(
             out,
             kind,
