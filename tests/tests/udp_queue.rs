@@ -134,7 +134,9 @@ fn server(ns: &Netns, addr: SocketAddr, rcvbuf: i32, pause: Duration) -> Server 
     let flag = stop.clone();
     let handle = ns.run("ss-udpq-srv", move || {
         let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        set_int(&s, libc::SO_RCVBUF, rcvbuf);
+        // FORCE (root): not capped by net.core.rmem_max (212992 by default), so the
+        // server that keeps up really has its 4 MiB, also on slow machines.
+        set_int(&s, libc::SO_RCVBUFFORCE, rcvbuf);
         let applied = get_int(&s, libc::SO_RCVBUF);
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -411,6 +413,17 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
         r.read + r.kernel_drops,
         "sent = read + dropped"
     );
+    // Before 6.10 the IPv6 path does not fire the tracepoint (seen on 6.1): the agent
+    // says so in its probe note, and says nothing about the socket.
+    let (_, note) = probe(&fin.out, "udp_queue");
+    if note.contains("IPv6 drops not reported") {
+        println!("udp_queue: {note}");
+        fin.expect(
+            &r.topo,
+            &[(Sel::Local(r.server), "udp_queue_overflow", &[])],
+        );
+        return;
+    }
     let out = fin.expect(
         &r.topo,
         &[(

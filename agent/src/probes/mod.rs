@@ -600,7 +600,11 @@ fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> P
                     } else {
                         "rc, sport, dport, family, saddr, daddr"
                     },
-                    if old { "; sources unknown" } else { "" }
+                    if old {
+                        "; sources unknown; IPv6 drops not reported (before 6.10)"
+                    } else {
+                        ""
+                    }
                 );
             }
             // The raw tracepoint does not need the record.
@@ -626,7 +630,11 @@ fn udp_queue_plan(btf: &btf::Btf, root: &std::path::Path, lay: &mut Layout) -> P
             "prototype (rc, sk, skb): per socket, with sources".to_string(),
         )
     } else if raw {
-        gaps.push("prototype (rc, sk) without the skb (before 6.10): sources unknown".into());
+        gaps.push(
+            "prototype (rc, sk) without the skb (before 6.10): sources unknown; IPv6 drops \
+             not reported (the IPv6 path fires this tracepoint from 6.10 on)"
+                .into(),
+        );
         (
             "udp_queue_raw",
             Kind::Raw("udp_fail_queue_rcv_skb"),
