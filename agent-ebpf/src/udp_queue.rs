@@ -39,7 +39,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_buf,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
@@ -54,6 +54,11 @@ use crate::{
 /// stopped dropping makes room; the agent has its last state by then.
 #[map]
 pub static UDPQ: LruHashMap<u64, UdpQueueDrop> = LruHashMap::with_max_entries(4096, 0);
+
+/// 1 once any socket has dropped a datagram: until then the receive hook leaves at
+/// once (an array load) instead of looking the socket up in `UDPQ` on every receive.
+#[map]
+static UDPQ_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Never written: the zeroed value new entries are inserted from (a 320-byte
 /// value does not belong on the 512-byte stack).
@@ -107,6 +112,9 @@ fn entry(key: u64) -> Option<*mut UdpQueueDrop> {
     let zero = UDPQ_ZERO.get_ptr(0)?;
     // NOEXIST: when two CPUs race, one insert wins and both use its entry.
     let _ = UDPQ.insert(&key, unsafe { &*zero }, BPF_NOEXIST);
+    if let Some(any) = UDPQ_ANY.get_ptr_mut(0) {
+        unsafe { *any = 1 };
+    }
     UDPQ.get_ptr_mut(&key)
 }
 
@@ -420,10 +428,14 @@ fn on_limit(sk: u64, kind: i64) -> Result<u32, Fail> {
 
 /// `sock:sock_recv_length` (6.3+), `TP_PROTO(struct sock *sk, int ret, int flags)`:
 /// the thread reading a socket that has dropped datagrams is its owner (a socket
-/// that only receives is never claimed by the send path). One map lookup per
-/// receive on the host; nothing else unless the socket is in `UDPQ`.
+/// that only receives is never claimed by the send path). Runs on every receive on
+/// the host: an array load until some socket has dropped a datagram, then one
+/// `UDPQ` lookup; nothing else unless the socket is in `UDPQ`.
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_raw(ctx: RawTracePointContext) -> i32 {
+    if UDPQ_ANY.get(0).is_none_or(|any| *any == 0) {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     if let Some(st) = UDPQ.get_ptr_mut(&sk) {
         let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
