@@ -477,7 +477,14 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
         records.len(),
         r.kernel_drops
     );
-    assert!(records.len() < 100, "{} records", records.len());
+    // At most one per 100 ms per socket, plus the first drop's.
+    let bound = (ev["duration_s"].as_f64().unwrap() * 10.0).floor() as usize + 2;
+    assert!(
+        records.len() <= bound,
+        "{} records over {} s",
+        records.len(),
+        ev["duration_s"]
+    );
     assert!(suppressed > 0);
     // Every drop was either in an emitted record's window or a suppressed one.
     assert!(records.len() as u64 + suppressed >= r.kernel_drops);
