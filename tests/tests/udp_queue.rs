@@ -225,17 +225,51 @@ struct Run {
     kernel_drops: u64,
 }
 
-/// The scenario: server, burst, a quiet 2.5 s (the episode ends), stop.
-fn scenario(
+/// What a scenario is made of.
+struct Setup<'a> {
     name: &'static str,
     net: u8,
+    /// The server's SO_RCVBUF (the kernel doubles it).
     rcvbuf: i32,
+    /// The server's pause after each datagram it reads.
     pause: Duration,
+    /// Datagrams in the burst, and their size.
     count: u32,
     size: usize,
-    envs: &[(&str, &str)],
+    /// For the agent.
+    envs: &'a [(&'a str, &'a str)],
     v6: bool,
-) -> (Run, sendsight_tests::recorded::Finished) {
+}
+
+impl Setup<'_> {
+    /// A slow IKE server (4 KiB buffer, a datagram per 50 ms) and a burst of 1,000
+    /// IKE-sized (1200-byte) datagrams, over IPv4.
+    fn ike(name: &'static str, net: u8) -> Self {
+        Setup {
+            name,
+            net,
+            rcvbuf: 4096,
+            pause: Duration::from_millis(50),
+            count: 1000,
+            size: 1200,
+            envs: &[],
+            v6: false,
+        }
+    }
+}
+
+/// The scenario: server, burst, a quiet 2.5 s (the episode ends), stop.
+fn scenario(setup: Setup) -> (Run, sendsight_tests::recorded::Finished) {
+    let Setup {
+        name,
+        net,
+        rcvbuf,
+        pause,
+        count,
+        size,
+        envs,
+        v6,
+    } = setup;
     let topo = topology(net);
     let (server_ip, client_ip) = if v6 {
         (&topo.addrs.server6, &topo.addrs.client6)
@@ -353,16 +387,7 @@ fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
 
 #[test]
 fn slow_ike_server_drops_at_its_full_queue() {
-    let (r, fin) = scenario(
-        "udp_queue_overflow",
-        140,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup::ike("udp_queue_overflow", 140));
     assert!(
         r.kernel_drops > 0,
         "the scenario did not overflow the queue"
@@ -394,16 +419,10 @@ fn slow_ike_server_drops_at_its_full_queue() {
 /// The same over IPv6: the count is `Udp6RcvbufErrors`' delta.
 #[test]
 fn slow_ike_server_drops_at_its_full_queue_v6() {
-    let (r, fin) = scenario(
-        "udp_queue_overflow_v6",
-        144,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[],
-        true,
-    );
+    let (r, fin) = scenario(Setup {
+        v6: true,
+        ..Setup::ike("udp_queue_overflow_v6", 144)
+    });
     assert!(
         r.kernel_drops > 0,
         "the scenario did not overflow the queue"
@@ -439,16 +458,12 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
 
 #[test]
 fn a_flood_is_rate_bounded_and_still_counted_exactly() {
-    let (r, fin) = scenario(
-        "udp_queue_flood",
-        141,
-        4096,
-        Duration::from_millis(20),
-        100_000,
-        64,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        pause: Duration::from_millis(20),
+        count: 100_000,
+        size: 64,
+        ..Setup::ike("udp_queue_flood", 141)
+    });
     assert!(r.kernel_drops > 10_000, "the flood did not overflow enough");
     let out = fin.expect(
         &r.topo,
@@ -509,16 +524,11 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
 
 #[test]
 fn a_server_that_keeps_up_is_not_judged() {
-    let (r, fin) = scenario(
-        "udp_queue_keeps_up",
-        142,
-        4 << 20,
-        Duration::ZERO,
-        1000,
-        1200,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        rcvbuf: 4 << 20,
+        pause: Duration::ZERO,
+        ..Setup::ike("udp_queue_keeps_up", 142)
+    });
     assert_eq!(r.kernel_drops, 0, "the fast server dropped datagrams");
     assert_eq!(r.read, r.sent as u64);
     let out = fin.expect(
@@ -538,16 +548,10 @@ fn a_server_that_keeps_up_is_not_judged() {
 /// local address and the sources). Forced here with SENDSIGHT_UDPQ_CLASSIC=1.
 #[test]
 fn the_classic_record_still_counts_exactly() {
-    let (r, fin) = scenario(
-        "udp_queue_classic",
-        143,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        envs: &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
+        ..Setup::ike("udp_queue_classic", 143)
+    });
     assert!(r.kernel_drops > 0);
     // Before 6.10 the record names neither the socket nor its address: the verdict
     // is about port 500 on an unknown address, outside the harness's selectors.
