@@ -16,7 +16,7 @@ use std::{
 use sendsight_tests::{
     Topology,
     recorded::{Scenario, first, verdicts_for},
-    scenarios::{bulk_from, ips, server_addr, server_advertises_full_mss},
+    scenarios::{self, bulk_from, ips, server_addr, server_advertises_full_mss},
     traffic::{self, stuck_sender},
 };
 use serde_json::Value;
