@@ -72,7 +72,7 @@ const PORT_KEY: u64 = 1 << 63;
 const SK_MEM_SEND: i64 = 0;
 
 /// One dropped datagram, as the hook saw it.
-struct Drop {
+struct QueueDrop {
     /// Socket address, or `PORT_KEY | lport` (classic record).
     key: u64,
     /// The socket, 0 when the record has none.
@@ -125,7 +125,7 @@ fn skb_peer(skb: u64) -> Result<([u8; 16], u16, u16), Fail> {
     let nh = read::kernel::<u16>(skb, lay!(kernel.skb_network_header))?;
     let th = read::kernel::<u16>(skb, lay!(kernel.skb_transport_header))?;
     let ip = head + nh as u64;
-    let v = unsafe { bpf_probe_read_kernel((ip) as *const u8) }.map_err(|_| 1u32)? >> 4;
+    let v = unsafe { bpf_probe_read_kernel(ip as *const u8) }.map_err(|_| 1u32)? >> 4;
     let mut addr = [0u8; 16];
     let family = if v == 4 {
         let a = unsafe { bpf_probe_read_kernel((ip + 12) as *const [u8; 4]) }.map_err(|_| 1u32)?;
@@ -250,7 +250,7 @@ fn maybe_emit(key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
 }
 
 #[inline(always)]
-fn on_drop(d: Drop) -> Result<u32, Fail> {
+fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
     if d.rc >= 0 || d.key == 0 {
         return Ok(0);
     }
@@ -312,7 +312,7 @@ fn on_drop(d: Drop) -> Result<u32, Fail> {
 pub fn udp_queue_raw(ctx: RawTracePointContext) -> i32 {
     let rc: i64 = ctx.arg(0);
     let sk: u64 = ctx.arg(1);
-    let d = Drop {
+    let d = QueueDrop {
         key: sk,
         sk,
         rc: rc as i32,
@@ -332,7 +332,7 @@ pub fn udp_queue_raw_skb(ctx: RawTracePointContext) -> i32 {
     let rc: i64 = ctx.arg(0);
     let sk: u64 = ctx.arg(1);
     let skb: u64 = ctx.arg(2);
-    let d = Drop {
+    let d = QueueDrop {
         key: sk,
         sk,
         rc: rc as i32,
@@ -380,7 +380,7 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
             Some((dst, family)),
         )
     };
-    on_drop(Drop {
+    on_drop(QueueDrop {
         key: PORT_KEY | lport as u64,
         sk: 0,
         rc,
