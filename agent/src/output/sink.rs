@@ -253,6 +253,8 @@ pub struct FileSink {
     buf_lines: u64,
     pub dropped: u64,
     warned: bool,
+    /// A regular file (rotated by size); false for a character device.
+    rotates: bool,
 }
 
 /// Opens (or creates, 0600) the output file for appending, never through a link:
@@ -260,7 +262,7 @@ pub struct FileSink {
 /// file must be a regular file of the agent's own user; its mode is tightened to
 /// 0600 (the lines name processes and peers).
 fn open_output(path: &Path) -> Result<File, SinkError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let err = |error: io::Error| SinkError::Open {
         path: path.display().to_string(),
         error,
@@ -284,8 +286,13 @@ fn open_output(path: &Path) -> Result<File, SinkError> {
             }
         })?;
     let meta = file.metadata().map_err(err)?;
+    // A character device (/dev/null for a benchmark) is written as it is: never
+    // chmodded, never rotated (see `FileSink::rotates`).
+    if meta.file_type().is_char_device() {
+        return Ok(file);
+    }
     if !meta.is_file() {
-        return Err(refuse("is not a regular file".into()));
+        return Err(refuse("is neither a regular file nor a character device".into()));
     }
     // A hard link elsewhere (e.g. to a system file) would be appended to and chmodded.
     if meta.nlink() != 1 {
@@ -325,7 +332,9 @@ fn open_append(path: &Path) -> io::Result<File> {
 impl FileSink {
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<Self, SinkError> {
         let file = open_output(path)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let meta = file.metadata().ok();
+        let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+        let rotates = meta.is_none_or(|m| m.is_file());
         Ok(Self {
             path: path.into(),
             file: Some(file),
@@ -336,6 +345,7 @@ impl FileSink {
             buf_lines: 0,
             dropped: 0,
             warned: false,
+            rotates,
         })
     }
 
@@ -370,7 +380,7 @@ impl FileSink {
             return;
         }
         let mut result = Ok(());
-        if self.size + self.buf.len() as u64 > self.max_bytes && self.size > 0 {
+        if self.rotates && self.size + self.buf.len() as u64 > self.max_bytes && self.size > 0 {
             result = self.rotate();
         }
         if result.is_ok() {
