@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use agent_common::event::{Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::SCHEMA;
@@ -19,14 +20,27 @@ use crate::{
     system::errno,
 };
 
-#[derive(Serialize)]
+/// The envelope every line shares; the body's fields follow at the same level.
+#[derive(Serialize, JsonSchema)]
 pub struct Line<'a, B: Serialize> {
+    #[schemars(schema_with = "crate::schema::schema_version")]
     pub schema: &'static str,
     #[serde(rename = "type")]
+    #[schemars(schema_with = "crate::schema::line_type")]
     pub kind: &'static str,
+    /// RFC 3339, UTC, nanoseconds.
+    #[schemars(
+        extend("format" = "date-time"),
+        regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$")
+    )]
     pub ts: &'a str,
+    /// The same instant as Unix-epoch nanoseconds.
     pub ts_ns: i128,
+    /// Who is speaking: the host's name and boot id (a replay prints the recorded
+    /// host's).
     pub host: &'static crate::system::host::Host,
+    /// Version of the sendsight binary that printed the line.
+    #[schemars(length(min = 1))]
     pub agent_version: &'static str,
     #[serde(flatten)]
     pub body: B,
@@ -71,20 +85,25 @@ pub fn line_into<B: Serialize>(
     out.push(b'\n');
 }
 
-#[derive(Serialize, Debug, PartialEq, Eq)]
+/// One end of a flow.
+#[derive(Serialize, JsonSchema, Debug, PartialEq, Eq)]
+#[schemars(rename = "endpoint")]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct FlowBody {
+    #[schemars(schema_with = "crate::schema::family")]
     pub family: &'static str,
+    #[schemars(schema_with = "crate::schema::protocol")]
     pub protocol: &'static str,
     pub local: Endpoint,
     pub peer: Endpoint,
     /// A well-known service recognised from the flow ("ike": UDP 500/4500).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::service")]
     pub service: Option<&'static str>,
 }
 
@@ -106,12 +125,19 @@ impl From<&Flow> for FlowBody {
     }
 }
 
-/// The process behind a socket event.
-#[derive(Serialize)]
+/// The process behind the socket: the caller for process-context events, the
+/// socket's recorded owner for softirq ones.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "process")]
 pub struct Process<'a> {
+    /// Thread group id (what userspace calls the pid).
     pub pid: u32,
+    /// Thread id.
     pub tid: u32,
+    /// Thread name (kernel comm, at most 15 bytes).
+    #[schemars(length(max = 64))]
     pub comm: std::borrow::Cow<'a, str>,
+    /// cgroup v2 id (inode of the cgroup directory).
     pub cgroup_id: u64,
 }
 
@@ -128,13 +154,16 @@ impl<'a> From<&'a Owner> for Process<'a> {
 }
 
 /// Fields every socket event shares.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SocketBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
+    /// Network namespace inode (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub netns: Option<u32>,
 }
 
@@ -147,54 +176,74 @@ fn socket_body<'a>(a: &'a Annotated, flow: &Flow, netns: u32) -> SocketBody<'a> 
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct RetransmitBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(schema_with = "crate::schema::tcp_state")]
     pub state: &'static str,
     /// "rto", "fast", "tlp", "other".
+    #[schemars(schema_with = "crate::schema::retransmit_kind")]
     pub kind: &'static str,
-    /// Segments in the retransmitted skb; the kernel's counters count these.
+    /// Segments in the retransmitted skb (the kernel's counters count these).
     pub segs: u32,
-    /// Payload bytes in the skb.
+    /// Payload bytes in the skb (null: the skb could not be read).
     pub bytes: Option<u32>,
+    /// Bytes per segment (null: the skb could not be read).
     pub seg_len: Option<u32>,
     pub seq: Option<u32>,
     pub mss: Option<u32>,
     /// Path MTU the socket last synced to.
     pub pmtu: Option<u32>,
+    #[schemars(range(min = 0))]
     pub rto_ms: Option<f64>,
     pub backoff: u8,
     /// Written but not yet acknowledged bytes.
     pub snd_queue: Option<u32>,
     pub srtt_us: Option<u32>,
     pub cwnd: Option<u32>,
+    #[schemars(schema_with = "crate::schema::ca_state")]
     pub ca_state: &'static str,
-    /// Transmit result, when the kernel reports it.
+    /// Transmit result, on kernels whose tracepoint reports it (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i32")]
     pub err: Option<i32>,
     pub cpu: u32,
 }
 
-#[derive(Serialize)]
+/// The hooks a send error can be seen by: the socket layer, the syscall exit.
+pub const SEND_SOURCES: [&str; 2] = ["socket", "syscall"];
+
+#[derive(Serialize, JsonSchema)]
 pub struct SendErrorBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    /// The TCP socket's state (null: not a TCP socket, or none known).
+    #[schemars(schema_with = "crate::schema::tcp_state_or_null")]
     pub state: Option<&'static str>,
     pub errno: i32,
+    #[schemars(schema_with = "crate::schema::errno_name")]
     pub errno_name: std::borrow::Cow<'static, str>,
+    #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
     /// Bytes the failing call asked to send, when known.
     pub bytes: Option<u32>,
+    #[schemars(schema_with = "crate::schema::syscall_or_null")]
     pub syscall: Option<&'static str>,
     /// Which hooks saw it: "socket" (the socket layer), "syscall" (the syscall exit).
+    #[schemars(schema_with = "crate::schema::send_sources")]
     pub source: Vec<&'static str>,
 }
 
-#[derive(Serialize)]
+/// Who sent a too-big message: this host got it, or this host (a router) sent it.
+pub const ICMP_SOURCES: [&str; 2] = ["received", "sent"];
+
+#[derive(Serialize, JsonSchema)]
 pub struct IcmpBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     /// "received": this host got the message; "sent": this host (a router) sent it.
+    #[schemars(schema_with = "crate::schema::icmp_source")]
     pub source: &'static str,
     /// Next-hop MTU reported (null when not known: locally sent messages).
     pub mtu: Option<u32>,
@@ -207,32 +256,41 @@ pub struct IcmpBody<'a> {
     pub process: Option<Process<'a>>,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// Network namespace inode (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub netns: Option<u32>,
+    /// Interface the message came in on or left by (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub ifindex: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StateBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(schema_with = "crate::schema::tcp_state")]
     pub old_state: &'static str,
+    #[schemars(schema_with = "crate::schema::tcp_state")]
     pub new_state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SocketErrorBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
     pub errno: i32,
+    #[schemars(schema_with = "crate::schema::errno_name")]
     pub errno_name: std::borrow::Cow<'static, str>,
+    #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct UdpSendBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
@@ -240,10 +298,11 @@ pub struct UdpSendBody<'a> {
     pub bytes: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct CongBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(schema_with = "crate::schema::ca_state")]
     pub ca_state: &'static str,
 }
 
@@ -258,24 +317,32 @@ fn known<T: Copy>(ok: bool, v: T) -> Option<T> {
     ok.then_some(v)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct VerdictBody<'a> {
     pub verdict: Kind,
     /// Raised (and the verdict repeated) as evidence grows.
     pub confidence: Confidence,
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
+    #[schemars(schema_with = "crate::schema::evidence_object")]
     pub evidence: &'a Evidence,
+    /// What to do about it, in words.
+    #[schemars(length(min = 1))]
     pub advice: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct PathBody<'a> {
+    #[schemars(schema_with = "crate::schema::path_verdict")]
     pub verdict: Kind,
     /// Destination prefix the sockets share (IPv4 /24, IPv6 /64).
+    #[schemars(regex(pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/24|[0-9a-f:]+/64)$"))]
     pub destination: &'a str,
+    /// The sockets that reached it (at most 64 listed).
+    #[schemars(length(min = 2, max = 64), extend("uniqueItems" = true))]
     pub sockets: &'a [u64],
     pub evidence: &'a PathEvidence,
 }
@@ -372,10 +439,10 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
             let has_sock = e.flags & send_flags::NO_SOCK == 0;
             let mut source = Vec::new();
             if e.source & send_source::SOCKET != 0 {
-                source.push("socket");
+                source.push(SEND_SOURCES[0]);
             }
             if e.source & send_source::SYSCALL != 0 {
-                source.push("syscall");
+                source.push(SEND_SOURCES[1]);
             }
             line_into(
                 out,
@@ -404,7 +471,7 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 ts_ns,
                 IcmpBody {
                     sock: a.sock,
-                    source: if received { "received" } else { "sent" },
+                    source: ICMP_SOURCES[if received { 0 } else { 1 }],
                     mtu: known(e.mtu != 0, e.mtu),
                     router: received.then(|| net::ip(e.quoted.family, &e.router)),
                     flow: FlowBody::from(&e.quoted),
@@ -467,36 +534,50 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StartBody<'a> {
+    /// Version of the agent.
+    #[schemars(length(min = 1))]
     pub version: &'static str,
+    /// Kernel release (/proc/sys/kernel/osrelease).
     pub kernel: &'a str,
+    /// Where tracefs is mounted.
     pub tracefs: &'a str,
+    /// Kernel HZ (jiffies per second), when known.
     pub hz: Option<u32>,
+    /// Each probe's state.
+    #[schemars(length(min = 1))]
     pub probes: &'a [crate::probes::ProbeStatus],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct LossBody<'a> {
     /// Where the loss happened: a program's ring reservation, the decoder, a sink.
+    #[schemars(schema_with = "crate::schema::loss_source")]
     pub source: &'a str,
     /// Events lost since the previous loss line for this source.
+    #[schemars(range(min = 1))]
     pub lost: u64,
     /// Events lost from this source since start.
+    #[schemars(range(min = 1))]
     pub total: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SummaryBody {
+    #[schemars(range(min = 0))]
     pub duration_s: f64,
     /// Events delivered to the agent, by type.
+    #[schemars(schema_with = "crate::schema::events_by_type")]
     pub events: BTreeMap<&'static str, u64>,
     pub events_total: u64,
     /// Events lost, by source (kernel reservations per program, decoder, sockets).
+    #[schemars(schema_with = "crate::schema::lost_by_source")]
     pub lost: BTreeMap<String, u64>,
     pub lost_total: u64,
     pub sockets_seen: u64,
     /// Verdicts emitted, by name.
+    #[schemars(schema_with = "crate::schema::verdicts_by_kind")]
     pub verdicts: BTreeMap<&'static str, u64>,
     /// send_error verdicts held back by the per-socket rate limit (1/s per errno);
     /// every send_error event is still printed.

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer};
 
 use super::Kind;
@@ -18,7 +19,17 @@ impl Serialize for ErrnoName {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl JsonSchema for ErrnoName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "errno_name".into()
+    }
+
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        crate::schema::errno_name(g)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Evidence {
     PmtudBlackhole(Blackhole),
@@ -55,7 +66,7 @@ impl Evidence {
 }
 
 /// Where the too-big messages that should have shrunk the packets were lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilteredAt {
     /// None came back: filtered on the path (or never sent).
@@ -65,7 +76,7 @@ pub enum FilteredAt {
     ThisHost,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Blackhole {
     pub rto_retransmits: u32,
     pub full_size_retransmits: u32,
@@ -80,22 +91,25 @@ pub struct Blackhole {
     pub too_big_router: Option<IpAddr>,
     pub bytes_acked: u64,
     pub segments_delivered: u32,
+    #[schemars(range(min = 0))]
     pub avg_delivered_segment: Option<f64>,
     pub backoff: u8,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub snd_queue: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PmtudOk {
     pub mtu: u32,
     pub router: IpAddr,
     pub mss_before: Option<u32>,
     pub mss_after: u32,
+    #[schemars(range(min = 0))]
     pub ms_to_adapt: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveredBy {
     Acknowledged,
@@ -103,8 +117,9 @@ pub enum RecoveredBy {
     CongestionOpen,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Recovered {
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub mss_before: u32,
     pub mss_after: u32,
@@ -112,7 +127,7 @@ pub struct Recovered {
     pub recovered_by: RecoveredBy,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Loss {
     /// Retransmissions within the window (`window_s`).
     pub retransmits: u64,
@@ -126,10 +141,11 @@ pub struct Loss {
     pub window_s: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PathDown {
     pub rto_retransmits: u32,
     pub backoff: u8,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub acknowledged_during_stall: u32,
     /// How the connection ended; null while the stall goes on.
@@ -141,26 +157,28 @@ pub struct PathDown {
     pub small_lost: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Stall {
     pub rto_retransmits: u32,
     pub backoff: u8,
     pub snd_queue_start: u32,
     pub snd_queue_now: u32,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectCause {
     Timeout,
     Reset,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Disconnect {
     pub cause: DisconnectCause,
     pub errno_name: ErrnoName,
+    #[schemars(range(min = 0))]
     pub idle_ms: f64,
     pub retransmits_before: u64,
 }
@@ -175,6 +193,20 @@ pub enum SpoofReason {
     /// The quoted sequence lies beyond anything the socket has written, and the
     /// kernel did not act on it.
     NeverSent { write_seq: u32 },
+}
+
+impl JsonSchema for SpoofReason {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "spoof_reason".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "description": "Why the message cannot be genuine, in words.",
+        })
+    }
 }
 
 impl Serialize for SpoofReason {
@@ -193,7 +225,7 @@ impl Serialize for SpoofReason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Spoofed {
     pub reason: SpoofReason,
     pub mtu: u32,
@@ -201,9 +233,14 @@ pub struct Spoofed {
     pub quoted_seq: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How many of a socket's latest retransmits a send_error verdict lists.
+pub const RECENT_RETRANSMITS: usize = 5;
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct RecentRetransmit {
+    #[schemars(range(min = 0))]
     pub ago_ms: f64,
+    #[schemars(schema_with = "crate::schema::retransmit_kind")]
     pub kind: &'static str,
     pub seg_len: u32,
     pub backoff: u8,
@@ -211,7 +248,7 @@ pub struct RecentRetransmit {
 
 /// What explains a failed send: the socket's latest verdict, else the errno's usual
 /// meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LikelyCause {
     Verdict(Kind),
@@ -222,21 +259,34 @@ pub enum LikelyCause {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageTooBig;
 
+impl JsonSchema for MessageTooBig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "message_too_big".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"const": "message_larger_than_path_mtu"})
+    }
+}
+
 impl Serialize for MessageTooBig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("message_larger_than_path_mtu")
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct SendErrorFacts {
     pub errno: i32,
     pub errno_name: ErrnoName,
     pub meaning: &'static str,
     pub likely_cause: Option<LikelyCause>,
     pub prior_verdicts: Vec<Kind>,
+    /// The socket's latest retransmits, newest first.
+    #[schemars(length(max = RECENT_RETRANSMITS))]
     pub recent_retransmits: Vec<RecentRetransmit>,
     pub rto_retransmits: u32,
+    #[schemars(range(min = 0))]
     pub stuck_ms: Option<f64>,
     pub too_big_received: usize,
     pub last_too_big_mtu: Option<u32>,
@@ -246,7 +296,7 @@ pub struct SendErrorFacts {
     pub snd_queue: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PortsExhausted {
     pub destination: String,
     pub errno_name: ErrnoName,
@@ -259,14 +309,14 @@ pub struct PortsExhausted {
     pub host: Option<PortsHostFacts>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PortsHostFacts {
     pub time_wait_to_destination: Option<u64>,
     pub ip_local_port_range: Option<String>,
     pub ephemeral_ports: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct BindConflict {
     /// The address and port bind() asked for.
     pub address: String,
@@ -275,7 +325,7 @@ pub struct BindConflict {
     pub window_s: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct UdpPathMtu {
     pub largest_datagram: u32,
     pub large_datagrams: u32,
@@ -284,6 +334,7 @@ pub struct UdpPathMtu {
     pub path_mtu: Option<u32>,
     pub router: Option<IpAddr>,
     pub too_big_generated_on_this_host: u32,
+    #[schemars(schema_with = "crate::schema::service_or_null")]
     pub service: Option<&'static str>,
     /// Which of the rule's grounds made the verdict.
     #[serde(skip)]
