@@ -17,7 +17,7 @@ use std::{
 };
 
 use jsonschema::Validator;
-use sendsight::filter::EVENT_TYPES;
+use sendsight::{filter::EVENT_TYPES, schema::LineType};
 use sendsight_tests::{
     Agent, Topology,
     agent::{Output, binary},
@@ -31,13 +31,17 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Every line type the agent prints, one schema file each: the start line, the
-/// types `--events` selects (the agent's own list), and the summary.
+/// Every line type the agent prints, one schema file each (the agent's own list),
+/// which covers every type `--events` selects.
 fn types() -> Vec<&'static str> {
-    std::iter::once("start")
-        .chain(EVENT_TYPES.iter().copied())
-        .chain(["summary"])
-        .collect()
+    let all: Vec<&'static str> = LineType::ALL.iter().map(|t| t.name()).collect();
+    for t in EVENT_TYPES {
+        assert!(
+            all.contains(t),
+            "--events accepts {t}, which is no line type"
+        );
+    }
+    all
 }
 
 /// Every line type but `absent` (what a run cannot produce).
@@ -165,13 +169,7 @@ impl Report {
 }
 
 fn parse_lines(origin: &str, stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{origin}: a non-JSON line ({e}): {l}"))
-        })
-        .collect()
+    sendsight_tests::validate::parse_lines(origin, &String::from_utf8_lossy(stdout))
 }
 
 fn fixtures() -> Vec<PathBuf> {
