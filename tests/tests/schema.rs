@@ -294,7 +294,7 @@ fn lossy_bulk(topo: &Topology, v6: bool) {
     drop(stream);
     let _ = sink.join();
     topo.server
-        .exec("nft", &["delete", "table", "inet", "ss_schema_loss"]);
+        .exec("nft", &["delete", "table", "inet", "loss"]);
 }
 
 fn stopped(mut agent: Agent) -> Output {
