@@ -30,15 +30,15 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 
-/// Network-sourced: within the bound (see `maps::net_budget`), else counted.
+/// Emits a too-big record within the bound on network-sourced records (see
+/// `maps::net_budget`); over it, counts it. The closure must be `#[inline(always)]`.
 #[inline(always)]
-fn admitted() -> Option<u64> {
+fn emit_bounded(fill: impl FnOnce(&mut IcmpTooBig) -> Result<(), Fail>) {
     let now = unsafe { bpf_ktime_get_ns() };
     if net_budget(now) {
-        Some(now)
+        emit::<IcmpTooBig>(0, now, fill);
     } else {
         count_lost(slot::ICMP_BOUNDED);
-        None
     }
 }
 
@@ -128,24 +128,24 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
         }
         (icmp, h)
     };
-    let Some(now) = admitted() else {
-        return Ok(0);
-    };
-    emit::<IcmpTooBig>(0, now, |ev| {
-        ev.icmp_type = h[0];
-        ev.icmp_code = h[1];
-        ev.source = icmp_source::RECEIVED;
-        let quoted = icmp + 8;
-        if proto == ETH_P_IP {
-            ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
-            fill_v4(ev, ip, quoted)?;
-        } else {
-            ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            fill_v6(ev, ip, quoted)?;
-        }
-        device_facts(ev, skb);
-        Ok(())
-    });
+    emit_bounded(
+        #[inline(always)]
+        |ev| {
+            ev.icmp_type = h[0];
+            ev.icmp_code = h[1];
+            ev.source = icmp_source::RECEIVED;
+            let quoted = icmp + 8;
+            if proto == ETH_P_IP {
+                ev.mtu = u16::from_be_bytes([h[6], h[7]]) as u32;
+                fill_v4(ev, ip, quoted)?;
+            } else {
+                ev.mtu = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                fill_v6(ev, ip, quoted)?;
+            }
+            device_facts(ev, skb);
+            Ok(())
+        },
+    );
     Ok(0)
 }
 
@@ -210,20 +210,20 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     // The packet that did not fit: its header is the flow the ICMP will quote.
     let head = read::kernel::<u64>(skb, lay!(kernel.skb_head))?;
     let ip = head + read::kernel::<u16>(skb, lay!(kernel.skb_network_header))? as u64;
-    let Some(now) = admitted() else {
-        return Ok(0);
-    };
-    emit::<IcmpTooBig>(0, now, |ev| {
-        ev.icmp_type = ty as u8;
-        ev.icmp_code = code as u8;
-        ev.source = icmp_source::SENT;
-        // The quoted header is the packet's own header; the "router" is this host,
-        // which the agent fills in from the device (mtu unknown: icmp_send's info
-        // argument is not in the record).
-        fill_v4(ev, ip, ip)?;
-        ev.router = [0; 16];
-        device_facts(ev, skb);
-        Ok(())
-    });
+    emit_bounded(
+        #[inline(always)]
+        |ev| {
+            ev.icmp_type = ty as u8;
+            ev.icmp_code = code as u8;
+            ev.source = icmp_source::SENT;
+            // The quoted header is the packet's own header; the "router" is this host,
+            // which the agent fills in from the device (mtu unknown: icmp_send's info
+            // argument is not in the record).
+            fill_v4(ev, ip, ip)?;
+            ev.router = [0; 16];
+            device_facts(ev, skb);
+            Ok(())
+        },
+    );
     Ok(0)
 }

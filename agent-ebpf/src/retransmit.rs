@@ -22,55 +22,60 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 }
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
-    emit::<Retransmit>(0, 0, |ev| {
-        let sk = read::tp::<u64>(ctx, lay!(retransmit_tp.skaddr))?;
-        ev.header.sk = sk;
-        let family = read::tp::<u16>(ctx, lay!(retransmit_tp.family))?;
-        let mut flow = Flow {
-            sport: read::tp::<u16>(ctx, lay!(retransmit_tp.sport))?,
-            dport: read::tp::<u16>(ctx, lay!(retransmit_tp.dport))?,
-            family,
-            protocol: IPPROTO_TCP,
-            state: read::tp::<i32>(ctx, lay!(retransmit_tp.state))? as u8,
-            ..Flow::default()
-        };
-        if family == AF_INET6 {
-            flow.saddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.saddr_v6))?;
-            flow.daddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.daddr_v6))?;
-        } else {
-            let s = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.saddr))?;
-            let d = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.daddr))?;
-            flow.saddr[..4].copy_from_slice(&s);
-            flow.daddr[..4].copy_from_slice(&d);
-        }
-        ev.flow = flow;
+    emit::<Retransmit>(
+        0,
+        0,
+        #[inline(always)]
+        |ev| {
+            let sk = read::tp::<u64>(ctx, lay!(retransmit_tp.skaddr))?;
+            ev.header.sk = sk;
+            let family = read::tp::<u16>(ctx, lay!(retransmit_tp.family))?;
+            let mut flow = Flow {
+                sport: read::tp::<u16>(ctx, lay!(retransmit_tp.sport))?,
+                dport: read::tp::<u16>(ctx, lay!(retransmit_tp.dport))?,
+                family,
+                protocol: IPPROTO_TCP,
+                state: read::tp::<i32>(ctx, lay!(retransmit_tp.state))? as u8,
+                ..Flow::default()
+            };
+            if family == AF_INET6 {
+                flow.saddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.saddr_v6))?;
+                flow.daddr = read::tp::<[u8; 16]>(ctx, lay!(retransmit_tp.daddr_v6))?;
+            } else {
+                let s = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.saddr))?;
+                let d = read::tp::<[u8; 4]>(ctx, lay!(retransmit_tp.daddr))?;
+                flow.saddr[..4].copy_from_slice(&s);
+                flow.daddr[..4].copy_from_slice(&d);
+            }
+            ev.flow = flow;
 
-        if lay!(retransmit_tp.err) != ABSENT {
-            ev.err = read::tp::<i32>(ctx, lay!(retransmit_tp.err))?;
-            ev.flags |= retransmit_flags::HAS_ERR;
-        }
-        let skb = read::tp::<u64>(ctx, lay!(retransmit_tp.skbaddr))?;
-        match skb_facts(skb) {
-            Ok((segs, len, seg_len, seq)) => {
-                ev.segs = segs;
-                ev.len = len;
-                ev.seg_len = seg_len;
-                ev.seq = seq;
+            if lay!(retransmit_tp.err) != ABSENT {
+                ev.err = read::tp::<i32>(ctx, lay!(retransmit_tp.err))?;
+                ev.flags |= retransmit_flags::HAS_ERR;
             }
-            Err(_) => {
-                ev.segs = 1;
-                ev.flags |= retransmit_flags::NO_SKB;
+            let skb = read::tp::<u64>(ctx, lay!(retransmit_tp.skbaddr))?;
+            match skb_facts(skb) {
+                Ok((segs, len, seg_len, seq)) => {
+                    ev.segs = segs;
+                    ev.len = len;
+                    ev.seg_len = seg_len;
+                    ev.seq = seq;
+                }
+                Err(_) => {
+                    ev.segs = 1;
+                    ev.flags |= retransmit_flags::NO_SKB;
+                }
             }
-        }
-        if sock_facts(ev, sk).is_err() {
-            ev.flags |= retransmit_flags::NO_SOCK;
-        }
-        // Softirq: the current task is whoever was interrupted; the owner is what
-        // the send path recorded.
-        ev.owner = sock::owner_of(sk);
-        ev.netns = sock::netns_of(sk);
-        Ok(())
-    });
+            if sock_facts(ev, sk).is_err() {
+                ev.flags |= retransmit_flags::NO_SOCK;
+            }
+            // Softirq: the current task is whoever was interrupted; the owner is what
+            // the send path recorded.
+            ev.owner = sock::owner_of(sk);
+            ev.netns = sock::netns_of(sk);
+            Ok(())
+        },
+    );
     Ok(0)
 }
 

@@ -199,13 +199,18 @@ fn large_udp(sk: u64, bytes: u32) {
         }
         info.udp_reported_s = now_s;
     }
-    emit::<UdpSend>(sk, 0, |ev| {
-        ev.flow = sock::flow_of(sk)?;
-        ev.owner = sock::current_owner();
-        ev.bytes = bytes;
-        ev.netns = sock::netns_of(sk);
-        Ok(())
-    });
+    emit::<UdpSend>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_of(sk)?;
+            ev.owner = sock::current_owner();
+            ev.bytes = bytes;
+            ev.netns = sock::netns_of(sk);
+            Ok(())
+        },
+    );
 }
 
 /// A failed connect() or bind() on an IP socket: the address it asked for comes
@@ -232,25 +237,30 @@ fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, 
     } else {
         ip = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.map_err(|_| 1u32)?;
     }
-    emit::<SendError>(sk, 0, |ev| {
-        if let Ok(flow) = sock::flow_of(sk) {
-            ev.flow = flow;
-        }
-        ev.flow.family = family;
-        if which == send_slot::CONNECT {
-            ev.flow.daddr = ip;
-            ev.flow.dport = port;
-        } else {
-            ev.flow.saddr = ip;
-            ev.flow.sport = port;
-        }
-        ev.owner = sock::current_owner();
-        ev.errno = errno;
-        ev.syscall = nr;
-        ev.source = send_source::SYSCALL;
-        ev.netns = sock::netns_of(sk);
-        Ok(())
-    });
+    emit::<SendError>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            if let Ok(flow) = sock::flow_of(sk) {
+                ev.flow = flow;
+            }
+            ev.flow.family = family;
+            if which == send_slot::CONNECT {
+                ev.flow.daddr = ip;
+                ev.flow.dport = port;
+            } else {
+                ev.flow.saddr = ip;
+                ev.flow.sport = port;
+            }
+            ev.owner = sock::current_owner();
+            ev.errno = errno;
+            ev.syscall = nr;
+            ev.source = send_source::SYSCALL;
+            ev.netns = sock::netns_of(sk);
+            Ok(())
+        },
+    );
     Ok(0)
 }
 
@@ -323,20 +333,25 @@ fn send_error(
     owner: Owner,
     ts_ns: u64,
 ) {
-    emit::<SendError>(sk, ts_ns, |ev| {
-        match sock::flow_of(sk) {
-            Ok(flow) => ev.flow = flow,
-            Err(_) => ev.flags |= send_flags::NO_SOCK,
-        }
-        ev.owner = owner;
-        ev.errno = errno;
-        if let Some(b) = bytes {
-            ev.bytes = b.min(u32::MAX as u64) as u32;
-            ev.flags |= send_flags::BYTES_KNOWN;
-        }
-        ev.syscall = syscall;
-        ev.source = source;
-        ev.netns = sock::netns_of(sk);
-        Ok(())
-    });
+    emit::<SendError>(
+        sk,
+        ts_ns,
+        #[inline(always)]
+        |ev| {
+            match sock::flow_of(sk) {
+                Ok(flow) => ev.flow = flow,
+                Err(_) => ev.flags |= send_flags::NO_SOCK,
+            }
+            ev.owner = owner;
+            ev.errno = errno;
+            if let Some(b) = bytes {
+                ev.bytes = b.min(u32::MAX as u64) as u32;
+                ev.flags |= send_flags::BYTES_KNOWN;
+            }
+            ev.syscall = syscall;
+            ev.source = source;
+            ev.netns = sock::netns_of(sk);
+            Ok(())
+        },
+    );
 }

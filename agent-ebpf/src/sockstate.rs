@@ -33,15 +33,20 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     if new == TCP_SYN_SENT {
         sock::claim(sk);
     }
-    emit::<SocketState>(sk, 0, |ev| {
-        ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
-        ev.flow.state = new;
-        ev.old_state = old;
-        ev.new_state = new;
-        ev.owner = sock::owner_of(sk);
-        ev.netns = sock::netns_of(sk);
-        Ok(())
-    });
+    emit::<SocketState>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
+            ev.flow.state = new;
+            ev.old_state = old;
+            ev.new_state = new;
+            ev.owner = sock::owner_of(sk);
+            ev.netns = sock::netns_of(sk);
+            Ok(())
+        },
+    );
     // A closed socket's owner must not outlive it: the next socket at this
     // address would be attributed to this one's process.
     if new == TCP_CLOSE {
@@ -59,11 +64,16 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 
 fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(error_report_tp);
-    emit::<SocketError>(0, 0, |ev| {
-        ev.flow = sock::flow_from_tp(ctx, &tp, 0)?;
-        ev.errno = read::tp::<i32>(ctx, tp.extra1)?;
-        Ok(())
-    });
+    emit::<SocketError>(
+        0,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_from_tp(ctx, &tp, 0)?;
+            ev.errno = read::tp::<i32>(ctx, tp.extra1)?;
+            Ok(())
+        },
+    );
     Ok(0)
 }
 
@@ -76,11 +86,16 @@ pub fn tcp_cong_state_set(ctx: TracePointContext) -> u32 {
 
 fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(cong_state_tp);
-    emit::<CongState>(0, 0, |ev| {
-        ev.header.sk = read::tp::<u64>(ctx, tp.skaddr)?;
-        ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
-        ev.state = read::tp::<u8>(ctx, tp.extra1)?;
-        Ok(())
-    });
+    emit::<CongState>(
+        0,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.header.sk = read::tp::<u64>(ctx, tp.skaddr)?;
+            ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
+            ev.state = read::tp::<u8>(ctx, tp.extra1)?;
+            Ok(())
+        },
+    );
     Ok(0)
 }

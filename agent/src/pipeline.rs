@@ -208,3 +208,74 @@ impl Pipeline {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agent_common::event::{ClockStep, CongState, Header, LossReport};
+
+    use super::*;
+    use crate::decode::encode;
+
+    fn cong(ts: u64) -> Vec<u8> {
+        encode(&CongState {
+            header: Header::new::<CongState>(0, ts, 1),
+            ..CongState::default()
+        })
+    }
+
+    fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_clock_step_rebases_later_timestamps_only() {
+        let mut p = Pipeline::new(
+            WallClock::with_offset(1_000),
+            Units { hz: None },
+            Limits::default(),
+            Shaping::default(),
+        );
+        let mut out = Vec::new();
+        p.record(&cong(5_000_000_000), &mut out);
+        let step = ClockStep {
+            header: Header::new::<ClockStep>(0, 5_500_000_000, 0),
+            offset_ns: 3_600_000_000_000,
+        };
+        p.record(&encode(&step), &mut out);
+        p.record(&cong(6_000_000_000), &mut out);
+        let l = lines(&out);
+        assert_eq!(l.len(), 2, "the step itself prints nothing");
+        assert_eq!(l[0]["ts_ns"], 5_000_001_000i64);
+        assert_eq!(l[1]["ts_ns"], 3_606_000_000_000i64);
+    }
+
+    #[test]
+    fn a_loss_report_becomes_the_ledger_total() {
+        let mut p = Pipeline::new(
+            WallClock::with_offset(0),
+            Units { hz: None },
+            Limits::default(),
+            Shaping::default(),
+        );
+        let mut out = Vec::new();
+        for total in [3, 7] {
+            let r = LossReport {
+                header: Header::new::<LossReport>(0, 1, 0),
+                slot: slot::RETRANSMIT,
+                _reserved: 0,
+                total,
+            };
+            p.record(&encode(&r), &mut out);
+        }
+        let l = lines(&out);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[1]["lost"].as_u64(), l[1]["total"].as_u64()),
+            (Some(4), Some(7))
+        );
+        assert_eq!(p.ledger.total(Source::Kernel(slot::RETRANSMIT)), 7);
+    }
+}

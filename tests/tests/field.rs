@@ -794,11 +794,12 @@ fn nat_client_blackhole() {
             (Sel::Local(stuck.peer), "disconnect", &["medium"]),
         ],
     );
-    for v in out
-        .of_type("verdict")
-        .into_iter()
-        .filter(|v| v["verdict"] == "pmtud_blackhole")
-    {
+    // Only this scenario's socket: the other scenarios of this file run alongside.
+    for v in out.of_type("verdict").into_iter().filter(|v| {
+        v["verdict"] == "pmtud_blackhole"
+            && v["local"]["port"] == stuck.local.port()
+            && sendsight_tests::recorded::line_ip(&v["local"]) == Some(stuck.local.ip())
+    }) {
         assert_eq!(v["evidence"]["filtered_at"], "path", "{v}");
     }
 }

@@ -275,3 +275,26 @@ fn a_slow_collector_losses_agree() {
     assert_eq!(m, summary);
     let _ = std::fs::remove_file(&sock);
 }
+
+#[test]
+fn a_failing_stdout_still_gets_the_stderr_summary() {
+    require_root();
+    // /dev/full: every write fails with ENOSPC (not a reader that went away).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(binary())
+        .args(["run", "--duration", "3s", "--format", "json"])
+        .stdout(full)
+        .output()
+        .expect("run sendsight");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("sendsight: summary:")),
+        "the stderr summary is printed on a failed output too:\n{err}"
+    );
+}

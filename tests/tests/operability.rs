@@ -129,15 +129,10 @@ fn full_disk_is_a_clear_error_and_counted_loss() {
         .lines()
         .find(|l| l.contains("sendsight: summary"))
         .unwrap();
-    let sink: u64 = summary
-        .split("sink ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let sink = sendsight_tests::ledger::from_stderr(&out.stderr)
+        .get("sink")
+        .copied()
+        .unwrap_or(0);
     assert!(sink > 0, "{summary}");
 }
 

@@ -5,11 +5,12 @@
 
 pub mod btf;
 pub mod layout;
+pub mod table;
 pub mod tracefs;
 
 use agent_common::{
     event::PendingSend,
-    layout::{ABSENT, Config, Layout, send_slot},
+    layout::{Config, Layout, send_slot},
     loss,
 };
 use aya::{
@@ -151,35 +152,6 @@ fn send_syscalls() -> [i32; 8] {
     s
 }
 
-/// One probe of the plan: what it needs, how it attaches.
-struct Plan {
-    probe: &'static str,
-    program: &'static str,
-    kind: Kind,
-    /// Why it cannot be attached, decided before loading (missing tracepoint, layout).
-    blocked: Option<String>,
-    /// A gap to report when attached.
-    degraded: Option<String>,
-    /// Said when it is unavailable: what covers for it.
-    fallback: &'static str,
-    /// Another way to attach the same probe, tried when the first fails.
-    alternative: Option<(&'static str, Kind)>,
-}
-
-enum Kind {
-    Tracepoint(&'static str, &'static str),
-    Raw(&'static str),
-}
-
-impl Kind {
-    fn describe(&self) -> String {
-        match self {
-            Kind::Tracepoint(g, n) => format!("tracepoint {g}:{n}"),
-            Kind::Raw(n) => format!("raw_tracepoint {n}"),
-        }
-    }
-}
-
 pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
@@ -196,245 +168,13 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     };
     let mut lay: Layout = layout::empty();
     lay.kernel = layout::kernel_structs(&mut resolver);
-    let k = lay.kernel;
-
-    let mut plans = Vec::new();
-    let tp_missing = |g: &str, n: &str| {
-        (!tracefs::exists(&root, g, n))
-            .then(|| format!("tracepoint {g}:{n} does not exist on this kernel"))
+    let mut env = table::Env {
+        root: &root,
+        btf: &btf,
+        kernel: lay.kernel,
+        lay: &mut lay,
     };
-
-    // Retransmits: the core signal.
-    let mut p = Plan {
-        probe: "retransmit",
-        program: "tcp_retransmit_skb",
-        kind: Kind::Tracepoint("tcp", "tcp_retransmit_skb"),
-        blocked: tp_missing("tcp", "tcp_retransmit_skb"),
-        degraded: None,
-        fallback: "none: retransmits cannot be observed on this kernel",
-        alternative: None,
-    };
-    if p.blocked.is_none() {
-        match layout::retransmit_tp(&root) {
-            Ok(t) => {
-                lay.retransmit_tp = t;
-                let mut gaps = Vec::new();
-                if t.err == ABSENT {
-                    gaps.push("no err field: failed retransmit attempts are not reported");
-                }
-                if k.skb_cb == ABSENT || k.tcb_gso_segs == ABSENT {
-                    gaps.push("skb layout unknown: segs assumed 1, sizes unknown");
-                }
-                if k.tp_mss_cache == ABSENT || k.tp_write_seq == ABSENT {
-                    gaps.push("tcp_sock layout unknown: mss/queue unknown");
-                }
-                if k.icsk_pending == ABSENT {
-                    gaps.push("icsk_pending unknown: TLP reported as other");
-                }
-                if !gaps.is_empty() {
-                    p.degraded = Some(gaps.join("; "));
-                }
-            }
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    // Send errors, socket layer (6.3+). Raw tracepoint first (no trace record, no
-    // helper per argument: this runs on every send), when BTF confirms the argument
-    // positions the program reads; the classic tracepoint otherwise.
-    let raw_send = btf
-        .raw_tracepoint_args("sock_send_length")
-        .is_some_and(|a| a.len() >= 2 && a[0] == "struct sock *" && a[1] == "int");
-    let classic_send = (
-        "sock_send_length",
-        Kind::Tracepoint("sock", "sock_send_length"),
-    );
-    let (program, kind, alternative) = if raw_send {
-        (
-            "sock_send_raw",
-            Kind::Raw("sock_send_length"),
-            Some(classic_send),
-        )
-    } else {
-        (classic_send.0, classic_send.1, None)
-    };
-    let mut p = Plan {
-        probe: "send_socket",
-        program,
-        kind,
-        blocked: tp_missing("sock", "sock_send_length"),
-        degraded: None,
-        fallback: "send errors come from the syscall exits only; no per-socket send counters",
-        alternative,
-    };
-    if p.blocked.is_none() {
-        match layout::send_tp(&root) {
-            Ok(t) => lay.send_tp = t,
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    // Send errors, syscall boundary (all kernels with BTF).
-    let fd_walk = [
-        k.task_files,
-        k.files_fdt,
-        k.fdt_fd,
-        k.fdt_max_fds,
-        k.file_inode,
-        k.file_private_data,
-        k.inode_mode,
-        k.socket_sk,
-        k.regs_nr,
-        k.regs_arg0,
-    ];
-    plans.push(Plan {
-        probe: "send_syscall",
-        program: "sys_exit",
-        kind: Kind::Raw("sys_exit"),
-        blocked: fd_walk
-            .contains(&ABSENT)
-            .then(|| "fd -> socket or pt_regs layout unknown in BTF".to_string()),
-        degraded: None,
-        fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
-        alternative: None,
-    });
-
-    // Received too-big messages: every received packet passes here, so the raw
-    // tracepoint again when BTF confirms its single `struct sk_buff *` argument.
-    let raw_rx = btf
-        .raw_tracepoint_args("netif_receive_skb")
-        .is_some_and(|a| a.first().is_some_and(|t| t == "struct sk_buff *"));
-    let classic_rx = (
-        "netif_receive_skb",
-        Kind::Tracepoint("net", "netif_receive_skb"),
-    );
-    let (program, kind, alternative) = if raw_rx {
-        (
-            "netif_rx_raw",
-            Kind::Raw("netif_receive_skb"),
-            Some(classic_rx),
-        )
-    } else {
-        (classic_rx.0, classic_rx.1, None)
-    };
-    let mut p = Plan {
-        probe: "icmp_rx",
-        program,
-        kind,
-        blocked: tp_missing("net", "netif_receive_skb"),
-        degraded: None,
-        fallback: "received too-big messages are not seen",
-        alternative,
-    };
-    // len, protocol and data within one 128-byte read is the fast path; elsewhere the
-    // program reads them one by one.
-    if [k.skb_data, k.skb_protocol, k.skb_len].contains(&ABSENT) {
-        p.blocked = Some("sk_buff layout unknown in BTF".into());
-    }
-    if p.blocked.is_none() {
-        match layout::netif_tp(&root) {
-            Ok(off) => lay.skb_tp.netif_skbaddr = off,
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    // Locally generated too-big messages (hosts that route).
-    let mut p = Plan {
-        probe: "icmp_tx",
-        program: "icmp_send",
-        kind: Kind::Tracepoint("icmp", "icmp_send"),
-        blocked: tp_missing("icmp", "icmp_send"),
-        degraded: Some("IPv4 only; the MTU is not in the tracepoint record".into()),
-        fallback: "frag-needed messages this host sends are not seen",
-        alternative: None,
-    };
-    if p.blocked.is_none() {
-        match layout::icmp_send_tp(&root) {
-            Ok((skb, ty, code)) => {
-                lay.skb_tp.icmp_send_skbaddr = skb;
-                lay.skb_tp.icmp_send_type = ty;
-                lay.skb_tp.icmp_send_code = code;
-            }
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    // Socket context.
-    let mut p = Plan {
-        probe: "socket_state",
-        program: "inet_sock_set_state",
-        kind: Kind::Tracepoint("sock", "inet_sock_set_state"),
-        blocked: tp_missing("sock", "inet_sock_set_state"),
-        degraded: None,
-        fallback: "no state changes; owners are learned from sends only",
-        alternative: None,
-    };
-    if p.blocked.is_none() {
-        match layout::flow_tp(
-            &root,
-            "sock",
-            "inet_sock_set_state",
-            true,
-            Some(("oldstate", 4)),
-            Some(("newstate", 4)),
-        ) {
-            Ok(t) => lay.set_state_tp = t,
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    let mut p = Plan {
-        probe: "socket_error",
-        program: "inet_sk_error_report",
-        kind: Kind::Tracepoint("sock", "inet_sk_error_report"),
-        blocked: tp_missing("sock", "inet_sk_error_report"),
-        degraded: None,
-        fallback: "socket errors are seen only when a send returns them",
-        alternative: None,
-    };
-    if p.blocked.is_none() {
-        match layout::flow_tp(
-            &root,
-            "sock",
-            "inet_sk_error_report",
-            false,
-            Some(("error", 4)),
-            None,
-        ) {
-            Ok(t) => lay.error_report_tp = t,
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
-
-    let mut p = Plan {
-        probe: "cong_state",
-        program: "tcp_cong_state_set",
-        kind: Kind::Tracepoint("tcp", "tcp_cong_state_set"),
-        blocked: tp_missing("tcp", "tcp_cong_state_set"),
-        degraded: None,
-        fallback: "congestion state is read from the socket at each retransmit instead",
-        alternative: None,
-    };
-    if p.blocked.is_none() {
-        match layout::flow_tp(
-            &root,
-            "tcp",
-            "tcp_cong_state_set",
-            true,
-            Some(("cong_state", 1)),
-            None,
-        ) {
-            Ok(t) => lay.cong_state_tp = t,
-            Err(e) => p.blocked = Some(e.to_string()),
-        }
-    }
-    plans.push(p);
+    let plans: Vec<table::Plan> = table::PROBES.iter().map(|p| p.plan(&mut env)).collect();
 
     let sys_exit_planned = plans
         .iter()
@@ -455,60 +195,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)?;
 
-    let mut report = Vec::new();
-    for plan in plans {
-        let attach = plan.kind.describe();
-        let status = match &plan.blocked {
-            Some(why) => ProbeStatus {
-                probe: plan.probe,
-                attach,
-                state: State::Unavailable,
-                note: format!("{why}; fallback: {}", plan.fallback),
-            },
-            None => match attach_one(&mut ebpf, plan.program, &plan.kind).or_else(|first| {
-                match &plan.alternative {
-                    Some((program, kind)) => attach_one(&mut ebpf, program, kind)
-                        .map(|_| {
-                            Some(format!(
-                                "{} failed ({first}); attached as {}",
-                                plan.kind.describe(),
-                                kind.describe()
-                            ))
-                        })
-                        .map_err(|second| format!("{first}; then {second}")),
-                    None => Err(first),
-                }
-            }) {
-                Ok(Some(note)) => ProbeStatus {
-                    probe: plan.probe,
-                    attach: plan
-                        .alternative
-                        .as_ref()
-                        .map(|a| a.1.describe())
-                        .unwrap_or(attach),
-                    state: State::Degraded,
-                    note,
-                },
-                Ok(None) => ProbeStatus {
-                    probe: plan.probe,
-                    attach,
-                    state: if plan.degraded.is_some() {
-                        State::Degraded
-                    } else {
-                        State::Attached
-                    },
-                    note: plan.degraded.unwrap_or_default(),
-                },
-                Err(e) => ProbeStatus {
-                    probe: plan.probe,
-                    attach,
-                    state: State::Unavailable,
-                    note: format!("{e}; fallback: {}", plan.fallback),
-                },
-            },
-        };
-        report.push(status);
-    }
+    let report = plans.into_iter().map(|p| attach(&mut ebpf, p)).collect();
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
     let events = RingBuf::try_from(events).map_err(|error| ProbeError::Map {
@@ -538,23 +225,66 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     })
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &Kind) -> Result<Option<String>, String> {
+/// Attaches a planned probe by its first method that works; says how it went.
+fn attach(ebpf: &mut Ebpf, plan: table::Plan) -> ProbeStatus {
+    let first = plan
+        .methods
+        .first()
+        .map(|m| m.kind.describe())
+        .unwrap_or_default();
+    let status = |attach: String, state: State, note: String| ProbeStatus {
+        probe: plan.probe,
+        attach,
+        state,
+        note,
+    };
+    if let Some(why) = &plan.blocked {
+        let note = format!("{why}; fallback: {}", plan.fallback);
+        return status(first, State::Unavailable, note);
+    }
+    let mut failures: Vec<String> = Vec::new();
+    for method in &plan.methods {
+        match attach_one(ebpf, method.program, &method.kind) {
+            Ok(()) if failures.is_empty() => {
+                let state = if plan.degraded.is_some() {
+                    State::Degraded
+                } else {
+                    State::Attached
+                };
+                return status(first, state, plan.degraded.clone().unwrap_or_default());
+            }
+            Ok(()) => {
+                let note = format!(
+                    "{first} failed ({}); attached as {}",
+                    failures.join("; then "),
+                    method.kind.describe()
+                );
+                return status(method.kind.describe(), State::Degraded, note);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let note = format!("{}; fallback: {}", failures.join("; then "), plan.fallback);
+    status(first, State::Unavailable, note)
+}
+
+fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &table::Kind) -> Result<(), String> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
     match kind {
-        Kind::Tracepoint(group, name) => {
+        table::Kind::Tracepoint(group, name) => {
             let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| format!("loading {program}: {e}"))?;
             tp.attach(group, name)
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
-        Kind::Raw(name) => {
+        table::Kind::Raw(name) => {
             let tp: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| format!("loading {program}: {e}"))?;
             tp.attach(name)
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
     }
-    Ok(None)
+    Ok(())
 }

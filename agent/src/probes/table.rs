@@ -1,0 +1,294 @@
+//! The probes, one entry each: the tracepoint it watches, its attach methods in order
+//! of preference, how its layout is resolved on this kernel (and what that says
+//! about whether it can run, and with which gaps), and what covers for it when it
+//! cannot. `load` walks this table; `check` and the `start` line report the outcome.
+
+use std::path::Path;
+
+use agent_common::layout::{ABSENT, KernelStructs, Layout};
+
+use super::{btf::Btf, layout, tracefs};
+
+/// How a program attaches.
+pub enum Kind {
+    Tracepoint(&'static str, &'static str),
+    Raw(&'static str),
+}
+
+impl Kind {
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Tracepoint(g, n) => format!("tracepoint {g}:{n}"),
+            Kind::Raw(n) => format!("raw_tracepoint {n}"),
+        }
+    }
+}
+
+/// One way to attach a probe: the program in the object, and where it goes.
+pub struct Method {
+    pub program: &'static str,
+    pub kind: Kind,
+}
+
+/// What a probe's resolver sees: the running kernel's tracefs and BTF, the struct
+/// layout already resolved, and the layout the programs will get (it fills its part).
+pub struct Env<'a> {
+    pub root: &'a Path,
+    pub btf: &'a Btf,
+    pub kernel: KernelStructs,
+    pub lay: &'a mut Layout,
+}
+
+/// The resolver's answer: can it run (else why not), and with which gap.
+pub type Resolved = Result<Option<String>, String>;
+
+pub struct Probe {
+    pub name: &'static str,
+    /// The tracepoint it needs; absent on this kernel: not attachable.
+    pub tracepoint: (&'static str, &'static str),
+    /// Attach methods, preferred first (given this kernel's BTF).
+    pub methods: fn(&Btf) -> Vec<Method>,
+    pub resolve: fn(&mut Env) -> Resolved,
+    /// Said when it is unavailable: what covers for it.
+    pub fallback: &'static str,
+}
+
+/// A probe's plan on this kernel, before loading.
+pub struct Plan {
+    pub probe: &'static str,
+    pub methods: Vec<Method>,
+    /// Why it cannot be attached (missing tracepoint, layout).
+    pub blocked: Option<String>,
+    /// A gap to report when attached.
+    pub degraded: Option<String>,
+    pub fallback: &'static str,
+}
+
+impl Probe {
+    /// Whether it can run here (Retis's `can_run`: and if not, why not).
+    pub fn plan(&self, env: &mut Env) -> Plan {
+        let (group, name) = self.tracepoint;
+        let (blocked, degraded) = if !tracefs::exists(env.root, group, name) {
+            (
+                Some(format!(
+                    "tracepoint {group}:{name} does not exist on this kernel"
+                )),
+                None,
+            )
+        } else {
+            match (self.resolve)(env) {
+                Ok(gap) => (None, gap),
+                Err(why) => (Some(why), None),
+            }
+        };
+        Plan {
+            probe: self.name,
+            methods: (self.methods)(env.btf),
+            blocked,
+            degraded,
+            fallback: self.fallback,
+        }
+    }
+}
+
+fn classic(program: &'static str, group: &'static str, name: &'static str) -> Vec<Method> {
+    vec![Method {
+        program,
+        kind: Kind::Tracepoint(group, name),
+    }]
+}
+
+/// The raw tracepoint first (no trace record built, no helper per argument: for the
+/// hooks that run on every send or every received packet) when BTF confirms the
+/// argument types the program reads by position; the classic tracepoint after it.
+fn raw_then_classic(
+    btf: &Btf,
+    raw: (&'static str, &'static str),
+    args: &[&str],
+    classic_program: &'static str,
+    group: &'static str,
+) -> Vec<Method> {
+    let (raw_program, tracepoint) = raw;
+    let confirmed = btf
+        .raw_tracepoint_args(tracepoint)
+        .is_some_and(|a| a.len() >= args.len() && a.iter().zip(args).all(|(x, y)| x == y));
+    let mut m = Vec::new();
+    if confirmed {
+        m.push(Method {
+            program: raw_program,
+            kind: Kind::Raw(tracepoint),
+        });
+    }
+    m.extend(classic(classic_program, group, tracepoint));
+    m
+}
+
+/// The layout of a `sock:`/`tcp:` tracepoint carrying a flow (with `skaddr` when
+/// `has_sk`) and up to two more fields `(name, size)`.
+type Extra = Option<(&'static str, u16)>;
+fn flow_layout(
+    root: &Path,
+    (group, name): (&str, &str),
+    has_sk: bool,
+    (extra1, extra2): (Extra, Extra),
+) -> Result<agent_common::layout::FlowTp, String> {
+    layout::flow_tp(root, group, name, has_sk, extra1, extra2).map_err(|e| e.to_string())
+}
+
+fn gaps(list: Vec<&str>) -> Option<String> {
+    (!list.is_empty()).then(|| list.join("; "))
+}
+
+pub const PROBES: &[Probe] = &[
+    // Retransmits: the core signal.
+    Probe {
+        name: "retransmit",
+        tracepoint: ("tcp", "tcp_retransmit_skb"),
+        methods: |_| classic("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+        resolve: |env| {
+            let t = layout::retransmit_tp(env.root).map_err(|e| e.to_string())?;
+            env.lay.retransmit_tp = t;
+            let k = env.kernel;
+            let mut g = Vec::new();
+            if t.err == ABSENT {
+                g.push("no err field: failed retransmit attempts are not reported");
+            }
+            if k.skb_cb == ABSENT || k.tcb_gso_segs == ABSENT {
+                g.push("skb layout unknown: segs assumed 1, sizes unknown");
+            }
+            if k.tp_mss_cache == ABSENT || k.tp_write_seq == ABSENT {
+                g.push("tcp_sock layout unknown: mss/queue unknown");
+            }
+            if k.icsk_pending == ABSENT {
+                g.push("icsk_pending unknown: TLP reported as other");
+            }
+            Ok(gaps(g))
+        },
+        fallback: "none: retransmits cannot be observed on this kernel",
+    },
+    // Send errors, socket layer (6.3+): runs on every send.
+    Probe {
+        name: "send_socket",
+        tracepoint: ("sock", "sock_send_length"),
+        methods: |btf| {
+            raw_then_classic(
+                btf,
+                ("sock_send_raw", "sock_send_length"),
+                &["struct sock *", "int"],
+                "sock_send_length",
+                "sock",
+            )
+        },
+        resolve: |env| {
+            env.lay.send_tp = layout::send_tp(env.root).map_err(|e| e.to_string())?;
+            Ok(None)
+        },
+        fallback: "send errors come from the syscall exits only",
+    },
+    // Send errors, syscall boundary (all kernels with BTF).
+    Probe {
+        name: "send_syscall",
+        tracepoint: ("raw_syscalls", "sys_exit"),
+        methods: |_| {
+            vec![Method {
+                program: "sys_exit",
+                kind: Kind::Raw("sys_exit"),
+            }]
+        },
+        resolve: |env| {
+            let k = env.kernel;
+            let fd_walk = [
+                k.task_files,
+                k.files_fdt,
+                k.fdt_fd,
+                k.fdt_max_fds,
+                k.file_inode,
+                k.file_private_data,
+                k.inode_mode,
+                k.socket_sk,
+                k.regs_nr,
+                k.regs_arg0,
+            ];
+            if fd_walk.contains(&ABSENT) {
+                return Err("fd -> socket or pt_regs layout unknown in BTF".into());
+            }
+            Ok(None)
+        },
+        fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
+    },
+    // Received too-big messages: every received packet passes here.
+    Probe {
+        name: "icmp_rx",
+        tracepoint: ("net", "netif_receive_skb"),
+        methods: |btf| {
+            raw_then_classic(
+                btf,
+                ("netif_rx_raw", "netif_receive_skb"),
+                &["struct sk_buff *"],
+                "netif_receive_skb",
+                "net",
+            )
+        },
+        resolve: |env| {
+            let k = env.kernel;
+            if [k.skb_data, k.skb_protocol, k.skb_len].contains(&ABSENT) {
+                return Err("sk_buff layout unknown in BTF".into());
+            }
+            env.lay.skb_tp.netif_skbaddr = layout::netif_tp(env.root).map_err(|e| e.to_string())?;
+            Ok(None)
+        },
+        fallback: "received too-big messages are not seen",
+    },
+    // Locally generated too-big messages (hosts that route).
+    Probe {
+        name: "icmp_tx",
+        tracepoint: ("icmp", "icmp_send"),
+        methods: |_| classic("icmp_send", "icmp", "icmp_send"),
+        resolve: |env| {
+            let (skb, ty, code) = layout::icmp_send_tp(env.root).map_err(|e| e.to_string())?;
+            env.lay.skb_tp.icmp_send_skbaddr = skb;
+            env.lay.skb_tp.icmp_send_type = ty;
+            env.lay.skb_tp.icmp_send_code = code;
+            Ok(Some(
+                "IPv4 only; the MTU is not in the tracepoint record".into(),
+            ))
+        },
+        fallback: "frag-needed messages this host sends are not seen",
+    },
+    // Socket context.
+    Probe {
+        name: "socket_state",
+        tracepoint: ("sock", "inet_sock_set_state"),
+        methods: |_| classic("inet_sock_set_state", "sock", "inet_sock_set_state"),
+        resolve: |env| {
+            let tp = ("sock", "inet_sock_set_state");
+            let fields = (Some(("oldstate", 4)), Some(("newstate", 4)));
+            env.lay.set_state_tp = flow_layout(env.root, tp, true, fields)?;
+            Ok(None)
+        },
+        fallback: "no state changes; owners are learned from sends only",
+    },
+    Probe {
+        name: "socket_error",
+        tracepoint: ("sock", "inet_sk_error_report"),
+        methods: |_| classic("inet_sk_error_report", "sock", "inet_sk_error_report"),
+        resolve: |env| {
+            let tp = ("sock", "inet_sk_error_report");
+            env.lay.error_report_tp = flow_layout(env.root, tp, false, (Some(("error", 4)), None))?;
+            Ok(None)
+        },
+        fallback: "socket errors are seen only when a send returns them",
+    },
+    Probe {
+        name: "cong_state",
+        tracepoint: ("tcp", "tcp_cong_state_set"),
+        methods: |_| classic("tcp_cong_state_set", "tcp", "tcp_cong_state_set"),
+        resolve: |env| {
+            let tp = ("tcp", "tcp_cong_state_set");
+            env.lay.cong_state_tp =
+                flow_layout(env.root, tp, true, (Some(("cong_state", 1)), None))?;
+            Ok(None)
+        },
+        fallback: "congestion state is read from the socket at each retransmit instead",
+    },
+];
