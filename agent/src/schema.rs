@@ -248,6 +248,32 @@ pub fn file_name(t: LineType) -> String {
     format!("{}.schema.json", t.name())
 }
 
+/// Marks the generated table of line types in schema/README.md.
+pub const README_BEGIN: &str = "<!-- line types: written by `cargo xtask schema` -->";
+pub const README_END: &str = "<!-- end of line types -->";
+
+/// The table of schema/README.md: every line type's file and description.
+pub fn readme_table() -> String {
+    let mut s = format!("{README_BEGIN}\n| file | line |\n|---|---|\n");
+    for t in LineType::ALL {
+        s.push_str(&format!("| `{}` | {} |\n", file_name(t), t.description()));
+    }
+    s.push_str(README_END);
+    s
+}
+
+/// `readme` with its generated table replaced by the current one (None: no markers).
+pub fn with_readme_table(readme: &str) -> Option<String> {
+    let begin = readme.find(README_BEGIN)?;
+    let end = readme[begin..].find(README_END)? + begin + README_END.len();
+    Some(format!(
+        "{}{}{}",
+        &readme[..begin],
+        readme_table(),
+        &readme[end..]
+    ))
+}
+
 /// The evidence type of each verdict kind.
 fn evidence_schema(kind: Kind, g: &mut SchemaGenerator) -> Schema {
     use evidence::*;

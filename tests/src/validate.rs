@@ -1,7 +1,9 @@
 //! Every JSON line the agent prints in the end-to-end suite is validated against
-//! the published schemas (schema/<type>.schema.json, generated from the agent's own
-//! types and checked in): every line of every `Agent` run, of every replay and of
-//! every sink a test reads, not a sample. A line that fails (or names a type with no
+//! the line schemas: every line of every `Agent` run, of every replay and of every
+//! sink a test reads, not a sample. The schemas are the agent's own
+//! (`sendsight::schema`, generated from the types that print the lines), the same
+//! as the checked-in schema/*.schema.json (the agent's unit test fails otherwise),
+//! so this also works where the source tree is not (the kernel matrix's guests). A line that fails (or names a type with no
 //! schema) fails the test that printed it, with the line and the errors.
 //!
 //! Each test process counts what it validated and writes the tally to
@@ -27,36 +29,18 @@ static FAILED: AtomicU64 = AtomicU64::new(0);
 pub fn validators() -> &'static BTreeMap<String, Validator> {
     static S: OnceLock<BTreeMap<String, Validator>> = OnceLock::new();
     S.get_or_init(|| {
-        let dir = schema_dir();
-        let mut by_type = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if !path.to_string_lossy().ends_with(".schema.json") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let schema: Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
-            let t = schema["properties"]["type"]["const"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{}: no `type` const", path.display()))
-                .to_string();
-            let v = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
-                .should_validate_formats(true)
-                .build(&schema)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            by_type.insert(t, v);
-        }
-        assert!(!by_type.is_empty(), "no schemas in {}", dir.display());
-        by_type
+        sendsight::schema::all()
+            .into_iter()
+            .map(|(t, schema)| {
+                let v = jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("the {t} schema: {e}"));
+                (t.to_string(), v)
+            })
+            .collect()
     })
-}
-
-pub fn schema_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema")
 }
 
 /// Validates one line: Err with every error (and the line) when it does not match

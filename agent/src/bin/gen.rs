@@ -49,6 +49,16 @@ fn write_schemas(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::write(&path, file_text(t))?;
         written.push(path);
     }
+    // The table of line types in the README beside them.
+    let readme = dir.join("README.md");
+    if let Ok(text) = std::fs::read_to_string(&readme)
+        && let Some(new) = sendsight::schema::with_readme_table(&text)
+    {
+        if new != text {
+            std::fs::write(&readme, new)?;
+            written.push(readme);
+        }
+    }
     Ok(written)
 }
 

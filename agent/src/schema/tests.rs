@@ -38,6 +38,20 @@ fn checked_in_schemas_are_what_the_types_generate() {
     }
 }
 
+#[test]
+fn schema_readme_lists_every_line_type() {
+    let path = schema_dir().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        with_readme_table(&readme).as_deref(),
+        Some(readme.as_str()),
+        "schema/README.md's table of line types is stale: run `cargo xtask schema`"
+    );
+    for t in LineType::ALL {
+        assert!(readme.contains(&format!("`{}`", file_name(t))));
+    }
+}
+
 /// Every string a schema allows for a property (through `$ref`, `anyOf`, `oneOf`,
 /// `items`, `enum`, `const`), `None` when it allows any string.
 fn allowed(root: &Value, s: &Value, out: &mut BTreeSet<String>) -> bool {
