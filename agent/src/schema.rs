@@ -4,6 +4,10 @@
 //! to schema/*.schema.json (checked in; a test fails when they differ), and
 //! `sendsight schema [TYPE]` prints them.
 //!
+//! OpenTelemetry attribute names are the fields' `x-otel` extension
+//! (`#[schemars(extend("x-otel" = ...))]` on the field), listed with notes in
+//! schema/README.md (a test keeps the two the same).
+//!
 //! Every value a field can take comes from one source: a Rust enum (`Kind`,
 //! `Confidence`...) or the table the printing function reads (`net::TCP_STATES`,
 //! `ledger::Source::all()`...). The functions here are the `schema_with` of the
@@ -184,7 +188,7 @@ pub fn for_type(t: LineType) -> Value {
         .expect("a line has properties");
     props.insert(
         "type".into(),
-        json!({"const": t.name(), "description": description}),
+        json!({"const": t.name(), "description": description, "x-otel": "event.name"}),
     );
     // One body, two line types: the call a failure is reported under decides which.
     let calls: Option<&[&str]> = match t {

@@ -35,12 +35,13 @@ pub struct Line<'a, B: Serialize> {
     )]
     pub ts: &'a str,
     /// The same instant as Unix-epoch nanoseconds.
+    #[schemars(extend("x-otel" = "Timestamp"))]
     pub ts_ns: i128,
     /// Who is speaking: the host's name and boot id (a replay prints the recorded
     /// host's).
     pub host: &'static crate::system::host::Host,
     /// Version of the sendsight binary that printed the line.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), extend("x-otel" = "service.version"))]
     pub agent_version: &'static str,
     #[serde(flatten)]
     pub body: B,
@@ -95,11 +96,18 @@ pub struct Endpoint {
 
 #[derive(Serialize, JsonSchema)]
 pub struct FlowBody {
-    #[schemars(schema_with = "crate::schema::family")]
+    #[schemars(schema_with = "crate::schema::family", extend("x-otel" = "network.type"))]
     pub family: &'static str,
-    #[schemars(schema_with = "crate::schema::protocol")]
+    #[schemars(
+        schema_with = "crate::schema::protocol",
+        extend("x-otel" = "network.transport")
+    )]
     pub protocol: &'static str,
+    /// This host's end of the flow.
+    #[schemars(extend("x-otel" = {"ip": "network.local.address", "port": "network.local.port"}))]
     pub local: Endpoint,
+    /// The far end of the flow.
+    #[schemars(extend("x-otel" = {"ip": "network.peer.address", "port": "network.peer.port"}))]
     pub peer: Endpoint,
     /// A well-known service recognised from the flow ("ike": UDP 500/4500).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,11 +139,13 @@ impl From<&Flow> for FlowBody {
 #[schemars(rename = "process")]
 pub struct Process<'a> {
     /// Thread group id (what userspace calls the pid).
+    #[schemars(extend("x-otel" = "process.pid"))]
     pub pid: u32,
     /// Thread id.
+    #[schemars(extend("x-otel" = "thread.id"))]
     pub tid: u32,
     /// Thread name (kernel comm, at most 15 bytes).
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), extend("x-otel" = "thread.name"))]
     pub comm: std::borrow::Cow<'a, str>,
     /// cgroup v2 id (inode of the cgroup directory).
     pub cgroup_id: u64,
@@ -180,7 +190,10 @@ fn socket_body<'a>(a: &'a Annotated, flow: &Flow, netns: u32) -> SocketBody<'a> 
 pub struct RetransmitBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
-    #[schemars(schema_with = "crate::schema::tcp_state")]
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub state: &'static str,
     /// "rto", "fast", "tlp", "other".
     #[schemars(schema_with = "crate::schema::retransmit_kind")]
@@ -208,6 +221,7 @@ pub struct RetransmitBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "i32")]
     pub err: Option<i32>,
+    #[schemars(extend("x-otel" = "cpu.logical_number"))]
     pub cpu: u32,
 }
 
@@ -219,10 +233,16 @@ pub struct SendErrorBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
     /// The TCP socket's state (null: not a TCP socket, or none known).
-    #[schemars(schema_with = "crate::schema::tcp_state_or_null")]
+    #[schemars(
+        schema_with = "crate::schema::tcp_state_or_null",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub state: Option<&'static str>,
     pub errno: i32,
-    #[schemars(schema_with = "crate::schema::errno_name")]
+    #[schemars(
+        schema_with = "crate::schema::errno_name",
+        extend("x-otel" = "error.type")
+    )]
     pub errno_name: std::borrow::Cow<'static, str>,
     #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
@@ -270,9 +290,15 @@ pub struct IcmpBody<'a> {
 pub struct StateBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
-    #[schemars(schema_with = "crate::schema::tcp_state")]
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub old_state: &'static str,
-    #[schemars(schema_with = "crate::schema::tcp_state")]
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub new_state: &'static str,
 }
 
@@ -284,7 +310,10 @@ pub struct SocketErrorBody<'a> {
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
     pub errno: i32,
-    #[schemars(schema_with = "crate::schema::errno_name")]
+    #[schemars(
+        schema_with = "crate::schema::errno_name",
+        extend("x-otel" = "error.type")
+    )]
     pub errno_name: std::borrow::Cow<'static, str>,
     #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
@@ -537,9 +566,10 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
 #[derive(Serialize, JsonSchema)]
 pub struct StartBody<'a> {
     /// Version of the agent.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), extend("x-otel" = "service.version"))]
     pub version: &'static str,
     /// Kernel release (/proc/sys/kernel/osrelease).
+    #[schemars(extend("x-otel" = "os.version"))]
     pub kernel: &'a str,
     /// Where tracefs is mounted.
     pub tracefs: &'a str,

@@ -52,6 +52,62 @@ fn schema_readme_lists_every_line_type() {
     }
 }
 
+/// Every `x-otel` name in `v` (a string, or an object of them for an endpoint).
+fn otel_names(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(o) => {
+            match o.get("x-otel") {
+                Some(Value::String(s)) => {
+                    out.insert(s.clone());
+                }
+                Some(Value::Object(m)) => {
+                    out.extend(m.values().filter_map(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+            o.values().for_each(|v| otel_names(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| otel_names(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn otel_names_in_the_schemas_are_the_readme_table() {
+    let mut in_schemas = BTreeSet::new();
+    for t in LineType::ALL {
+        otel_names(&for_type(t), &mut in_schemas);
+    }
+    let readme = std::fs::read_to_string(schema_dir().join("README.md")).unwrap();
+    let table = &readme[readme
+        .find("## OpenTelemetry semantic conventions")
+        .expect("an OpenTelemetry section")..];
+    // The OpenTelemetry column's names (`a.b`), row by row.
+    let mut in_readme = BTreeSet::new();
+    for row in table.lines().filter(|l| l.starts_with('|')) {
+        let Some(col) = row.split('|').nth(2) else {
+            continue;
+        };
+        for (i, part) in col.split('`').enumerate() {
+            if i % 2 == 1 {
+                in_readme.insert(part.to_owned());
+            }
+        }
+    }
+    for name in &in_schemas {
+        assert!(
+            in_readme.contains(name),
+            "x-otel {name:?} is not in schema/README.md's OpenTelemetry table"
+        );
+    }
+    for name in in_readme.iter().filter(|n| n.contains('.')) {
+        assert!(
+            in_schemas.contains(name),
+            "schema/README.md maps a field to {name:?}, which no type carries as x-otel"
+        );
+    }
+}
+
 /// Every string a schema allows for a property (through `$ref`, `anyOf`, `oneOf`,
 /// `items`, `enum`, `const`), `None` when it allows any string.
 fn allowed(root: &Value, s: &Value, out: &mut BTreeSet<String>) -> bool {

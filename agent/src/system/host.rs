@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[schemars(rename = "host")]
 pub struct Host {
+    #[schemars(extend("x-otel" = "host.name"))]
     pub name: String,
     pub boot_id: String,
 }
