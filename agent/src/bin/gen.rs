@@ -53,11 +53,10 @@ fn write_schemas(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
     let readme = dir.join("README.md");
     if let Ok(text) = std::fs::read_to_string(&readme)
         && let Some(new) = sendsight::schema::with_readme_table(&text)
+        && new != text
     {
-        if new != text {
-            std::fs::write(&readme, new)?;
-            written.push(readme);
-        }
+        std::fs::write(&readme, new)?;
+        written.push(readme);
     }
     Ok(written)
 }
