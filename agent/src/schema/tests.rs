@@ -255,6 +255,25 @@ fn every_value_the_agent_prints_is_in_its_schema() {
         );
         assert_eq!(values(t, "service"), set(net::SERVICES));
     }
+    // Services: every port of either end, TCP and UDP.
+    let mut services = BTreeSet::new();
+    for protocol in [
+        agent_common::event::IPPROTO_TCP,
+        agent_common::event::IPPROTO_UDP,
+    ] {
+        for port in 0..=u16::MAX {
+            for (sport, dport) in [(port, 0), (0, port)] {
+                let f = agent_common::event::Flow {
+                    protocol,
+                    sport,
+                    dport,
+                    ..Default::default()
+                };
+                services.extend(net::service(&f).map(str::to_owned));
+            }
+        }
+    }
+    assert_eq!(values(LineType::UdpSend, "service"), services);
     assert_eq!(values(LineType::Retransmit, "state"), states);
     assert_eq!(values(LineType::SendError, "state"), states);
     assert_eq!(values(LineType::SocketState, "old_state"), states);
