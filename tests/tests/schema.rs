@@ -3,7 +3,9 @@
 //! send too-big ICMPs between namespaces, and the replay of every recorded fixture
 //! (which hold verdicts of every kind). Every line must validate against the schema
 //! for its `type`; the schemas forbid unknown fields, so a renamed or added field
-//! fails here until `schema/` says so too.
+//! fails here until `schema/` says so too (`cargo xtask schema` regenerates it from
+//! the types). Here: the checked-in files themselves (valid, strict) and every line
+//! type seen; every other test's lines are validated too (`sendsight_tests::validate`).
 //!
 //! Topologies use nets 50..=59.
 

@@ -85,3 +85,24 @@ fn schema_tally(dir: &std::path::Path) -> String {
          ({processes} test processes), {failed} failed"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_schema_tally_sums_every_test_process() {
+        let dir = std::env::temp_dir().join(format!("xtask-tally-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(super::schema_tally(&dir).contains(" 0 agent lines validated"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("schema-1.txt"), "120 0\n").unwrap();
+        std::fs::write(dir.join("verdicts-2.txt"), "30 2\n").unwrap();
+        let note = super::schema_tally(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            note.ends_with(
+                "150 agent lines validated against schema/ (2 test processes), 2 failed"
+            ),
+            "{note}"
+        );
+    }
+}
