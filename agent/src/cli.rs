@@ -101,8 +101,9 @@ pub struct RunArgs {
     /// no kernel addresses in it.
     #[arg(long, value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,
-    /// Rotate the recording to FILE.1 when it reaches this many bytes (0: never).
-    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    /// Rotate the recording to FILE.1 when it reaches this many bytes (0: never; else
+    /// at least 1 MiB).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES", value_parser = parse_record_max)]
     pub record_max_bytes: u64,
     /// Forget a socket after this long without events (e.g. 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
@@ -184,6 +185,17 @@ pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
     if n < 4096 || !n.is_power_of_two() {
         return Err(format!(
             "{n} must be a power of two of at least 4096 (the kernel's rule)"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_record_max(s: &str) -> Result<u64, String> {
+    let n: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    if n != 0 && n < sendsight::record::MIN_MAX_BYTES {
+        return Err(format!(
+            "{n} bytes is too small for a recording: 0 (no cap) or at least {}",
+            sendsight::record::MIN_MAX_BYTES
         ));
     }
     Ok(n)

@@ -127,7 +127,7 @@ impl Filter {
 /// per second; the rest are dropped and counted.
 pub struct RateLimit {
     per_second: u32,
-    windows: HashMap<(u64, &'static str), (u64, u32)>,
+    windows: HashMap<(u64, &'static str, u8), (u64, u32)>,
     pub dropped: u64,
 }
 
@@ -147,13 +147,21 @@ impl RateLimit {
         }
         // Lines about no known socket (too-big messages quoting flows nobody has:
         // anyone on the network can send those) share one budget per type.
-        let (sock, kind, ts_ns) = match e {
+        // A verdict's raise (medium -> high) has its own budget: it is never held
+        // back by the lower confidence said a moment before.
+        let (sock, kind, level, ts_ns) = match e {
             Emit::Event(a) => (
                 a.sock.unwrap_or(0),
                 a.event.kind_name(),
+                0,
                 a.event.header().ts_ns,
             ),
-            Emit::Verdict(v) => (v.sock.unwrap_or(0), v.kind().name(), v.ts_ns),
+            Emit::Verdict(v) => (
+                v.sock.unwrap_or(0),
+                v.kind().name(),
+                v.confidence as u8 + 1,
+                v.ts_ns,
+            ),
             Emit::Path(_) => return true,
         };
         let second = ts_ns / 1_000_000_000;
@@ -161,7 +169,10 @@ impl RateLimit {
             // Bounded: old windows are worthless after their second.
             self.windows.retain(|_, (s, _)| *s >= second);
         }
-        let w = self.windows.entry((sock, kind)).or_insert((second, 0));
+        let w = self
+            .windows
+            .entry((sock, kind, level))
+            .or_insert((second, 0));
         if w.0 != second {
             *w = (second, 0);
         }

@@ -74,9 +74,12 @@ impl Source {
         }
     }
 
+    /// Its counter; a kernel slot this agent does not know is counted as a record
+    /// the decoder could not make sense of.
     fn index(self) -> usize {
         match self {
-            Source::Kernel(s) => (s as usize).min(slot::COUNT as usize - 1),
+            Source::Kernel(s) if s < slot::COUNT => s as usize,
+            Source::Kernel(_) => Source::Decode.index(),
             other => slot::COUNT as usize + AGENT.iter().position(|a| *a == other).unwrap_or(0),
         }
     }
@@ -103,12 +106,18 @@ impl Ledger {
     /// Sets a source's total since start (counters only grow: a smaller value, as
     /// from a reader that restarted, is ignored).
     pub fn set(&mut self, source: Source, total: u64) {
+        if let Source::Kernel(s) = source
+            && s >= slot::COUNT
+        {
+            return self.add(Source::Decode, 1);
+        }
         let t = &mut self.totals[source.index()];
         *t = (*t).max(total);
     }
 
     pub fn add(&mut self, source: Source, n: u64) {
-        self.totals[source.index()] += n;
+        let t = &mut self.totals[source.index()];
+        *t = t.saturating_add(n);
     }
 
     pub fn total(&self, source: Source) -> u64 {
@@ -119,8 +128,7 @@ impl Ledger {
     pub fn lost_total(&self) -> u64 {
         Source::all()
             .filter(|s| s.is_loss())
-            .map(|s| self.total(s))
-            .sum()
+            .fold(0u64, |sum, s| sum.saturating_add(self.total(s)))
     }
 
     /// For every source grown since the last report: the metric moves, and, when

@@ -3,8 +3,6 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use agent_common::loss::slot;
-
 use crate::{
     clock::WallClock,
     decode::{self, Event},
@@ -24,10 +22,26 @@ pub struct Shaping {
     pub metrics: Option<Arc<Metrics>>,
     /// Adds facts about the live host to verdicts (none in replays).
     pub enrich: Option<fn(&mut crate::engine::Verdict)>,
-    /// The agent's own endpoints (`--metrics`, a TCP collector): connections to them
-    /// are the agent's own doing, never traced (a scrape would otherwise move the
-    /// very counters it reads).
-    pub own: Vec<std::net::SocketAddr>,
+    /// The agent's own endpoints: connections to them are its own doing, never
+    /// traced (a scrape would otherwise move the very counters it reads).
+    pub own: Own,
+}
+
+/// The agent's own endpoints, in its own network namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Own {
+    /// The agent's network namespace (inode); 0: unknown (then nothing is own).
+    pub netns: u32,
+    /// Where it listens (`--metrics`): matched on a socket's local end.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Where it connects (a TCP collector, resolved at start): matched on the peer end.
+    pub peers: Vec<std::net::SocketAddr>,
+}
+
+impl Own {
+    fn is_empty(&self) -> bool {
+        self.netns == 0 || (self.listen.is_empty() && self.peers.is_empty())
+    }
 }
 
 pub struct Pipeline {
@@ -44,7 +58,7 @@ pub struct Pipeline {
     pub rate: RateLimit,
     pub metrics: Option<Arc<Metrics>>,
     enrich: Option<fn(&mut crate::engine::Verdict)>,
-    own: Vec<std::net::SocketAddr>,
+    own: Own,
 }
 
 impl Pipeline {
@@ -73,9 +87,9 @@ impl Pipeline {
         match decode::decode(bytes) {
             Ok(Event::LossReport(r)) => {
                 let ts = r.header.ts_ns;
-                if r.slot < slot::COUNT {
-                    self.ledger.set(Source::Kernel(r.slot), r.total);
-                }
+                // An unknown slot (a newer agent's recording, or corruption) is
+                // counted by the ledger as undecodable.
+                self.ledger.set(Source::Kernel(r.slot), r.total);
                 self.report_loss(ts, out);
                 Some(ts)
             }
@@ -83,7 +97,6 @@ impl Pipeline {
                 self.clock = WallClock::with_offset(c.offset_ns as i128);
                 Some(c.header.ts_ns)
             }
-            Ok(event) if self.is_own(&event) => Some(event.header().ts_ns),
             Ok(event) if event.is_internal() => {
                 let ts = event.header().ts_ns;
                 self.engine.on_event(event);
@@ -128,23 +141,41 @@ impl Pipeline {
         }
     }
 
-    /// Whether the event is about a connection to one of the agent's own endpoints.
-    fn is_own(&self, event: &Event) -> bool {
+    /// Whether a raw record is about a connection to one of the agent's own
+    /// endpoints (the live run drops those before recording them).
+    pub fn is_own(&self, bytes: &[u8]) -> bool {
         if self.own.is_empty() {
             return false;
         }
+        let Ok(event) = decode::decode(bytes) else {
+            return false;
+        };
         let Some(flow) = event.flow() else {
             return false;
         };
+        // Records without a namespace (error reports, congestion changes) are
+        // matched by their flow alone.
+        if event.netns().is_some_and(|n| n != self.own.netns) {
+            return false;
+        }
         let f = crate::net::canonical(flow);
-        let ends = [
-            (crate::net::local_ip(&f), f.sport),
-            (crate::net::peer_ip(&f), f.dport),
-        ];
-        self.own.iter().any(|a| {
-            ends.iter()
-                .any(|(ip, port)| *port == a.port() && (a.ip().is_unspecified() || *ip == a.ip()))
-        })
+        let local = (crate::net::local_ip(&f), f.sport);
+        let peer = (crate::net::peer_ip(&f), f.dport);
+        // Our listener: a socket whose local end it is (an accepted connection), or
+        // a local client's socket whose peer it is (a scraper on this host).
+        let listens = self.own.listen.iter().any(|a| {
+            let ip = a.ip().to_canonical();
+            let served = local.1 == a.port() && (ip.is_unspecified() || ip == local.0);
+            let scraping = peer.1 == a.port()
+                && (ip == peer.0 || (ip.is_unspecified() && peer.0.is_loopback()));
+            served || scraping
+        });
+        let connects = self
+            .own
+            .peers
+            .iter()
+            .any(|a| peer.1 == a.port() && a.ip().to_canonical() == peer.0);
+        listens || connects
     }
 
     /// The question the engine needs the kernel to answer before this raw record,
@@ -211,7 +242,10 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use agent_common::event::{ClockStep, CongState, Header, LossReport};
+    use agent_common::{
+        event::{ClockStep, CongState, Header, LossReport},
+        loss::slot,
+    };
 
     use super::*;
     use crate::decode::encode;

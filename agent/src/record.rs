@@ -81,7 +81,18 @@ pub struct Recorder {
     /// Keyed per run: the same socket always gets the same pseudonym within the
     /// recording, and no pseudonym reveals an address.
     pseudonyms: RandomState,
+    /// The agent's state records last written (the kernel's loss totals per slot,
+    /// the clock offset): repeated at the start of a rotated file so that it replays
+    /// on its own.
+    carried: std::collections::BTreeMap<(u16, u32), Vec<u8>>,
+    /// `FILE.1` as this recorder left it (device, inode): a later rotation replaces
+    /// only that file, never one someone else put there.
+    rotated: Option<(u64, u64)>,
 }
+
+/// The smallest `--record-max-bytes` (other than 0, no cap): room for the header and
+/// many frames.
+pub const MIN_MAX_BYTES: u64 = 1 << 20;
 
 /// Creates `path` for writing: new (never an existing file or a link), 0600.
 fn create_exclusive(path: &Path) -> Result<File, RecordError> {
@@ -120,6 +131,8 @@ impl Recorder {
             size: 0,
             max_bytes,
             pseudonyms: RandomState::new(),
+            carried: Default::default(),
+            rotated: None,
         };
         r.start()?;
         Ok(r)
@@ -143,12 +156,34 @@ impl Recorder {
     /// replaces the link itself) and a new `FILE` begins, with the same header: each
     /// file replays on its own.
     fn rotate(&mut self) -> Result<(), RecordError> {
+        use std::os::unix::fs::MetadataExt;
         self.out.flush().map_err(|e| self.io(e))?;
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
+        let old = PathBuf::from(old);
+        // Only our own previous FILE.1 may be replaced; the first rotation must not
+        // replace anything.
+        let ours = std::fs::symlink_metadata(&old)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        match (ours, self.rotated) {
+            (None, _) => {}
+            (Some(found), Some(left)) if found == left => {}
+            (Some(_), _) => {
+                return Err(RecordError::Exists(old.display().to_string()));
+            }
+        }
         std::fs::rename(&self.path, &old).map_err(|e| self.io(e))?;
+        self.rotated = std::fs::symlink_metadata(&old)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         self.out = BufWriter::new(create_exclusive(&self.path)?);
-        self.start()
+        self.start()?;
+        let carried: Vec<Vec<u8>> = self.carried.values().cloned().collect();
+        for frame in carried {
+            self.frame(&frame)?;
+        }
+        Ok(())
     }
 
     pub fn write(&mut self, record: &[u8]) -> Result<(), RecordError> {
@@ -156,6 +191,14 @@ impl Recorder {
         if self.max_bytes > 0 && self.size + frame > self.max_bytes && self.size > 0 {
             self.rotate()?;
         }
+        if let Some(key) = carried_key(record) {
+            self.carried.insert(key, record.to_vec());
+        }
+        self.frame(record)
+    }
+
+    fn frame(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        let frame = 4 + record.len() as u64;
         // Header bytes 16..24 are the kernel's `struct sock` address: never stored.
         const SK: std::ops::Range<usize> = 16..24;
         let r = self
@@ -187,6 +230,21 @@ impl Recorder {
     }
 }
 
+/// Which state an agent-made record carries (kind, slot), if it is one to repeat in
+/// a rotated file.
+fn carried_key(record: &[u8]) -> Option<(u16, u32)> {
+    use agent_common::event::Kind;
+    let kind = u16::from_ne_bytes(record.get(..2)?.try_into().ok()?);
+    if kind == Kind::LossReport as u16 {
+        let slot = u32::from_ne_bytes(record.get(24..28)?.try_into().ok()?);
+        Some((kind, slot))
+    } else if kind == Kind::ClockStep as u16 {
+        Some((kind, 0))
+    } else {
+        None
+    }
+}
+
 pub struct Reader<R> {
     input: R,
     path: String,
@@ -211,11 +269,14 @@ impl<R: Read> Reader<R> {
         if input.read_exact(&mut magic).is_err() || magic[..6] != MAGIC[..6] {
             return Err(RecordError::Magic(path));
         }
-        if magic != *MAGIC {
+        if magic[6] != VERSION {
             return Err(RecordError::Version {
                 path,
                 version: magic[6],
             });
+        }
+        if magic != *MAGIC {
+            return Err(RecordError::Magic(path));
         }
         let mut len = [0u8; 4];
         input
@@ -390,6 +451,38 @@ mod tests {
             }
         }
         assert_eq!(ids.len(), 1, "one socket, one pseudonym");
+
+        // A rotated file starts with the agent's state (loss totals), and the first
+        // rotation never replaces a FILE.1 it did not make.
+        let path = dir.join("carry");
+        let mut r = Recorder::create(&path, &header(), 400).unwrap();
+        let loss = agent_common::event::LossReport {
+            header: agent_common::event::Header::new::<agent_common::event::LossReport>(0, 1, 0),
+            slot: 3,
+            _reserved: 0,
+            total: 9,
+        };
+        r.write(&crate::decode::encode(&loss)).unwrap();
+        for _ in 0..10 {
+            r.write(&rec).unwrap();
+        }
+        r.flush().unwrap();
+        let mut rd = Reader::open(&path).unwrap();
+        let first = rd.next_record().unwrap().unwrap();
+        assert_eq!(
+            first,
+            crate::decode::encode(&loss),
+            "carried into the new file"
+        );
+        let foreign = dir.join("other");
+        std::fs::write(dir.join("other.1"), b"someone else's").unwrap();
+        let mut r = Recorder::create(&foreign, &header(), 400).unwrap();
+        let e = (0..10).find_map(|_| r.write(&rec).err()).expect("refused");
+        assert!(matches!(e, RecordError::Exists(_)), "{e}");
+        assert_eq!(
+            std::fs::read(dir.join("other.1")).unwrap(),
+            b"someone else's"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

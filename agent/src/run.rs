@@ -74,11 +74,16 @@ struct State {
     /// Lines of the record being handled.
     scratch: Vec<u8>,
     lookups: crate::system::sysinfo::SockLookups,
+    /// The output is gone (closed or failed): lines are counted, not written.
+    dead: bool,
+    /// Lines never handed to the output (after it failed).
+    unprinted: u64,
 }
 
-/// The wall clock may be stepped (NTP, `date -s`) by more than this before a
-/// `ClockStep` re-bases the timestamps.
-const CLOCK_STEP_NS: i128 = 1_000_000;
+/// A wall-clock step (NTP, `date -s`) larger than this re-bases the timestamps
+/// (`ClockStep`). NTP daemons step at 128 ms and more, slew below; a smaller move is
+/// more likely the two clock reads being preempted apart.
+const CLOCK_STEP_NS: i128 = 100_000_000;
 
 impl State {
     fn handle(&mut self, bytes: &[u8]) {
@@ -92,6 +97,11 @@ impl State {
     }
 
     fn handle_one(&mut self, bytes: &[u8]) {
+        // The agent's own connections are neither traced nor recorded (a replay
+        // then agrees with the live run).
+        if self.pipe.is_own(bytes) {
+            return;
+        }
         if let Some(r) = &mut self.recorder
             && let Err(e) = r.write(bytes)
         {
@@ -103,13 +113,23 @@ impl State {
         self.push_scratch();
     }
 
+    /// The lines of the record just handled go out; when the output has failed
+    /// (or is gone), they are counted instead.
     fn push_scratch(&mut self) {
-        if !self.scratch.is_empty()
-            && self.failed.is_none()
-            && let Err(e) = self.out.push(&self.scratch)
-        {
+        if self.scratch.is_empty() {
+            return;
+        }
+        if self.dead || self.failed.is_some() {
+            self.unprinted += sink::lines_in(&self.scratch);
+        } else if let Err(e) = self.out.push(&self.scratch) {
+            self.unprinted += sink::lines_in(&self.scratch);
             self.failed = Some(e);
         }
+    }
+
+    /// Lines the output did not take: its own count, and what was never handed to it.
+    fn sink_lost(&self) -> u64 {
+        self.out.dropped() + self.unprinted
     }
 
     fn now(&self) -> (String, i128) {
@@ -143,7 +163,7 @@ impl State {
                 self.kernel_seen[i] = *total;
             }
         }
-        self.pipe.ledger.set(Source::Sink, self.out.dropped());
+        self.pipe.ledger.set(Source::Sink, self.sink_lost());
         self.scratch.clear();
         self.pipe.report_loss(now, &mut self.scratch);
         self.push_scratch();
@@ -151,6 +171,20 @@ impl State {
             Some(e) => Err(e),
             None => self.out.flush(),
         }
+    }
+}
+
+/// The agent's own endpoints: the metrics listener, a TCP collector (its name
+/// resolved now).
+fn own_endpoints(cfg: &RunConfig) -> crate::pipeline::Own {
+    use std::net::ToSocketAddrs;
+    crate::pipeline::Own {
+        netns: crate::system::own_netns(),
+        listen: cfg.metrics.into_iter().collect(),
+        peers: match &cfg.output {
+            sink::Spec::Tcp(a) => a.to_socket_addrs().map(|i| i.collect()).unwrap_or_default(),
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -200,14 +234,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 rate_limit: cfg.rate_limit,
                 metrics,
                 enrich: Some(crate::system::sysinfo::enrich),
-                own: cfg
-                    .metrics
-                    .into_iter()
-                    .chain(match &cfg.output {
-                        sink::Spec::Tcp(a) => a.parse().ok(),
-                        _ => None,
-                    })
-                    .collect(),
+                own: own_endpoints(&cfg),
             },
         ),
         out,
@@ -216,6 +243,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         recorder,
         kernel_seen: [0; slot::COUNT as usize],
         failed: None,
+        dead: false,
+        unprinted: 0,
     };
 
     for p in &loaded.report {
@@ -317,31 +346,20 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
-    // What is still parked never meets its syscall exit now.
-    let parked = loaded.pending_count();
     loaded.detach();
-    let writable = matches!(stop, Stop::Duration | Stop::Signal(_));
-    if writable {
-        ingest.drain_now(|bytes| state.handle(bytes));
-    } else {
-        // The output is gone: what is left in the ring is read (and recorded) but
-        // counted, not printed.
-        let mut left = 0u64;
-        ingest.drain_now(|bytes| {
-            left += 1;
-            if let Some(r) = &mut state.recorder {
-                let _ = r.write(bytes);
-            }
-        });
-        state.pipe.ledger.add(Source::Sink, left);
-    }
+    // Programs already running when the links went finish on their own: give them
+    // a moment before the last drain and the last read of the counters.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // What is still parked never meets its syscall exit now (the maps outlive the
+    // programs; nothing moves them any more).
+    let parked = loaded.pending_count();
+    let writable = matches!(stop, Stop::Duration | Stop::Signal(_) | Stop::Ring(_));
+    // The output gone, what is left is still judged, recorded and counted.
+    state.dead = !writable;
+    ingest.drain_now(|bytes| state.handle(bytes));
     state.pipe.ledger.set(Source::SendParkedAtExit, parked);
-    let end = if writable {
-        state.bookkeeping(loaded.lost_counts())
-    } else {
-        let _ = state.bookkeeping(loaded.lost_counts());
-        Ok(())
-    };
+    let end = state.bookkeeping(loaded.lost_counts());
+    let end = if writable { end } else { Ok(()) };
     if let Some(r) = &mut state.recorder
         && let Err(e) = r.flush()
     {
@@ -363,7 +381,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     state.out.close(Duration::from_secs(2)).await;
     // What the close could not deliver is in the stderr summary (the summary line
     // itself may be what was lost).
-    state.pipe.ledger.set(Source::Sink, state.out.dropped());
+    state.pipe.ledger.set(Source::Sink, state.sink_lost());
     eprintln!("{}", state.pipe.stderr_summary());
     let why = match stop {
         Stop::Duration => "duration over".to_string(),

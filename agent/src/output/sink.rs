@@ -153,7 +153,7 @@ impl Sink {
     /// Lines the sink could not deliver (full queue, disk full...).
     pub fn dropped(&self) -> u64 {
         match self {
-            Sink::Stdout(_) => 0,
+            Sink::Stdout(s) => s.dropped,
             Sink::File(f) => f.dropped,
             Sink::Net(n) => n.stats.dropped.load(Ordering::Relaxed),
         }
@@ -174,6 +174,8 @@ impl Sink {
 /// each batch are rendered for people as they are written.
 pub struct StdoutSink {
     buf: Vec<u8>,
+    /// Lines that a failed write took along.
+    pub dropped: u64,
     out: io::Stdout,
     text: Option<Box<(super::text::Renderer, Vec<u8>)>>,
 }
@@ -182,6 +184,7 @@ impl Default for StdoutSink {
     fn default() -> Self {
         Self {
             buf: Vec::with_capacity(64 * 1024),
+            dropped: 0,
             out: io::stdout(),
             text: None,
         }
@@ -225,9 +228,17 @@ impl StdoutSink {
             None => &self.buf[..],
         };
         let r = out.write_all(bytes).and_then(|()| out.flush());
+        if r.is_err() {
+            self.dropped += lines_in(&self.buf);
+        }
         self.buf.clear();
         r.map_err(SinkError::from)
     }
+}
+
+/// Lines in a pushed buffer (a push holds one or more newline-terminated lines).
+pub fn lines_in(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count().max(1) as u64
 }
 
 /// An append-only file, created 0600, rotated by size (`path` -> `path.1` -> ...).
@@ -276,6 +287,13 @@ fn open_output(path: &Path) -> Result<File, SinkError> {
     if !meta.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
+    // A hard link elsewhere (e.g. to a system file) would be appended to and chmodded.
+    if meta.nlink() != 1 {
+        return Err(refuse(format!(
+            "has {} hard links; sendsight writes only to a file with one name",
+            meta.nlink()
+        )));
+    }
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
         return Err(refuse(format!(
@@ -323,7 +341,7 @@ impl FileSink {
 
     pub fn push(&mut self, line: &[u8]) {
         self.buf.extend_from_slice(line);
-        self.buf_lines += line.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+        self.buf_lines += lines_in(line);
         if self.buf.len() >= 60 * 1024 {
             self.flush();
         }
@@ -437,7 +455,7 @@ impl NetSink {
         let mut q = self.queue.lock().expect("queue lock");
         if q.bytes + line.len() > self.max_bytes {
             // A push may hold several lines (one record's event and verdicts).
-            let lines = line.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            let lines = lines_in(line);
             self.stats.dropped.fetch_add(lines, Ordering::Relaxed);
             return;
         }
@@ -462,11 +480,7 @@ impl NetSink {
         }
         let q = self.queue.lock().expect("queue lock");
         // Entries may hold several lines (one record's event and verdicts).
-        let left: u64 = q
-            .lines
-            .iter()
-            .map(|l| l.iter().filter(|&&b| b == b'\n').count().max(1) as u64)
-            .sum();
+        let left: u64 = q.lines.iter().map(|l| lines_in(l)).sum();
         if left > 0 {
             eprintln!("sendsight: warning: {left} lines not delivered to the collector at exit");
             self.stats.dropped.fetch_add(left, Ordering::Relaxed);

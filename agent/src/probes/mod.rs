@@ -174,28 +174,47 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         kernel: lay.kernel,
         lay: &mut lay,
     };
-    let plans: Vec<table::Plan> = table::PROBES.iter().map(|p| p.plan(&mut env)).collect();
+    let mut plans: Vec<table::Plan> = table::PROBES.iter().map(|p| p.plan(&mut env)).collect();
 
-    let sys_exit_planned = plans
-        .iter()
-        .any(|p| p.probe == "send_syscall" && p.blocked.is_none());
-    let config = Config {
-        self_tgid: std::process::id(),
-        sys_exit_attached: sys_exit_planned as u32,
-        send_syscalls: send_syscalls(),
-        wakeup_bytes: opts.ring_bytes / 8,
-        ..Config::DEFAULT
+    // The socket-layer program parks failures for the syscall exit only when that
+    // hook is really there: if it is planned but fails to load or attach, everything
+    // is loaded again with the parking off (the setting is frozen at load).
+    let mut attempt = 0;
+    let (ebpf, report) = loop {
+        attempt += 1;
+        let sys_exit_planned = plans
+            .iter()
+            .any(|p| p.probe == "send_syscall" && p.blocked.is_none());
+        let config = Config {
+            self_tgid: std::process::id(),
+            sys_exit_attached: sys_exit_planned as u32,
+            send_syscalls: send_syscalls(),
+            wakeup_bytes: opts.ring_bytes / 8,
+            ..Config::DEFAULT
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("LAYOUT", &lay, true)
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("SOCKS", opts.max_sockets)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+        let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p)).collect();
+        let sys_exit_failed = report
+            .iter()
+            .find(|r| r.probe == "send_syscall" && r.state == State::Unavailable);
+        match sys_exit_failed {
+            Some(r) if sys_exit_planned && attempt == 1 => {
+                let why = r.note.clone();
+                drop(ebpf);
+                for p in plans.iter_mut().filter(|p| p.probe == "send_syscall") {
+                    p.blocked = Some(why.split("; fallback:").next().unwrap_or(&why).into());
+                }
+            }
+            _ => break (ebpf, report),
+        }
     };
-
-    let mut ebpf = EbpfLoader::new()
-        .override_global("LAYOUT", &lay, true)
-        .override_global("CONFIG", &config, true)
-        .map_max_entries("EVENTS", opts.ring_bytes)
-        .map_max_entries("SOCKS", opts.max_sockets)
-        .load(EBPF_OBJECT)
-        .map_err(ProbeError::Load)?;
-
-    let report = plans.into_iter().map(|p| attach(&mut ebpf, p)).collect();
+    let mut ebpf = ebpf;
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
     let events = RingBuf::try_from(events).map_err(|error| ProbeError::Map {
@@ -226,7 +245,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
 }
 
 /// Attaches a planned probe by its first method that works; says how it went.
-fn attach(ebpf: &mut Ebpf, plan: table::Plan) -> ProbeStatus {
+fn attach(ebpf: &mut Ebpf, plan: &table::Plan) -> ProbeStatus {
     let first = plan
         .methods
         .first()
