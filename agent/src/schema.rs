@@ -455,10 +455,9 @@ pub(crate) fn service(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-pub(crate) fn service_or_null(g: &mut SchemaGenerator) -> Schema {
+pub(crate) fn service_or_null(_: &mut SchemaGenerator) -> Schema {
     let mut values = names(net::SERVICES);
     values.push(Value::Null);
-    let _ = g;
     json_schema!({"enum": values})
 }
 

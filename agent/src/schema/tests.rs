@@ -50,6 +50,15 @@ fn schema_readme_lists_every_line_type() {
     for t in LineType::ALL {
         assert!(readme.contains(&format!("`{}`", file_name(t))));
     }
+    // The project README's table of line types, too.
+    let main = std::fs::read_to_string(schema_dir().join("../README.md")).unwrap();
+    for t in LineType::ALL {
+        assert!(
+            main.contains(&format!("\n| `{}` |", t.name())),
+            "README.md's table of line types lacks {}",
+            t.name()
+        );
+    }
 }
 
 /// Every `x-otel` name in `v` (a string, or an object of them for an endpoint).
