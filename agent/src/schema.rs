@@ -512,16 +512,19 @@ pub(crate) fn icmp_source(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// `evidence::ErrnoName`'s schema (the `errno_name` definition).
+pub(crate) fn errno_name_inline() -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": "^E-?[A-Z0-9]+$",
+        "description": "The errno's name (ECONNRESET); E and the number for one this platform \
+                        does not name.",
+    })
+}
+
+/// An errno name printed from a string: the same definition as `ErrnoName`'s.
 pub(crate) fn errno_name(g: &mut SchemaGenerator) -> Schema {
-    def(
-        g,
-        "errno_name",
-        json!({
-            "type": "string",
-            "pattern": "^E-?[A-Z0-9]+$",
-            "description": "The errno's name (ECONNRESET); E and the number for one this platform does not name.",
-        }),
-    )
+    g.subschema_for::<evidence::ErrnoName>()
 }
 
 pub(crate) fn errno_text(_: &mut SchemaGenerator) -> Schema {

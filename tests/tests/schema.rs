@@ -241,6 +241,37 @@ fn every_schema_is_valid_and_strict() {
     let mut bad_ip = retransmit;
     bad_ip["peer"]["ip"] = Value::from("198.18.1");
     assert!(!v.is_valid(&bad_ip), "an address must be one: {bad_ip}");
+
+    // A verdict's evidence is checked per verdict, down to its fields' values.
+    let verdicts: Vec<Value> = fixtures()
+        .iter()
+        .flat_map(|f| replay(f))
+        .filter(|l| l["type"] == "verdict")
+        .collect();
+    let v = &s.by_type["verdict"];
+    let with_errno = verdicts
+        .iter()
+        .find(|l| l["evidence"]["errno_name"].is_string())
+        .expect("a recorded verdict with an errno name in its evidence");
+    assert!(v.is_valid(with_errno), "{with_errno}");
+    let mut bad_errno = with_errno.clone();
+    bad_errno["evidence"]["errno_name"] = Value::from("reset");
+    assert!(
+        !v.is_valid(&bad_errno),
+        "an errno name must be one: {bad_errno}"
+    );
+    let other = verdicts
+        .iter()
+        .find(|l| l["verdict"] != with_errno["verdict"])
+        .expect("a verdict of another kind");
+    let mut swapped = with_errno.clone();
+    swapped["evidence"] = other["evidence"].clone();
+    assert!(
+        !v.is_valid(&swapped),
+        "{} evidence under a {} verdict must fail",
+        other["verdict"],
+        with_errno["verdict"]
+    );
 }
 
 /// `sendsight replay` over every recorded fixture: verdicts of every kind.

@@ -390,6 +390,25 @@ fn every_schema_is_strict() {
     for t in LineType::ALL {
         let s = for_type(t);
         check(t.name(), &s);
+        // Every reference resolves, and no definition is only a reference (a cycle
+        // some validators accept anything through, and others never leave).
+        let text = s.to_string();
+        for (name, def) in s["$defs"].as_object().into_iter().flatten() {
+            assert!(
+                def.as_object()
+                    .is_some_and(|o| !(o.len() == 1 && o.contains_key("$ref"))),
+                "{}: $defs/{name} is only a reference: {def}",
+                t.name()
+            );
+        }
+        for r in text.split("\"$ref\":\"#/$defs/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(
+                s["$defs"].get(name).is_some(),
+                "{}: $ref to a missing $defs/{name}",
+                t.name()
+            );
+        }
         let req = s["required"].as_array().unwrap();
         for field in ["schema", "type", "ts", "ts_ns", "host", "agent_version"] {
             assert!(

@@ -24,8 +24,8 @@ impl JsonSchema for ErrnoName {
         "errno_name".into()
     }
 
-    fn json_schema(g: &mut SchemaGenerator) -> Schema {
-        crate::schema::errno_name(g)
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        crate::schema::errno_name_inline()
     }
 }
 
