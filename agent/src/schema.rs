@@ -204,6 +204,7 @@ pub fn for_type(t: LineType) -> Value {
             json!({"enum": values, "description": SYSCALL_DESCRIPTION}),
         );
     }
+    let mut renames = BTreeMap::new();
     if t == LineType::Verdict {
         // `evidence` is fixed per verdict: each kind's evidence type, checked when
         // `verdict` names that kind.
@@ -213,6 +214,11 @@ pub fn for_type(t: LineType) -> Value {
         let mut rules = Vec::new();
         for kind in Kind::ALL {
             let evidence = evidence_schema(kind, &mut g);
+            if let Some(r) = evidence.get("$ref").and_then(Value::as_str) {
+                // Named after its verdict, as `evidence_<verdict>`.
+                let name = r.trim_start_matches("#/$defs/").to_string();
+                renames.insert(name, format!("evidence_{}", kind.name()));
+            }
             rules.push(json!({
                 "if": {"properties": {"verdict": {"const": kind.name()}}, "required": ["verdict"]},
                 "then": {"properties": {"evidence": evidence}},
@@ -230,7 +236,58 @@ pub fn for_type(t: LineType) -> Value {
         o.insert("allOf".into(), Value::Array(rules));
         normalize(&mut v);
     }
+    rename_defs(&mut v, &renames);
     sorted(v)
+}
+
+/// Definitions named in snake_case like the fields (`DisconnectCause` ->
+/// `disconnect_cause`), or as `renames` says; every `$ref` follows.
+fn rename_defs(root: &mut Value, renames: &BTreeMap<String, String>) {
+    fn snake(name: &str) -> String {
+        let mut s = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    s.push('_');
+                }
+                s.push(c.to_ascii_lowercase());
+            } else {
+                s.push(c);
+            }
+        }
+        s
+    }
+    fn refs(v: &mut Value, to: &BTreeMap<String, String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get_mut("$ref")
+                    && let Some(new) = r.strip_prefix("#/$defs/").and_then(|n| to.get(n))
+                {
+                    *r = format!("#/$defs/{new}");
+                }
+                o.values_mut().for_each(|v| refs(v, to));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| refs(v, to)),
+            _ => {}
+        }
+    }
+    let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let to: BTreeMap<String, String> = defs
+        .keys()
+        .map(|k| {
+            (
+                k.clone(),
+                renames.get(k).cloned().unwrap_or_else(|| snake(k)),
+            )
+        })
+        .collect();
+    let old = std::mem::take(defs);
+    for (k, v) in old {
+        defs.insert(to[&k].clone(), v);
+    }
+    refs(root, &to);
 }
 
 /// Every line type's schema, by name.
