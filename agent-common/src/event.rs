@@ -18,10 +18,13 @@ pub enum Kind {
     LossReport = 9,
     /// Made by the agent: see [`ClockStep`].
     ClockStep = 10,
+    /// Datagrams dropped at a full socket receive queue (and the socket's memory
+    /// limits), counted per socket in the kernel: see [`UdpQueueDrop`].
+    UdpQueueDrop = 11,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Retransmit,
         Kind::SendError,
         Kind::IcmpTooBig,
@@ -32,6 +35,7 @@ impl Kind {
         Kind::SockLookup,
         Kind::LossReport,
         Kind::ClockStep,
+        Kind::UdpQueueDrop,
     ];
 
     pub fn from_u16(v: u16) -> Option<Kind> {
@@ -51,6 +55,7 @@ impl Kind {
             Kind::SockLookup => size_of::<SockLookup>(),
             Kind::LossReport => size_of::<LossReport>(),
             Kind::ClockStep => size_of::<ClockStep>(),
+            Kind::UdpQueueDrop => size_of::<UdpQueueDrop>(),
         }
     }
 
@@ -125,6 +130,12 @@ record!(UdpSend, UdpSend, slot::UDP_SEND, slot::UDP_SEND_UNREADABLE);
 record!(SockLookup, SockLookup, slot::NONE, slot::NONE);
 record!(LossReport, LossReport, slot::NONE, slot::NONE);
 record!(ClockStep, ClockStep, slot::NONE, slot::NONE);
+record!(
+    UdpQueueDrop,
+    UdpQueueDrop,
+    slot::UDP_QUEUE,
+    slot::UDP_QUEUE_UNREADABLE
+);
 
 /// First bytes of every record.
 #[repr(C)]
@@ -384,6 +395,91 @@ pub struct UdpSend {
     pub netns: u32,
 }
 
+/// One source of datagrams a socket dropped, with its count (see [`UdpQueueDrop`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpPeer {
+    /// Network order; IPv4 in the first four bytes. All zero: slot unused.
+    pub addr: [u8; 16],
+    /// Host order.
+    pub port: u16,
+    /// AF_INET / AF_INET6.
+    pub family: u16,
+    pub _reserved: u32,
+    pub drops: u64,
+}
+
+/// Peers tracked per socket; drops from further sources are counted in
+/// `UdpQueueDrop::other_peer_drops`.
+pub const UDP_QUEUE_PEERS: usize = 4;
+
+/// The state of one socket's receive-queue drops, kept in the kernel (`UDPQ` map,
+/// keyed by the `struct sock` address) and emitted as a record at the first drop and
+/// then at most once per `Config::udpq_interval_ms` per socket. Every counter is
+/// cumulative since the agent attached, so the latest record is exact however many
+/// were suppressed (`suppressed`); the agent also reads the map itself and sends
+/// the latest state through the stream (`udpq_flags::AGENT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpQueueDrop {
+    pub header: Header,
+    /// The socket's own flow: saddr/sport local; daddr/dport zero when unconnected.
+    pub flow: Flow,
+    /// The recorded owner (SOCKS), else the one the agent found in /proc
+    /// (`udpq_flags::OWNER_FROM_PROC`); zero when unknown.
+    pub owner: Owner,
+    /// The first sources of dropped datagrams, with their counts.
+    pub peers: [UdpPeer; UDP_QUEUE_PEERS],
+    /// Drops from sources beyond `peers`, or whose source could not be read.
+    pub other_peer_drops: u64,
+    /// Datagrams dropped because the receive queue was full (rc -ENOMEM: what the
+    /// kernel counts as `Udp: RcvbufErrors`).
+    pub drops: u64,
+    /// Other enqueue failures (-ENOBUFS: the protocol's memory limit, `MemErrors`).
+    pub mem_drops: u64,
+    /// Records for this socket not emitted because of the rate bound.
+    pub suppressed: u64,
+    /// ktime of the first and the last drop.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// ktime of the last emitted record (the rate bound's clock).
+    pub last_emit_ns: u64,
+    /// Inode of the socket (what /proc/PID/fd links name), 0 when unknown.
+    pub inode: u64,
+    /// `sock:sock_exceed_buf_limit` hits, send side (SK_MEM_SEND) and receive side.
+    pub send_limit: u32,
+    pub recv_limit: u32,
+    /// The socket's own drop counter (`sk_drops`, + its per-NUMA counters on 6.18+)
+    /// at the last drop: every drop of the socket since it was created.
+    pub sk_drops: u32,
+    /// `sk_rcvbuf`: the receive buffer limit in bytes; -1 unknown.
+    pub rcvbuf: i32,
+    /// `sk_rmem_alloc` at the last drop: bytes queued (truesize); -1 unknown.
+    pub queued: i32,
+    pub netns: u32,
+    /// Bytes of the last dropped datagram (skb->len, headers included).
+    pub last_len: u32,
+    /// [`udpq_flags`].
+    pub flags: u32,
+}
+
+pub mod udpq_flags {
+    /// `peers` were read from the dropped skbs.
+    pub const HAS_PEERS: u32 = 1 << 0;
+    /// No socket pointer (classic tracepoint record): keyed by local port, flow
+    /// partial, owner unknown.
+    pub const NO_SOCK: u32 = 1 << 1;
+    /// `sk_drops` was read.
+    pub const SK_DROPS: u32 = 1 << 2;
+    /// Made by the agent from the kernel's map (the state after the last emitted
+    /// record), not by a program.
+    pub const AGENT: u32 = 1 << 3;
+    /// The agent's last read of the map, at the end of the run.
+    pub const FINAL: u32 = 1 << 4;
+    /// The owner was found by the agent in /proc (the socket never sent).
+    pub const OWNER_FROM_PROC: u32 = 1 << 5;
+}
+
 /// Made by the agent, never by a program: the kernel's answer to "does a TCP socket
 /// with this flow exist in this network namespace?", asked when a too-big message
 /// quotes a TCP flow the agent does not track (a forgery quotes one that does not
@@ -459,6 +555,8 @@ const _: () = assert!(core::mem::size_of::<PendingSend>() == 24);
 const _: () = assert!(core::mem::size_of::<SockLookup>() == 72);
 const _: () = assert!(core::mem::size_of::<LossReport>() == 40);
 const _: () = assert!(core::mem::size_of::<ClockStep>() == 32);
+const _: () = assert!(core::mem::size_of::<UdpPeer>() == 32);
+const _: () = assert!(core::mem::size_of::<UdpQueueDrop>() == 320);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -479,4 +577,6 @@ mod pod {
     unsafe impl aya::Pod for super::SockLookup {}
     unsafe impl aya::Pod for super::LossReport {}
     unsafe impl aya::Pod for super::ClockStep {}
+    unsafe impl aya::Pod for super::UdpPeer {}
+    unsafe impl aya::Pod for super::UdpQueueDrop {}
 }

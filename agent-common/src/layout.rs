@@ -69,6 +69,25 @@ pub struct SkbTp {
     pub icmp_send_code: u16,
 }
 
+/// `udp:udp_fail_queue_rcv_skb`, the classic record (the fallback when the raw
+/// tracepoint cannot be used). Two layouts exist: up to 6.9 `rc` and `lport` (the
+/// local port); from 6.10 `rc`, `sport`/`dport` (the datagram's source and
+/// destination ports), `family`, and `saddr`/`daddr` as 28-byte sockaddr storage.
+/// Neither carries the socket pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpqTp {
+    pub rc: u16,
+    /// Old layout only.
+    pub lport: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub _reserved: u16,
+}
+
 /// Member offsets of kernel structs, from BTF. Offsets into `struct sock` are
 /// relative to the socket pointer (tcp_sock, inet_connection_sock and inet_sock all
 /// start with it).
@@ -137,6 +156,24 @@ pub struct KernelStructs {
     pub regs_arg0: u16,
     pub regs_arg1: u16,
     pub regs_arg2: u16,
+    // Receive-queue drops (udp_queue.rs)
+    /// `sock.sk_rcvbuf` (int)
+    pub sk_rcvbuf: u16,
+    /// `sock.sk_backlog.rmem_alloc` (atomic_t): bytes in the receive queue.
+    pub sk_rmem_alloc: u16,
+    /// `sock.sk_drops` (atomic_t)
+    pub sk_drops: u16,
+    /// `sock.sk_drop_counters` (6.18+: per-NUMA drop counters UDP adds to sk_drops).
+    pub sk_drop_counters: u16,
+    pub ndc_drops0: u16,
+    pub ndc_drops1: u16,
+    /// `sock.sk_socket`, then the inode of the socket: `socket_alloc.vfs_inode`
+    /// (relative to the struct socket) and `inode.i_ino`.
+    pub sk_socket: u16,
+    pub socket_vfs_inode: u16,
+    pub inode_ino: u16,
+    /// `sk_buff.transport_header`: the UDP header's offset from `head`.
+    pub skb_transport_header: u16,
 }
 
 #[repr(C)]
@@ -149,6 +186,7 @@ pub struct Layout {
     pub send_tp: SendTp,
     pub skb_tp: SkbTp,
     pub kernel: KernelStructs,
+    pub udpq_tp: UdpqTp,
 }
 
 const fn flow_absent() -> FlowTp {
@@ -248,6 +286,26 @@ impl Layout {
             regs_arg0: ABSENT,
             regs_arg1: ABSENT,
             regs_arg2: ABSENT,
+            sk_rcvbuf: ABSENT,
+            sk_rmem_alloc: ABSENT,
+            sk_drops: ABSENT,
+            sk_drop_counters: ABSENT,
+            ndc_drops0: ABSENT,
+            ndc_drops1: ABSENT,
+            sk_socket: ABSENT,
+            socket_vfs_inode: ABSENT,
+            inode_ino: ABSENT,
+            skb_transport_header: ABSENT,
+        },
+        udpq_tp: UdpqTp {
+            rc: ABSENT,
+            lport: ABSENT,
+            sport: ABSENT,
+            dport: ABSENT,
+            family: ABSENT,
+            saddr: ABSENT,
+            daddr: ABSENT,
+            _reserved: 0,
         },
     };
 }
@@ -276,6 +334,9 @@ pub struct Config {
     /// Network-sourced records (too-big messages) each CPU may emit per second;
     /// the rest are counted in `loss::slot::ICMP_BOUNDED`.
     pub net_events_per_cpu_s: u32,
+    /// Receive-queue drops: at most one `udp_queue_drop` record per socket per this
+    /// many milliseconds (the first drop is always emitted).
+    pub udpq_interval_ms: u32,
 }
 
 impl Config {
@@ -287,6 +348,7 @@ impl Config {
         wakeup_bytes: 0,
         udp_large_bytes: 1400,
         net_events_per_cpu_s: 200,
+        udpq_interval_ms: 100,
     };
 }
 
@@ -307,9 +369,10 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 96);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 96);
-const _: () = assert!(core::mem::size_of::<Config>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 116);
+const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 116 + 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 60);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -320,5 +383,6 @@ mod pod {
     unsafe impl aya::Pod for super::SendTp {}
     unsafe impl aya::Pod for super::SkbTp {}
     unsafe impl aya::Pod for super::KernelStructs {}
+    unsafe impl aya::Pod for super::UdpqTp {}
     unsafe impl aya::Pod for super::Config {}
 }

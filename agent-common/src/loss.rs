@@ -29,8 +29,16 @@ pub mod slot {
     /// per CPU per second and at most half of the ring, and never crowd out
     /// retransmits and send errors.
     pub const ICMP_BOUNDED: u32 = 15;
+    /// A `udp_queue_drop` record found the ring full. Its counts are cumulative,
+    /// so the next record (or the agent's read of the map) still carries them.
+    pub const UDP_QUEUE: u32 = 16;
+    /// Not a loss of facts: `udp_queue_drop` records deliberately not emitted
+    /// because the socket had one within `Config::udpq_interval_ms` (the rate
+    /// bound). The counts they would have carried arrive with the next record.
+    pub const UDP_QUEUE_RATE_BOUNDED: u32 = 17;
+    pub const UDP_QUEUE_UNREADABLE: u32 = 18;
     /// Number of slots; the map is sized from this.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 19;
     /// For records no program makes (the agent's own): never counted.
     pub const NONE: u32 = u32::MAX;
 }
@@ -53,10 +61,14 @@ pub const SLOT_NAMES: [&str; slot::COUNT as usize] = [
     "cong_state_unreadable",
     "udp_send_unreadable",
     "icmp_too_big_bounded",
+    "udp_queue_drop",
+    "udp_queue_rate_bounded",
+    "udp_queue_drop_unreadable",
 ];
 
-/// Whether a slot counts lost events (all but `send_error_details`, which counts
+/// Whether a slot counts lost events (all but `udp_queue_rate_bounded`, records held
+/// back whose counts arrive with the next one, and `send_error_details`, which counts
 /// events delivered without their syscall details).
 pub const fn is_event_loss(slot: u32) -> bool {
-    slot != slot::PENDING_FULL
+    slot != slot::PENDING_FULL && slot != slot::UDP_QUEUE_RATE_BOUNDED
 }

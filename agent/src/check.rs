@@ -102,7 +102,7 @@ pub fn render_text(r: &Report) -> String {
     }
     if !r.probes.is_empty() {
         out += &format!(
-            "\n{:<14} {:<12} {:<40} {}\n",
+            "\n{:<16} {:<12} {:<40} {}\n",
             "PROBE", "STATE", "ATTACH", "NOTE"
         );
         for p in &r.probes {
@@ -112,7 +112,7 @@ pub fn render_text(r: &Report) -> String {
                 State::Unavailable => "UNAVAILABLE",
             };
             out += &format!(
-                "{:<14} {:<12} {:<40} {}\n",
+                "{:<16} {:<12} {:<40} {}\n",
                 p.probe, state, p.attach, p.note
             );
         }

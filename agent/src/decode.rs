@@ -4,7 +4,7 @@
 
 use agent_common::event::{
     ClockStep, CongState, Flow, Header, IcmpTooBig, Kind, LossReport, Owner, Record, Retransmit,
-    SendError, SockLookup, SocketError, SocketState, UdpSend,
+    SendError, SockLookup, SocketError, SocketState, UdpQueueDrop, UdpSend,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub enum Event {
     SocketError(SocketError),
     CongState(CongState),
     UdpSend(UdpSend),
+    UdpQueueDrop(UdpQueueDrop),
     /// The agent's own records, consumed, never printed: a kernel answer (for the
     /// engine), the kernel's loss counters and a wall-clock step (for the pipeline).
     SockLookup(SockLookup),
@@ -34,6 +35,7 @@ macro_rules! each {
             Event::SocketError($r) => $body,
             Event::CongState($r) => $body,
             Event::UdpSend($r) => $body,
+            Event::UdpQueueDrop($r) => $body,
             Event::SockLookup($r) => $body,
             Event::LossReport($r) => $body,
             Event::ClockStep($r) => $body,
@@ -65,6 +67,7 @@ impl Event {
             Event::SocketError(e) => Some(&e.flow),
             Event::CongState(e) => Some(&e.flow),
             Event::UdpSend(e) => Some(&e.flow),
+            Event::UdpQueueDrop(e) => Some(&e.flow),
             Event::SockLookup(e) => Some(&e.flow),
             Event::LossReport(_) | Event::ClockStep(_) => None,
         }
@@ -77,6 +80,7 @@ impl Event {
             Event::SendError(e) => Some(&e.owner),
             Event::SocketState(e) => Some(&e.owner),
             Event::UdpSend(e) => Some(&e.owner),
+            Event::UdpQueueDrop(e) => Some(&e.owner),
             _ => None,
         }
         .filter(|o| o.pid != 0)
@@ -90,6 +94,7 @@ impl Event {
             Event::IcmpTooBig(e) => Some(e.netns),
             Event::SocketState(e) => Some(e.netns),
             Event::UdpSend(e) => Some(e.netns),
+            Event::UdpQueueDrop(e) => Some(e.netns),
             Event::SockLookup(e) => Some(e.netns),
             Event::SocketError(_)
             | Event::CongState(_)
@@ -137,6 +142,7 @@ pub const fn kind_name(kind: Kind) -> &'static str {
         Kind::SockLookup => "sock_lookup",
         Kind::LossReport => "loss_report",
         Kind::ClockStep => "clock_step",
+        Kind::UdpQueueDrop => "udp_queue_drop",
     }
 }
 
@@ -215,6 +221,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Kind::SockLookup => body(bytes, &header).map(Event::SockLookup),
         Kind::LossReport => body(bytes, &header).map(Event::LossReport),
         Kind::ClockStep => body(bytes, &header).map(Event::ClockStep),
+        Kind::UdpQueueDrop => body(bytes, &header).map(Event::UdpQueueDrop),
     }
 }
 
@@ -263,6 +270,11 @@ mod tests {
         i.header = Header::new::<IcmpTooBig>(0, 1, 0);
         i.mtu = 1400;
         assert_eq!(decode(&encode(&i)), Ok(Event::IcmpTooBig(i)));
+        let mut q = UdpQueueDrop::default();
+        q.header = Header::new::<UdpQueueDrop>(0, 1, 2);
+        q.drops = 7;
+        q.peers[1].drops = 3;
+        assert_eq!(decode(&encode(&q)), Ok(Event::UdpQueueDrop(q)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "send_error",
     "connect_error",
     "udp_send",
+    "udp_queue_drop",
     "icmp_too_big",
     "socket_state",
     "socket_error",

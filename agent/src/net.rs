@@ -146,12 +146,22 @@ pub fn syscall_name(nr: i32) -> Option<&'static str> {
 }
 
 /// Every `service` a flow can be recognised as.
-pub const SERVICES: [&str; 1] = ["ike"];
+pub const SERVICES: [&str; 4] = ["ike", "dns", "syslog", "quic"];
 
-/// Services recognised from a flow: IKE/IPsec NAT-T on UDP 500 and 4500.
+/// Services recognised from a UDP flow by either port: IKE/IPsec NAT-T (500, 4500),
+/// DNS (53), syslog (514), QUIC (443).
 pub fn service(flow: &Flow) -> Option<&'static str> {
-    let ike = |p: u16| p == 500 || p == 4500;
-    (flow.protocol == IPPROTO_UDP && (ike(flow.sport) || ike(flow.dport))).then_some(SERVICES[0])
+    if flow.protocol != IPPROTO_UDP {
+        return None;
+    }
+    let name = |p: u16| match p {
+        500 | 4500 => Some(SERVICES[0]),
+        53 => Some(SERVICES[1]),
+        514 => Some(SERVICES[2]),
+        443 => Some(SERVICES[3]),
+        _ => None,
+    };
+    name(flow.sport).or_else(|| name(flow.dport))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use agent_common::{
-    event::{ClockStep, Header, LossReport},
+    event::{ClockStep, Header, Kind, LossReport, UdpQueueDrop, udpq_flags},
     loss::slot,
 };
 use anyhow::Context as _;
@@ -78,6 +78,10 @@ struct State {
     dead: bool,
     /// Lines never handed to the output (after it failed).
     unprinted: u64,
+    owners: crate::system::sysinfo::OwnerLookups,
+    /// Per socket of the kernel's UDPQ map: drops the stream has carried, and the
+    /// last drop whose quiet second the agent has reported.
+    udpq_seen: std::collections::HashMap<u64, (u64, u64)>,
 }
 
 /// A wall-clock step (NTP, `date -s`) larger than this re-bases the timestamps
@@ -93,7 +97,75 @@ impl State {
             let answer = self.lookups.answer(q);
             self.handle_one(&crate::decode::encode(&answer));
         }
+        if bytes.get(..2) == Some(&(Kind::UdpQueueDrop as u16).to_ne_bytes()[..])
+            && let Ok(crate::decode::Event::UdpQueueDrop(mut e)) = crate::decode::decode(bytes)
+        {
+            let seen = self.udpq_seen.entry(e.header.sk).or_default();
+            seen.0 = seen.0.max(e.drops.saturating_add(e.mem_drops));
+            self.udp_queue(&mut e);
+            return;
+        }
         self.handle_one(bytes);
+    }
+
+    /// A receive-queue record: the owner from /proc when no program knew it (the
+    /// socket never sent and no reader was seen yet), written into the record so
+    /// the recording carries it and a replay agrees.
+    fn udp_queue(&mut self, e: &mut UdpQueueDrop) {
+        if e.owner.pid == 0
+            && e.inode != 0
+            && let Some(o) = self.owners.owner(e.inode)
+        {
+            e.owner = o;
+            e.flags |= udpq_flags::OWNER_FROM_PROC;
+        }
+        self.handle_one(&crate::decode::encode(e));
+    }
+
+    /// Sends the kernel's latest per-socket drop state through the stream, for the
+    /// sockets whose counts grew since the stream last carried them (the kernel's
+    /// records are rate-bounded), whose drops stopped a second ago (the episode's
+    /// end), and all of them at the end of the run (`last`).
+    fn flush_udp_queue(
+        &mut self,
+        map: &aya::maps::HashMap<aya::maps::MapData, u64, UdpQueueDrop>,
+        last: bool,
+    ) {
+        let now = WallClock::monotonic_now();
+        let mut out = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        for (sk, mut e) in map.iter().flatten() {
+            present.insert(sk);
+            let total = e.drops.saturating_add(e.mem_drops);
+            if total == 0 {
+                continue;
+            }
+            let seen = self.udpq_seen.entry(sk).or_default();
+            let grew = total > seen.0;
+            let quiet = now.saturating_sub(e.last_ns)
+                >= crate::engine::verdict::udp_queue::QUIET_NS
+                && seen.1 != e.last_ns;
+            if !(grew || quiet || (last && seen.1 != e.last_ns)) {
+                continue;
+            }
+            seen.0 = total;
+            if quiet || last {
+                seen.1 = e.last_ns;
+            }
+            e.header = Header::new::<UdpQueueDrop>(0, now, sk);
+            e.flags |= udpq_flags::AGENT;
+            if last {
+                e.flags |= udpq_flags::FINAL;
+            }
+            out.push(e);
+        }
+        // Bounded by the map: sockets the kernel forgot are forgotten here too.
+        self.udpq_seen.retain(|sk, _| present.contains(sk));
+        // In the order of their last drops: the stream stays ordered by what happened.
+        out.sort_by_key(|e| (e.last_ns, e.header.sk));
+        for mut e in out {
+            self.udp_queue(&mut e);
+        }
     }
 
     fn handle_one(&mut self, bytes: &[u8]) {
@@ -240,6 +312,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         out,
         scratch: Vec::with_capacity(4096),
         lookups: Default::default(),
+        owners: Default::default(),
+        udpq_seen: Default::default(),
         recorder,
         kernel_seen: [0; slot::COUNT as usize],
         failed: None,
@@ -249,7 +323,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     for p in &loaded.report {
         eprintln!(
-            "sendsight: probe {:<13} {:<11} {}{}{}",
+            "sendsight: probe {:<15} {:<11} {}{}{}",
             p.probe,
             format!("{:?}", p.state).to_lowercase(),
             p.attach,
@@ -320,6 +394,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
             _ = ticker.tick() => {
                 state.pipe.engine.tick(WallClock::monotonic_now());
+                // What the ring holds first: the map read is newer than any of it.
+                ingest.poll(|bytes| state.handle(bytes));
+                state.flush_udp_queue(&loaded.udpq, false);
                 if let Some(m) = &state.pipe.metrics {
                     m.sockets.set(state.pipe.engine.sockets.len() as i64);
                 }
@@ -357,6 +434,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     // The output gone, what is left is still judged, recorded and counted.
     state.dead = !writable;
     ingest.drain_now(|bytes| state.handle(bytes));
+    state.flush_udp_queue(&loaded.udpq, true);
     state.pipe.ledger.set(Source::SendParkedAtExit, parked);
     let end = state.bookkeeping(loaded.lost_counts());
     let end = if writable { end } else { Ok(()) };

@@ -27,7 +27,8 @@ use crate::{
         SCHEMA,
         json::{
             CongBody, IcmpBody, Line, LossBody, PathBody, RetransmitBody, SendErrorBody,
-            SocketErrorBody, StartBody, StateBody, SummaryBody, UdpSendBody, VerdictBody,
+            SocketErrorBody, StartBody, StateBody, SummaryBody, UdpQueueBody, UdpSendBody,
+            VerdictBody,
         },
     },
 };
@@ -50,6 +51,13 @@ pub enum LineType {
     /// A UDP datagram larger than the reporting threshold (1400 payload bytes) was
     /// sent; at most one line per socket per second.
     UdpSend,
+    /// Datagrams a socket dropped because its receive queue was full (or the
+    /// protocol's memory limit was hit), counted per socket in the kernel: emitted at
+    /// the first drop, then at most once per socket per 100 ms (kernel), and by the
+    /// agent from the kernel's map every second while counts change and at the end of
+    /// the run. Counts are cumulative since the agent started, so the latest line is
+    /// exact.
+    UdpQueueDrop,
     /// An ICMP fragmentation-needed / ICMPv6 packet-too-big message was received or
     /// sent by this host.
     IcmpTooBig,
@@ -72,12 +80,13 @@ pub enum LineType {
 }
 
 impl LineType {
-    pub const ALL: [LineType; 13] = [
+    pub const ALL: [LineType; 14] = [
         LineType::Start,
         LineType::Retransmit,
         LineType::SendError,
         LineType::ConnectError,
         LineType::UdpSend,
+        LineType::UdpQueueDrop,
         LineType::IcmpTooBig,
         LineType::SocketState,
         LineType::SocketError,
@@ -95,6 +104,7 @@ impl LineType {
             LineType::SendError => "send_error",
             LineType::ConnectError => "connect_error",
             LineType::UdpSend => "udp_send",
+            LineType::UdpQueueDrop => "udp_queue_drop",
             LineType::IcmpTooBig => "icmp_too_big",
             LineType::SocketState => "socket_state",
             LineType::SocketError => "socket_error",
@@ -117,6 +127,7 @@ impl LineType {
             | LineType::SendError
             | LineType::ConnectError
             | LineType::UdpSend
+            | LineType::UdpQueueDrop
             | LineType::IcmpTooBig
             | LineType::SocketState
             | LineType::SocketError
@@ -156,6 +167,7 @@ pub fn for_type(t: LineType) -> Value {
             g.into_root_schema_for::<Line<'static, SendErrorBody<'static>>>()
         }
         LineType::UdpSend => g.into_root_schema_for::<Line<'static, UdpSendBody<'static>>>(),
+        LineType::UdpQueueDrop => g.into_root_schema_for::<Line<'static, UdpQueueBody<'static>>>(),
         LineType::IcmpTooBig => g.into_root_schema_for::<Line<'static, IcmpBody<'static>>>(),
         LineType::SocketState => g.into_root_schema_for::<Line<'static, StateBody<'static>>>(),
         LineType::SocketError => {
@@ -342,6 +354,7 @@ fn evidence_schema(kind: Kind, g: &mut SchemaGenerator) -> Schema {
         Kind::EphemeralPortsExhausted => g.subschema_for::<PortsExhausted>(),
         Kind::BindConflict => g.subschema_for::<BindConflict>(),
         Kind::UdpPathMtu => g.subschema_for::<UdpPathMtu>(),
+        Kind::UdpQueueOverflow => g.subschema_for::<UdpQueueOverflow>(),
         Kind::PmtudBlackhole => g.subschema_for::<Blackhole>(),
         Kind::PmtudOk => g.subschema_for::<PmtudOk>(),
         Kind::BlackholeRecovered => g.subschema_for::<Recovered>(),
@@ -507,8 +520,9 @@ pub(crate) fn protocol(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn service(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "enum": names(net::SERVICES),
-        "description": "A well-known service recognised from the flow: \"ike\" for UDP \
-                        500/4500 (IKE, IPsec NAT-T). Absent otherwise.",
+        "description": "A well-known service recognised from the flow (UDP only): \"ike\" for \
+                        500/4500 (IKE, IPsec NAT-T), \"dns\" for 53, \"syslog\" for 514, \
+                        \"quic\" for 443. Absent otherwise.",
     })
 }
 
@@ -580,6 +594,13 @@ pub(crate) fn errno_name_inline() -> Schema {
 }
 
 /// An errno name printed from a string: the same definition as `ErrnoName`'s.
+pub(crate) fn udp_queue_origin(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "enum": names(crate::output::json::UDP_QUEUE_ORIGINS),
+        "description": "kernel: emitted by a program; agent: the kernel's map as the agent read it.",
+    })
+}
+
 pub(crate) fn errno_name(g: &mut SchemaGenerator) -> Schema {
     g.subschema_for::<evidence::ErrnoName>()
 }

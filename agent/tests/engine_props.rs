@@ -449,6 +449,43 @@ fn cong_state() -> BoxedStrategy<CongState> {
         .boxed()
 }
 
+fn udp_queue_drop() -> BoxedStrategy<agent_common::event::UdpQueueDrop> {
+    (
+        header(
+            Kind::UdpQueueDrop as u16,
+            size_of::<agent_common::event::UdpQueueDrop>(),
+        ),
+        flow(),
+        owner(),
+        any::<[u64; 4]>(),
+        any::<[u32; 4]>(),
+        any::<[u8; 16]>(),
+    )
+        .prop_map(|(header, flow, owner, n, m, addr)| {
+            let mut e = agent_common::event::UdpQueueDrop {
+                header,
+                flow,
+                owner,
+                drops: n[0] % 10_000,
+                mem_drops: n[1] % 4,
+                suppressed: n[2] % 100,
+                first_ns: header.ts_ns.saturating_sub(n[3] % 2_000_000_000),
+                last_ns: header.ts_ns.saturating_sub(n[3] % 1_500_000_000),
+                send_limit: m[0] % 3,
+                recv_limit: m[1] % 3,
+                rcvbuf: m[2] as i32,
+                queued: m[3] as i32,
+                flags: m[0] & 0x3f,
+                ..Default::default()
+            };
+            e.peers[0].addr = addr;
+            e.peers[0].family = if m[1] & 1 == 0 { 2 } else { 10 };
+            e.peers[0].drops = e.drops / 2;
+            e
+        })
+        .boxed()
+}
+
 fn event() -> BoxedStrategy<Event> {
     prop_oneof![
         5 => retransmit().prop_map(Event::Retransmit),
@@ -457,6 +494,7 @@ fn event() -> BoxedStrategy<Event> {
         1 => socket_state().prop_map(Event::SocketState),
         1 => socket_error().prop_map(Event::SocketError),
         2 => cong_state().prop_map(Event::CongState),
+        1 => udp_queue_drop().prop_map(Event::UdpQueueDrop),
     ]
     .boxed()
 }
@@ -470,6 +508,7 @@ fn header_mut(e: &mut Event) -> &mut Header {
         Event::SocketError(e) => &mut e.header,
         Event::CongState(e) => &mut e.header,
         Event::UdpSend(e) => &mut e.header,
+        Event::UdpQueueDrop(e) => &mut e.header,
         Event::SockLookup(e) => &mut e.header,
         Event::LossReport(e) => &mut e.header,
         Event::ClockStep(e) => &mut e.header,
@@ -535,6 +574,8 @@ const SET_MSS: u8 = 1 << 3;
 const SET_FULL: u8 = 1 << 4;
 
 #[derive(Clone, Debug)]
+// Events are large (a udp_queue_drop record is 320 bytes): test inputs, no hot path.
+#[allow(clippy::large_enum_variant)]
 enum Op {
     Event {
         dt: Dt,
@@ -654,6 +695,8 @@ fn one_socket_scenario() -> BoxedStrategy<Scenario> {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+// Events are large (a udp_queue_drop record is 320 bytes): test inputs, no hot path.
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Event(Event),
     Tick(u64),
@@ -752,6 +795,14 @@ fn stamp(e: &mut Event, s: &Sock, mask: u8) {
             e.header.sk = s.sk;
             if on(SET_FLOW) {
                 e.flow = s.flow;
+            }
+        }
+        Event::UdpQueueDrop(e) => {
+            if on(SET_FLOW) {
+                e.flow = s.flow;
+            }
+            if on(SET_OWNER) {
+                e.owner = s.owner;
             }
         }
         Event::SockLookup(_) | Event::LossReport(_) | Event::ClockStep(_) => {}

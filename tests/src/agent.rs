@@ -71,8 +71,13 @@ impl Agent {
     /// Starts the agent; with `stdout_lines` false (output sent elsewhere), waits for
     /// the attach message on stderr instead of the `start` line.
     pub fn start_expecting(args: &[&str], stdout_lines: bool) -> Agent {
+        Self::start_env(args, stdout_lines, &[])
+    }
+
+    /// As [`Agent::start_expecting`], with extra environment variables for the agent.
+    pub fn start_env(args: &[&str], stdout_lines: bool, envs: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(binary());
-        cmd.arg("run").args(args);
+        cmd.arg("run").args(args).envs(envs.iter().copied());
         Self::spawn(cmd, stdout_lines)
     }
 

@@ -44,12 +44,17 @@ pub struct Finished {
 impl Scenario {
     /// Starts the agent (recording) for scenario `name`. Fails without root.
     pub fn start(name: &'static str) -> Self {
+        Self::start_env(name, &[])
+    }
+
+    /// As [`Scenario::start`], with extra environment variables for the agent.
+    pub fn start_env(name: &'static str, envs: &[(&str, &str)]) -> Self {
         require_root();
         let record =
             std::env::temp_dir().join(format!("sendsight-{name}-{}.ssrec", std::process::id()));
         // A recording is never written over an existing file.
         let _ = std::fs::remove_file(&record);
-        let agent = Agent::start(&["--record", record.to_str().unwrap()]);
+        let agent = Agent::start_env(&["--record", record.to_str().unwrap()], true, envs);
         Scenario {
             name,
             agent,

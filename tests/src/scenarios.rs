@@ -1136,3 +1136,43 @@ pub fn drop_every_seventh_data_packet(port: u16) -> String {
         }}"
     )
 }
+
+/// A UDP server on port 500 of `topo`'s server (IPv4) with a 4 KiB receive buffer
+/// that reads one datagram per 50 ms, and a burst of `count` 1200-byte datagrams
+/// from the client: the server's queue overflows (`udp_queue_drop`,
+/// `udp_queue_overflow`). Returns the datagrams the server read.
+pub fn udp_queue_overflow(topo: &Topology, count: u32) -> u64 {
+    let (client_ip, server_ip) = ips(topo, false);
+    let server = SocketAddr::new(server_ip, 500);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let reader = topo.server.run("ss-udpq-srv", move || {
+        let s = UdpSocket::bind(server).unwrap_or_else(|e| panic!("bind {server}: {e}"));
+        setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut read = 0;
+        while stop_rx.try_recv().is_err() {
+            if s.recv(&mut buf).is_ok() {
+                read += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        read
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("UDP server did not start");
+    topo.client
+        .run("ss-udpq-cli", move || {
+            let s = UdpSocket::bind(SocketAddr::new(client_ip, 0)).unwrap();
+            for _ in 0..count {
+                let _ = s.send_to(&[0x5a; 1200], server);
+            }
+        })
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop_tx.send(()).unwrap();
+    reader.join().unwrap()
+}

@@ -343,7 +343,8 @@ fn stopped(mut agent: Agent) -> Output {
 }
 
 /// The real agent while the kernel retransmits (v4 and v6), receives and sends
-/// too-big ICMPs, and fails sends (reset, seccomp ECOMM, user timeout).
+/// too-big ICMPs, fails sends (reset, seccomp ECOMM, user timeout), and a UDP
+/// server's receive queue overflows.
 #[test]
 fn live_output_matches_the_schemas() {
     require_root();
@@ -360,6 +361,7 @@ fn live_output_matches_the_schemas() {
     scenarios::epipe_after_reset(&routed, true);
     scenarios::ecomm_via_seccomp(&routed, false);
     scenarios::etimedout_user_timeout(&direct, false);
+    scenarios::udp_queue_overflow(&direct, 300);
 
     let out = stopped(agent);
     let mut report = Report::default();

@@ -15,7 +15,7 @@ use agent_common::{
 use crate::{decode::Event, net};
 pub use path::PathLine;
 pub use sockets::SocketTable;
-pub use verdict::{Ports, Udp, Verdict};
+pub use verdict::{Ports, Udp, UdpQueue, Verdict};
 
 /// What the engine hands to the output stage for one event.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +63,7 @@ pub struct Engine {
     pub paths: path::Paths,
     pub ports: Ports,
     pub udp: Udp,
+    pub udp_queue: UdpQueue,
     /// The kernel's answer to the last `question`, for the event that follows it.
     lookup: Option<SockLookup>,
     limits: Limits,
@@ -77,6 +78,7 @@ impl Engine {
             paths: path::Paths::new(limits.max_paths),
             ports: Ports::default(),
             udp: Udp::default(),
+            udp_queue: UdpQueue::default(),
             lookup: None,
             limits,
             evicted_idle: 0,
@@ -149,6 +151,10 @@ impl Engine {
                 (None, Some(e.owner), None)
             }
             Event::UdpSend(e) => {
+                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
+                (Some(id), o, Some(e.header.sk))
+            }
+            Event::UdpQueueDrop(e) => {
                 let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
                 (Some(id), o, Some(e.header.sk))
             }
@@ -252,6 +258,7 @@ impl Engine {
                 self.udp.on_send_error(&ctx, e)
             }
             Event::UdpSend(e) => self.udp.on_send(&ctx, e),
+            Event::UdpQueueDrop(e) => self.udp_queue.on_record(&ctx, e),
             Event::IcmpTooBig(e) if e.quoted.protocol == IPPROTO_UDP => {
                 self.udp.on_too_big(&ctx, e)
             }

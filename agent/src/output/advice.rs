@@ -11,6 +11,7 @@ use crate::{
         Verdict,
         verdict::evidence::{
             Evidence, FilteredAt, LikelyCause, RecoveredBy, SendErrorFacts, UdpGround,
+            UdpQueueOverflow,
         },
     },
     net,
@@ -189,7 +190,79 @@ pub fn advice(v: &Verdict) -> String {
                 }
             )
         }
+        Evidence::UdpQueueOverflow(q) => udp_queue(v, q),
     }
+}
+
+/// A socket that drops datagrams at its full receive queue.
+fn udp_queue(v: &Verdict, q: &UdpQueueOverflow) -> String {
+    let port = v.flow.sport;
+    let who = v
+        .owner
+        .map(|o| {
+            let comm = String::from_utf8_lossy(&o.comm)
+                .trim_end_matches('\0')
+                .to_string();
+            format!("{comm} (pid {})", o.pid)
+        })
+        .unwrap_or_else(|| format!("the process behind UDP port {port}"));
+    let buf = match (q.rcvbuf, q.queued) {
+        (Some(b), Some(n)) => format!(" (receive buffer {b} bytes, {n} queued at the last drop)"),
+        (Some(b), None) => format!(" (receive buffer {b} bytes)"),
+        _ => String::new(),
+    };
+    let mut text = format!(
+        "The receive queue of UDP port {port} was full{buf}: the kernel dropped {} \
+         datagram(s) in {} s before {who} read them, and counts them only host-wide \
+         (nstat {counter}). The sender sees silence, retransmits, and times out. \
+         {who_} is not reading fast enough: check its threads and load (a blocked or \
+         single-threaded receive loop, CPU saturation, a slow backend); give the socket \
+         a larger buffer (SO_RCVBUF, capped by sysctl net.core.rmem_max; \
+         net.core.rmem_default for sockets that do not ask) to ride out bursts.",
+        q.dropped,
+        q.duration_s,
+        counter = if net::canonical(&v.flow).family == AF_INET6 {
+            "Udp6RcvbufErrors"
+        } else {
+            "Udp RcvbufErrors"
+        },
+        // A comm stays as the kernel spells it; the stand-in starts a sentence.
+        who_ = if v.owner.is_some() {
+            who.clone()
+        } else {
+            format!("The process behind UDP port {port}")
+        },
+    );
+    if q.memory_drops > 0 || q.memory_limit_hits > 0 {
+        text.push_str(
+            " Some drops hit the protocol's memory limit instead (sysctl net.ipv4.udp_mem): \
+             the host is short of UDP memory overall.",
+        );
+    }
+    match q.service {
+        Some("ike") => text.push_str(
+            " IKE: negotiations time out under load (Windows names this \
+             ERROR_IPSEC_IKE_QUEUE_DROP_MM). Check the daemon's own limits too: \
+             strongSwan charon.threads, charon.ikesa_limit / init_limit_half_open and the \
+             job queue (swanctl --stats), Libreswan's half-open and DDoS-cookie limits \
+             (ipsec.conf ddos-mode, max-halfopen-ike); a flood of IKE_SA_INIT from few \
+             peers (top_peers) may be an attack: cookies or a rate limit help.",
+        ),
+        Some("dns") => text.push_str(
+            " DNS: clients retry and fail over; raise the resolver's receive threads \
+             (e.g. unbound num-threads/so-rcvbuf, BIND -U, dnsmasq) as well as the buffer.",
+        ),
+        Some("syslog") => text.push_str(
+            " syslog: dropped messages are lost for good (UDP has no retry); raise the \
+             daemon's receive buffer (rsyslog imudp RcvBufSize) or move senders to TCP/RELP.",
+        ),
+        Some("quic") => text.push_str(
+            " QUIC: loss here looks like congestion to the peers and slows every \
+             connection; scale the receive path (more sockets with SO_REUSEPORT, GRO).",
+        ),
+        _ => {}
+    }
+    text
 }
 
 fn send_error(s: &SendErrorFacts) -> String {

@@ -3,7 +3,9 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use agent_common::event::{Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source};
+use agent_common::event::{
+    Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source, udpq_flags,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -327,6 +329,53 @@ pub struct UdpSendBody<'a> {
     pub bytes: u32,
 }
 
+/// A peer in a `udp_queue_drop` line.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "peer_count")]
+pub struct PeerCount {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub dropped: u64,
+}
+
+/// Who made a `udp_queue_drop` line: a program (`kernel`), or the agent reading the
+/// kernel's map (`agent`).
+pub const UDP_QUEUE_ORIGINS: [&str; 2] = ["kernel", "agent"];
+
+#[derive(Serialize, JsonSchema)]
+pub struct UdpQueueBody<'a> {
+    #[serde(flatten)]
+    pub socket: SocketBody<'a>,
+    /// Datagrams dropped at the full receive queue (rc -ENOMEM: what the kernel counts
+    /// as Udp RcvbufErrors) since the agent started (cumulative: the latest line is
+    /// exact whatever was suppressed).
+    pub dropped: u64,
+    /// Other enqueue failures (the protocol's memory limit, MemErrors), cumulative.
+    pub memory_drops: u64,
+    /// The socket's own drop counter (sk_drops), since the socket was created.
+    pub socket_drops: Option<u32>,
+    /// sk_rcvbuf: the receive buffer limit in bytes.
+    pub rcvbuf: Option<u32>,
+    /// Bytes queued (sk_rmem_alloc) at the last drop.
+    pub queued: Option<u32>,
+    /// Size of the last dropped datagram, headers included.
+    pub last_datagram_bytes: Option<u32>,
+    /// The first sources of dropped datagrams, with their counts.
+    #[schemars(length(max = agent_common::event::UDP_QUEUE_PEERS))]
+    pub peers: Vec<PeerCount>,
+    /// Drops from other sources, or whose source could not be read.
+    pub other_peers_dropped: u64,
+    /// sock_exceed_buf_limit hits, send and receive side, cumulative.
+    pub send_limit_hits: u32,
+    pub recv_limit_hits: u32,
+    /// Records for this socket not emitted (rate bound), cumulative.
+    pub suppressed: u64,
+    /// `kernel` (a program emitted it), `agent` (read from the kernel's map by the
+    /// agent: every second while counts change, and at the end of the run).
+    #[schemars(schema_with = "crate::schema::udp_queue_origin")]
+    pub origin: &'static str,
+}
+
 #[derive(Serialize, JsonSchema)]
 pub struct CongBody<'a> {
     #[serde(flatten)]
@@ -550,6 +599,40 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 bytes: e.bytes,
             },
         ),
+        Event::UdpQueueDrop(e) => {
+            let sock = e.flags & udpq_flags::NO_SOCK == 0;
+            let size = |v: i32| (sock && v >= 0).then_some(v as u32);
+            line_into(
+                out,
+                kind,
+                &ts,
+                ts_ns,
+                UdpQueueBody {
+                    socket: socket_body(a, &e.flow, e.netns),
+                    dropped: e.drops,
+                    memory_drops: e.mem_drops,
+                    socket_drops: known(e.flags & udpq_flags::SK_DROPS != 0, e.sk_drops),
+                    rcvbuf: size(e.rcvbuf),
+                    queued: size(e.queued),
+                    last_datagram_bytes: known(e.last_len != 0, e.last_len),
+                    peers: e
+                        .peers
+                        .iter()
+                        .filter(|p| p.family != 0 && p.drops > 0)
+                        .map(|p| PeerCount {
+                            ip: net::ip(p.family, &p.addr),
+                            port: p.port,
+                            dropped: p.drops,
+                        })
+                        .collect(),
+                    other_peers_dropped: e.other_peer_drops,
+                    send_limit_hits: e.send_limit,
+                    recv_limit_hits: e.recv_limit,
+                    suppressed: e.suppressed,
+                    origin: UDP_QUEUE_ORIGINS[usize::from(e.flags & udpq_flags::AGENT != 0)],
+                },
+            )
+        }
         Event::CongState(e) => line_into(
             out,
             kind,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp};
+use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, UdpqTp};
 
 use super::{
     btf::{Btf, BtfError},
@@ -245,10 +245,152 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         regs_arg0,
         regs_arg1,
         regs_arg2,
+        sk_rcvbuf: r.opt("sock", "sk_rcvbuf", 4),
+        sk_rmem_alloc: r.opt("sock", "sk_backlog.rmem_alloc", 4),
+        sk_drops: r.opt("sock", "sk_drops", 4),
+        // 6.18+ only: not missing elsewhere, so not noted.
+        sk_drop_counters: member(r.btf, "sock", "sk_drop_counters", 8).unwrap_or(ABSENT),
+        ndc_drops0: member(r.btf, "numa_drop_counters", "drops0", 4).unwrap_or(ABSENT),
+        ndc_drops1: member(r.btf, "numa_drop_counters", "drops1", 4).unwrap_or(ABSENT),
+        sk_socket: r.opt("sock", "sk_socket", 8),
+        // Only the offset: the inode is a large struct.
+        socket_vfs_inode: match r.btf.member("socket_alloc", "vfs_inode") {
+            Ok(m) => u16::try_from(m.offset).unwrap_or(ABSENT),
+            Err(e) => {
+                r.missing.push(e.to_string());
+                ABSENT
+            }
+        },
+        inode_ino: r.opt("inode", "i_ino", 8),
+        skb_transport_header: r.opt("sk_buff", "transport_header", 2),
     }
+}
+
+/// `udp:udp_fail_queue_rcv_skb`, either layout (see `UdpqTp`); `old` says which.
+pub fn udpq_tp(root: &Path) -> Result<(UdpqTp, bool), LayoutError> {
+    const TP: &str = "udp:udp_fail_queue_rcv_skb";
+    let f = tracefs::read_format(root, "udp", "udp_fail_queue_rcv_skb")?;
+    let rc = tp_field(&f, TP, "rc", 4)?;
+    if f.field("lport").is_some() {
+        let mut t = agent_common::layout::Layout::UNRESOLVED.udpq_tp;
+        t.rc = rc;
+        t.lport = tp_field(&f, TP, "lport", 2)?;
+        return Ok((t, true));
+    }
+    Ok((
+        UdpqTp {
+            rc,
+            lport: ABSENT,
+            sport: tp_field(&f, TP, "sport", 2)?,
+            dport: tp_field(&f, TP, "dport", 2)?,
+            family: tp_field(&f, TP, "family", 2)?,
+            saddr: tp_field(&f, TP, "saddr", 28)?,
+            daddr: tp_field(&f, TP, "daddr", 28)?,
+            _reserved: 0,
+        },
+        false,
+    ))
 }
 
 /// A layout with every tracepoint marked absent, for filling in probe by probe.
 pub fn empty() -> Layout {
     Layout::UNRESOLVED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "name: udp_fail_queue_rcv_skb\nID: 1\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+        \tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+        \tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n";
+
+    /// A tracefs root holding one `udp:udp_fail_queue_rcv_skb/format`.
+    fn root_with(body: &str) -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "sendsight-udpq-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let dir = root.join("events/udp/udp_fail_queue_rcv_skb");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("format"), format!("{HEAD}{body}")).unwrap();
+        root
+    }
+
+    #[test]
+    fn udp_queue_record_before_6_10_has_rc_and_lport() {
+        let root = root_with(
+            "\tfield:int rc;\toffset:8;\tsize:4;\tsigned:1;\n\
+             \tfield:__u16 lport;\toffset:12;\tsize:2;\tsigned:0;\n\n\
+             print fmt: \"rc=%d port=%hu\", REC->rc, REC->lport\n",
+        );
+        let (t, old) = udpq_tp(&root).unwrap();
+        assert!(old);
+        assert_eq!((t.rc, t.lport), (8, 12));
+        assert_eq!([t.sport, t.dport, t.family, t.saddr, t.daddr], [ABSENT; 5]);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn udp_queue_record_from_6_10_has_ports_family_and_addresses() {
+        let root = root_with(
+            "\tfield:int rc;\toffset:8;\tsize:4;\tsigned:1;\n\
+             \tfield:__u16 sport;\toffset:12;\tsize:2;\tsigned:0;\n\
+             \tfield:__u16 dport;\toffset:14;\tsize:2;\tsigned:0;\n\
+             \tfield:__u16 family;\toffset:16;\tsize:2;\tsigned:0;\n\
+             \tfield:__u8 saddr[28];\toffset:18;\tsize:28;\tsigned:0;\n\
+             \tfield:__u8 daddr[28];\toffset:46;\tsize:28;\tsigned:0;\n\n",
+        );
+        let (t, old) = udpq_tp(&root).unwrap();
+        assert!(!old);
+        assert_eq!(
+            [t.rc, t.lport, t.sport, t.dport, t.family, t.saddr, t.daddr],
+            [8, ABSENT, 12, 14, 16, 18, 46]
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn udp_queue_record_without_rc_is_refused() {
+        let root = root_with("\tfield:__u16 lport;\toffset:12;\tsize:2;\tsigned:0;\n");
+        assert!(matches!(
+            udpq_tp(&root),
+            Err(LayoutError::MissingField { .. })
+        ));
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// This kernel (6.18): the raw prototypes the loader checks and the members the
+    /// udp_queue programs read.
+    #[test]
+    fn udp_queue_hooks_and_members_on_the_running_kernel() {
+        let btf = Btf::from_sys_fs().expect("the host kernel must have BTF");
+        let args = btf.raw_tracepoint_args("udp_fail_queue_rcv_skb").unwrap();
+        assert_eq!(&args[..2], ["int", "struct sock *"]);
+        let limit = btf.raw_tracepoint_args("sock_exceed_buf_limit").unwrap();
+        assert_eq!(
+            (limit[0].as_str(), limit[3].as_str()),
+            ("struct sock *", "int")
+        );
+        let mut r = Resolver {
+            btf: &btf,
+            missing: Vec::new(),
+        };
+        let k = kernel_structs(&mut r);
+        for (name, off) in [
+            ("sk_rcvbuf", k.sk_rcvbuf),
+            ("sk_rmem_alloc", k.sk_rmem_alloc),
+            ("sk_drops", k.sk_drops),
+            ("sk_socket", k.sk_socket),
+            ("socket_vfs_inode", k.socket_vfs_inode),
+            ("inode_ino", k.inode_ino),
+            ("skb_transport_header", k.skb_transport_header),
+        ] {
+            assert_ne!(off, ABSENT, "{name}");
+        }
+    }
 }

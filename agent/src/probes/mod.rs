@@ -9,7 +9,7 @@ pub mod table;
 pub mod tracefs;
 
 use agent_common::{
-    event::PendingSend,
+    event::{PendingSend, UdpQueueDrop},
     layout::{Config, Layout, send_slot},
     loss,
 };
@@ -99,6 +99,9 @@ pub struct Loaded {
     pub lost: PerCpuArray<MapData, u64>,
     /// Socket-layer send failures waiting for their syscall exit, per thread.
     pub pending: HashMap<MapData, u32, PendingSend>,
+    /// Receive-queue drop state per socket (`udp_queue_drop`), read by the agent to
+    /// send the latest counts through the stream.
+    pub udpq: HashMap<MapData, u64, UdpQueueDrop>,
     pub report: Vec<ProbeStatus>,
     pub tracefs: tracefs::Found,
     /// Kernel struct members this kernel lacks (each degrades some field).
@@ -233,11 +236,17 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         name: "PENDING",
         error,
     })?;
+    let udpq = ebpf.take_map("UDPQ").ok_or(ProbeError::NoMap("UDPQ"))?;
+    let udpq = HashMap::try_from(udpq).map_err(|error| ProbeError::Map {
+        name: "UDPQ",
+        error,
+    })?;
     Ok(Loaded {
         ebpf: Some(ebpf),
         events: Some(events),
         lost,
         pending,
+        udpq,
         report,
         tracefs: found,
         missing_members: resolver.missing,
@@ -270,7 +279,8 @@ fn attach(ebpf: &mut Ebpf, plan: &table::Plan) -> ProbeStatus {
                 } else {
                     State::Attached
                 };
-                return status(first, state, plan.degraded.clone().unwrap_or_default());
+                let note = plan.degraded.clone().or(plan.info.clone());
+                return status(first, state, note.unwrap_or_default());
             }
             Ok(()) => {
                 let note = format!(

@@ -39,15 +39,23 @@ pub struct Env<'a> {
     pub lay: &'a mut Layout,
 }
 
-/// The resolver's answer: can it run (else why not), and with which gap.
-pub type Resolved = Result<Option<String>, String>;
+/// What a resolver says about a probe that can run.
+pub enum Note {
+    /// A documented gap: the probe runs degraded.
+    Gap(String),
+    /// Which variant or layout was chosen (attached, no gap).
+    Info(String),
+}
+
+/// The resolver's answer: can it run (else why not), and with which note.
+pub type Resolved = Result<Option<Note>, String>;
 
 pub struct Probe {
     pub name: &'static str,
     /// The tracepoint it needs; absent on this kernel: not attachable.
     pub tracepoint: (&'static str, &'static str),
-    /// Attach methods, preferred first (given this kernel's BTF).
-    pub methods: fn(&Btf) -> Vec<Method>,
+    /// Attach methods, preferred first (given this kernel's BTF and layout).
+    pub methods: fn(&Env) -> Vec<Method>,
     pub resolve: fn(&mut Env) -> Resolved,
     /// Said when it is unavailable: what covers for it.
     pub fallback: &'static str,
@@ -61,6 +69,8 @@ pub struct Plan {
     pub blocked: Option<String>,
     /// A gap to report when attached.
     pub degraded: Option<String>,
+    /// Said when attached without a gap.
+    pub info: Option<String>,
     pub fallback: &'static str,
 }
 
@@ -68,7 +78,7 @@ impl Probe {
     /// Whether it can run here (Retis's `can_run`: and if not, why not).
     pub fn plan(&self, env: &mut Env) -> Plan {
         let (group, name) = self.tracepoint;
-        let (blocked, degraded) = if !tracefs::exists(env.root, group, name) {
+        let (blocked, note) = if !tracefs::exists(env.root, group, name) {
             (
                 Some(format!(
                     "tracepoint {group}:{name} does not exist on this kernel"
@@ -77,15 +87,21 @@ impl Probe {
             )
         } else {
             match (self.resolve)(env) {
-                Ok(gap) => (None, gap),
+                Ok(note) => (None, note),
                 Err(why) => (Some(why), None),
             }
         };
+        let (degraded, info) = match note {
+            Some(Note::Gap(g)) => (Some(g), None),
+            Some(Note::Info(i)) => (None, Some(i)),
+            None => (None, None),
+        };
         Plan {
             probe: self.name,
-            methods: (self.methods)(env.btf),
+            methods: (self.methods)(env),
             blocked,
             degraded,
+            info,
             fallback: self.fallback,
         }
     }
@@ -135,8 +151,8 @@ fn flow_layout(
     layout::flow_tp(root, group, name, has_sk, extra1, extra2).map_err(|e| e.to_string())
 }
 
-fn gaps(list: Vec<&str>) -> Option<String> {
-    (!list.is_empty()).then(|| list.join("; "))
+fn gaps(list: Vec<&str>) -> Option<Note> {
+    (!list.is_empty()).then(|| Note::Gap(list.join("; ")))
 }
 
 pub const PROBES: &[Probe] = &[
@@ -170,9 +186,9 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "send_socket",
         tracepoint: ("sock", "sock_send_length"),
-        methods: |btf| {
+        methods: |env| {
             raw_then_classic(
-                btf,
+                env.btf,
                 ("sock_send_raw", "sock_send_length"),
                 &["struct sock *", "int"],
                 "sock_send_length",
@@ -220,9 +236,9 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "icmp_rx",
         tracepoint: ("net", "netif_receive_skb"),
-        methods: |btf| {
+        methods: |env| {
             raw_then_classic(
-                btf,
+                env.btf,
                 ("netif_rx_raw", "netif_receive_skb"),
                 &["struct sk_buff *"],
                 "netif_receive_skb",
@@ -249,9 +265,9 @@ pub const PROBES: &[Probe] = &[
             env.lay.skb_tp.icmp_send_skbaddr = skb;
             env.lay.skb_tp.icmp_send_type = ty;
             env.lay.skb_tp.icmp_send_code = code;
-            Ok(Some(
+            Ok(Some(Note::Gap(
                 "IPv4 only; the MTU is not in the tracepoint record".into(),
-            ))
+            )))
         },
         fallback: "frag-needed messages this host sends are not seen",
     },
@@ -291,4 +307,165 @@ pub const PROBES: &[Probe] = &[
         },
         fallback: "congestion state is read from the socket at each retransmit instead",
     },
+    // Datagrams dropped at a full receive queue (agent-ebpf/src/udp_queue.rs has
+    // the contract).
+    Probe {
+        name: "udp_queue",
+        tracepoint: ("udp", "udp_fail_queue_rcv_skb"),
+        methods: udp_queue_methods,
+        resolve: udp_queue_resolve,
+        fallback: "datagrams dropped at full receive queues are only counted host-wide \
+                   (nstat Udp RcvbufErrors)",
+    },
+    // `sock:sock_exceed_buf_limit` as a raw tracepoint (the classic record names no
+    // socket): UDP sockets hitting the protocol's memory limits.
+    Probe {
+        name: "udp_mem_limit",
+        tracepoint: ("sock", "sock_exceed_buf_limit"),
+        methods: |_| {
+            vec![Method {
+                program: "sock_exceed_buf_raw",
+                kind: Kind::Raw("sock_exceed_buf_limit"),
+            }]
+        },
+        resolve: |env| {
+            let raw = env
+                .btf
+                .raw_tracepoint_args("sock_exceed_buf_limit")
+                .is_some_and(|a| a.len() >= 4 && a[0] == "struct sock *" && a[3] == "int");
+            if !raw {
+                return Err(
+                    "BTF has no (struct sock *, struct proto *, long, int) prototype \
+                            for sock_exceed_buf_limit (the classic record names no socket)"
+                        .into(),
+                );
+            }
+            Ok(None)
+        },
+        fallback: "memory-limit hits are not counted per socket (queue drops still are)",
+    },
+    // The reader of a receive-only socket: its owner, in process context.
+    Probe {
+        name: "udp_queue_owner",
+        tracepoint: ("sock", "sock_recv_length"),
+        methods: |_| {
+            vec![Method {
+                program: "sock_recv_raw",
+                kind: Kind::Raw("sock_recv_length"),
+            }]
+        },
+        resolve: |env| {
+            let recv = env
+                .btf
+                .raw_tracepoint_args("sock_recv_length")
+                .is_some_and(|a| a.len() >= 2 && a[0] == "struct sock *" && a[1] == "int");
+            if !recv {
+                return Err(
+                    "raw tracepoint sock_recv_length (6.3+) missing or with another prototype"
+                        .into(),
+                );
+            }
+            Ok(None)
+        },
+        fallback: "owners of receive-only sockets are looked up in /proc (the process, \
+                   not the reading thread)",
+    },
 ];
+
+/// `udp:udp_fail_queue_rcv_skb`'s variants on this kernel: the raw tracepoint when
+/// BTF confirms `(int rc, struct sock *sk, ...)` (`skb`: with the skb, 6.10+, which
+/// gives the sources). `SENDSIGHT_UDPQ_CLASSIC=1` forces the classic record (how the
+/// fallback is tested on a kernel that does not need it).
+fn udp_queue_variant(env: &Env) -> (bool, bool) {
+    let k = env.kernel;
+    let args = env.btf.raw_tracepoint_args("udp_fail_queue_rcv_skb");
+    let raw = args
+        .as_ref()
+        .is_some_and(|a| a.len() >= 2 && a[0] == "int" && a[1] == "struct sock *")
+        && std::env::var_os("SENDSIGHT_UDPQ_CLASSIC").is_none_or(|v| v != "1");
+    let skb = raw
+        && args
+            .as_ref()
+            .is_some_and(|a| a.len() >= 3 && a[2] == "struct sk_buff *")
+        && ![k.skb_head, k.skb_network_header, k.skb_transport_header].contains(&ABSENT);
+    (raw, skb)
+}
+
+fn udp_queue_methods(env: &Env) -> Vec<Method> {
+    let (raw, skb) = udp_queue_variant(env);
+    let classic_ok = layout::udpq_tp(env.root).is_ok();
+    let mut m = Vec::new();
+    if skb {
+        m.push(Method {
+            program: "udp_queue_raw_skb",
+            kind: Kind::Raw("udp_fail_queue_rcv_skb"),
+        });
+    } else if raw {
+        m.push(Method {
+            program: "udp_queue_raw",
+            kind: Kind::Raw("udp_fail_queue_rcv_skb"),
+        });
+    }
+    if classic_ok || m.is_empty() {
+        m.extend(classic(
+            "udp_fail_queue_rcv_skb",
+            "udp",
+            "udp_fail_queue_rcv_skb",
+        ));
+    }
+    m
+}
+
+fn udp_queue_resolve(env: &mut Env) -> Resolved {
+    let (raw, skb) = udp_queue_variant(env);
+    let k = env.kernel;
+    let mut classic_note = String::new();
+    match layout::udpq_tp(env.root) {
+        Ok((t, old)) => {
+            env.lay.udpq_tp = t;
+            classic_note = format!(
+                "classic record ({} layout): no socket pointer, drops keyed by local port; \
+                 owner, buffer and queue unknown{}",
+                if old {
+                    "rc, lport"
+                } else {
+                    "rc, sport, dport, family, saddr, daddr"
+                },
+                if old { "; sources unknown" } else { "" }
+            );
+        }
+        // The raw tracepoint does not need the record.
+        Err(e) if !raw => return Err(e.to_string()),
+        Err(_) => {}
+    }
+    let mut g: Vec<String> = Vec::new();
+    if k.sk_rcvbuf == ABSENT || k.sk_rmem_alloc == ABSENT {
+        g.push("sock buffer layout unknown: rcvbuf/queue unknown".into());
+    }
+    if k.sk_drops == ABSENT {
+        g.push("sk_drops unknown: no cross-check with the socket's own counter".into());
+    }
+    if k.sk_socket == ABSENT || k.socket_vfs_inode == ABSENT || k.inode_ino == ABSENT {
+        g.push("socket inode unknown: owners of receive-only sockets unknown".into());
+    }
+    let info = if skb {
+        "prototype (rc, sk, skb): per socket, with sources".to_string()
+    } else {
+        if raw {
+            g.push("prototype (rc, sk) without the skb (before 6.10): sources unknown".into());
+        } else {
+            g.push(classic_note);
+        }
+        String::new()
+    };
+    Ok(if g.is_empty() {
+        (!info.is_empty()).then_some(Note::Info(info))
+    } else {
+        let gap = g.join("; ");
+        Some(Note::Gap(if info.is_empty() {
+            gap
+        } else {
+            format!("{info}; {gap}")
+        }))
+    })
+}

@@ -248,6 +248,7 @@ fn every_value_the_agent_prints_is_in_its_schema() {
         LineType::SendError,
         LineType::ConnectError,
         LineType::UdpSend,
+        LineType::UdpQueueDrop,
         LineType::IcmpTooBig,
         LineType::SocketState,
         LineType::SocketError,
@@ -283,6 +284,15 @@ fn every_value_the_agent_prints_is_in_its_schema() {
         }
     }
     assert_eq!(values(LineType::UdpSend, "service"), services);
+    assert_eq!(
+        evidence_values(Kind::UdpQueueOverflow, "service"),
+        services,
+        "udp_queue_overflow evidence"
+    );
+    assert_eq!(
+        values(LineType::UdpQueueDrop, "origin"),
+        set(crate::output::json::UDP_QUEUE_ORIGINS)
+    );
     assert_eq!(values(LineType::Retransmit, "state"), states);
     assert_eq!(values(LineType::SendError, "state"), states);
     assert_eq!(values(LineType::SocketState, "old_state"), states);

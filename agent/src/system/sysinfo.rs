@@ -243,6 +243,82 @@ impl Default for SockLookups {
     }
 }
 
+/// The process holding the socket with inode `ino` (a `socket:[ino]` link in its
+/// /proc/PID/fd), with its comm and cgroup id: the owner of a socket that only
+/// ever received, which no send path claimed. The lowest such pid (a forked
+/// daemon's parent usually holds the socket too). None when nobody readable has it.
+pub fn owner_of_inode(ino: u64) -> Option<agent_common::event::Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let want = format!("socket:[{ino}]");
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    let pid = pids.into_iter().find(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+        })
+    })?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let mut owner = agent_common::event::Owner {
+        pid,
+        tid: pid,
+        ..Default::default()
+    };
+    let c = comm.trim_end().as_bytes();
+    let n = c.len().min(15);
+    owner.comm[..n].copy_from_slice(&c[..n]);
+    // cgroup v2: the id is the inode of the cgroup's directory.
+    owner.cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            let path = s.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+            fs::metadata(format!("/sys/fs/cgroup{path}")).ok()
+        })
+        .map_or(0, |m| m.ino());
+    Some(owner)
+}
+
+/// Owners of receive-only sockets, looked up by inode at most `PER_SECOND` times a
+/// second (each is a scan of every process's fds) and remembered.
+#[derive(Default)]
+pub struct OwnerLookups {
+    known: std::collections::HashMap<u64, Option<agent_common::event::Owner>>,
+    second: Option<std::time::Instant>,
+    used: u32,
+}
+
+impl OwnerLookups {
+    pub const PER_SECOND: u32 = 5;
+
+    pub fn owner(&mut self, ino: u64) -> Option<agent_common::event::Owner> {
+        if let Some(o) = self.known.get(&ino) {
+            return *o;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.used = 0;
+        }
+        if self.used >= Self::PER_SECOND {
+            return None;
+        }
+        self.used += 1;
+        if self.known.len() >= 4096 {
+            self.known.clear();
+        }
+        let o = owner_of_inode(ino);
+        self.known.insert(ino, o);
+        o
+    }
+}
+
 /// `net.ipv4.ip_local_port_range` as seen from a task's network namespace (read from
 /// a thread that joined it; needs CAP_SYS_ADMIN, else None).
 pub fn port_range(task: &str) -> Option<(u16, u16)> {

@@ -58,7 +58,14 @@ fn say(msg: &str) {
 /// Left out: `scenarios_selftest` (the scenarios without the agent), `schema` (reads
 /// the source tree), `lifecycle` (races the agent's start-up under emulation, see
 /// the README), and the operability tests (sinks, files: not kernel-dependent).
-pub const DEFAULT_TESTS: &[&str] = &["cli", "probes", "retransmit", "flood", "verdicts"];
+pub const DEFAULT_TESTS: &[&str] = &[
+    "cli",
+    "probes",
+    "retransmit",
+    "flood",
+    "verdicts",
+    "udp_queue",
+];
 
 /// Per-kernel limit on the whole boot-check-test-poweroff (a run takes about 4
 /// minutes), and per test inside (the slowest takes 25 s under TCG; a hung test and

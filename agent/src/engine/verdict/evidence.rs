@@ -44,6 +44,7 @@ pub enum Evidence {
     EphemeralPortsExhausted(PortsExhausted),
     BindConflict(BindConflict),
     UdpPathMtu(UdpPathMtu),
+    UdpQueueOverflow(UdpQueueOverflow),
 }
 
 impl Evidence {
@@ -61,6 +62,7 @@ impl Evidence {
             Evidence::EphemeralPortsExhausted(_) => Kind::EphemeralPortsExhausted,
             Evidence::BindConflict(_) => Kind::BindConflict,
             Evidence::UdpPathMtu(_) => Kind::UdpPathMtu,
+            Evidence::UdpQueueOverflow(_) => Kind::UdpQueueOverflow,
         }
     }
 }
@@ -347,4 +349,50 @@ pub enum UdpGround {
     TooBigReceived,
     GeneratedHereNoneBack,
     NoneBack,
+}
+
+/// A source of datagrams a socket dropped, and how many of its datagrams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PeerDrops {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub dropped: u64,
+}
+
+/// A socket dropped datagrams because its receive queue was full (one episode:
+/// from the first drop to a second without any).
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+pub struct UdpQueueOverflow {
+    /// Datagrams dropped at the full queue in this episode: what the kernel counts
+    /// as `Udp: RcvbufErrors` (`Udp6: RcvbufErrors`), for this socket alone.
+    pub dropped: u64,
+    /// Other enqueue failures (the protocol's memory limit: `MemErrors`).
+    pub memory_drops: u64,
+    /// From the episode's first drop to its last so far.
+    #[schemars(range(min = 0))]
+    pub duration_s: f64,
+    /// The episode is over: a second passed without a drop (or the run ended).
+    pub ended: bool,
+    /// `SO_RCVBUF` as the kernel applies it (twice what was asked), bytes.
+    pub rcvbuf: Option<u32>,
+    /// Bytes in the receive queue (truesize) at the last drop.
+    pub queued: Option<u32>,
+    /// The socket's own drop counter, since it was created (`sk_drops`, what `ss
+    /// -m` shows as `d`).
+    pub socket_drops: Option<u32>,
+    /// Size of the last dropped datagram (IP and UDP headers included).
+    pub last_datagram_bytes: Option<u32>,
+    /// The first sources of dropped datagrams, most dropped first.
+    #[schemars(length(max = agent_common::event::UDP_QUEUE_PEERS))]
+    pub top_peers: Vec<PeerDrops>,
+    /// Drops from other sources (or whose source could not be read).
+    pub other_peers_dropped: u64,
+    /// `sock:sock_exceed_buf_limit` hits of the socket in this episode.
+    pub memory_limit_hits: u32,
+    /// `udp_queue_drop` records the kernel did not emit for this socket in this
+    /// episode (rate bound); the counts above include their drops.
+    pub records_suppressed: u64,
+    /// "ike" (500/4500), "dns" (53), "syslog" (514), "quic" (443).
+    #[schemars(schema_with = "crate::schema::service_or_null")]
+    pub service: Option<&'static str>,
 }

@@ -11,6 +11,7 @@ pub mod ports;
 pub mod send_error;
 pub mod stall;
 pub mod udp;
+pub mod udp_queue;
 
 use agent_common::{
     event::{
@@ -29,6 +30,7 @@ use serde::Serialize;
 pub use evidence::Evidence;
 pub use ports::Ports;
 pub use udp::Udp;
+pub use udp_queue::UdpQueue;
 
 use super::timeline::{Timeline, seq_after};
 
@@ -43,6 +45,7 @@ pub enum Kind {
     EphemeralPortsExhausted,
     BindConflict,
     UdpPathMtu,
+    UdpQueueOverflow,
     PmtudBlackhole,
     PmtudOk,
     BlackholeRecovered,
@@ -55,10 +58,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::EphemeralPortsExhausted,
         Kind::BindConflict,
         Kind::UdpPathMtu,
+        Kind::UdpQueueOverflow,
         Kind::PmtudBlackhole,
         Kind::PmtudOk,
         Kind::BlackholeRecovered,
@@ -75,6 +79,7 @@ impl Kind {
             Kind::EphemeralPortsExhausted => "ephemeral_ports_exhausted",
             Kind::BindConflict => "bind_conflict",
             Kind::UdpPathMtu => "udp_path_mtu",
+            Kind::UdpQueueOverflow => "udp_queue_overflow",
             Kind::PmtudBlackhole => "pmtud_blackhole",
             Kind::PmtudOk => "pmtud_ok",
             Kind::BlackholeRecovered => "blackhole_recovered",

@@ -92,6 +92,39 @@ impl Renderer {
                 }
                 (self.pal.info, d)
             }
+            "udp_queue_drop" => {
+                let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let mut d = format!("{} dropped (queue full)", n("dropped"));
+                if n("memory_drops") > 0 {
+                    let _ = write!(d, ", {} at the memory limit", n("memory_drops"));
+                }
+                if let Some(b) = m.get("rcvbuf").and_then(Value::as_u64) {
+                    let _ = write!(d, ", rcvbuf {b} B");
+                }
+                if let Some(q) = m.get("queued").and_then(Value::as_u64) {
+                    let _ = write!(d, ", queued {q} B");
+                }
+                if let Some(p) = m
+                    .get("peers")
+                    .and_then(Value::as_array)
+                    .and_then(|p| p.first())
+                {
+                    let _ = write!(
+                        d,
+                        ", from {}:{} ({})",
+                        p["ip"].as_str().unwrap_or("?"),
+                        p["port"],
+                        p["dropped"]
+                    );
+                }
+                if n("suppressed") > 0 {
+                    let _ = write!(d, ", {} records held back", n("suppressed"));
+                }
+                if let Some(s) = str_of(m, "service") {
+                    let _ = write!(d, " ({s})");
+                }
+                (self.pal.bad, d)
+            }
             _ => (self.pal.kind, pairs(m, COMMON).join(" ")),
         };
         let mut s = self.head(m, kind, style);

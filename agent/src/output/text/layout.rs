@@ -54,7 +54,15 @@ impl Renderer {
             .initial_indent(&first)
             .subsequent_indent(indent)
             .break_words(true)
-            .word_splitter(textwrap::WordSplitter::NoHyphenation);
+            .word_splitter(textwrap::WordSplitter::NoHyphenation)
+            // The default optimal fit lets a line overflow by a column when that
+            // evens out the gaps (overflow 2500 per column, gap squared): never.
+            .wrap_algorithm(textwrap::WrapAlgorithm::OptimalFit(
+                textwrap::wrap_algorithms::Penalties {
+                    overflow_penalty: 1_000_000,
+                    ..textwrap::wrap_algorithms::Penalties::new()
+                },
+            ));
         let mut s = String::new();
         for (i, l) in textwrap::wrap(text, opts).iter().enumerate() {
             if i == 0 {
