@@ -347,7 +347,7 @@ impl Config {
         icsk_time_loss_probe: 5,
         wakeup_bytes: 0,
         udp_large_bytes: 1400,
-        net_events_per_cpu_s: 200,
+        net_events_per_cpu_s: 5000,
         udpq_interval_ms: 100,
     };
 }

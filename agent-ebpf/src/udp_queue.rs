@@ -39,7 +39,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_buf,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
@@ -54,6 +54,11 @@ use crate::{
 #[map]
 pub static UDPQ: LruHashMap<u64, UdpQueueDrop> = LruHashMap::with_max_entries(4096, 0);
 
+/// 1 once any socket has dropped a datagram: until then the receive hook leaves at
+/// once (an array load) instead of looking the socket up in `UDPQ` on every receive.
+#[map]
+static UDPQ_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Never written: the zeroed value new entries are inserted from (a 320-byte
 /// value does not belong on the 512-byte stack).
 #[map]
@@ -66,7 +71,7 @@ const PORT_KEY: u64 = 1 << 63;
 const SK_MEM_SEND: i64 = 0;
 
 /// One dropped datagram, as the hook saw it.
-struct Drop {
+struct QueueDrop {
     /// Socket address, or `PORT_KEY | lport` (classic record).
     key: u64,
     /// The socket, 0 when the record has none.
@@ -106,6 +111,9 @@ fn entry(key: u64) -> Option<*mut UdpQueueDrop> {
     let zero = UDPQ_ZERO.get_ptr(0)?;
     // NOEXIST: when two CPUs race, one insert wins and both use its entry.
     let _ = UDPQ.insert(&key, unsafe { &*zero }, BPF_NOEXIST);
+    if let Some(any) = UDPQ_ANY.get_ptr_mut(0) {
+        unsafe { *any = 1 };
+    }
     UDPQ.get_ptr_mut(&key)
 }
 
@@ -116,7 +124,7 @@ fn skb_peer(skb: u64) -> Result<([u8; 16], u16, u16), Fail> {
     let nh = read::kernel::<u16>(skb, lay!(kernel.skb_network_header))?;
     let th = read::kernel::<u16>(skb, lay!(kernel.skb_transport_header))?;
     let ip = head + nh as u64;
-    let v = unsafe { bpf_probe_read_kernel((ip) as *const u8) }.map_err(|_| 1u32)? >> 4;
+    let v = unsafe { bpf_probe_read_kernel(ip as *const u8) }.map_err(|_| 1u32)? >> 4;
     let mut addr = [0u8; 16];
     let family = if v == 4 {
         let a = unsafe { bpf_probe_read_kernel((ip + 12) as *const [u8; 4]) }.map_err(|_| 1u32)?;
@@ -244,7 +252,7 @@ fn maybe_emit(key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
 }
 
 #[inline(always)]
-fn on_drop(d: Drop) -> Result<u32, Fail> {
+fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
     if d.rc >= 0 || d.key == 0 {
         return Ok(0);
     }
@@ -306,7 +314,7 @@ fn on_drop(d: Drop) -> Result<u32, Fail> {
 pub fn udp_queue_raw(ctx: RawTracePointContext) -> i32 {
     let rc: i64 = ctx.arg(0);
     let sk: u64 = ctx.arg(1);
-    let d = Drop {
+    let d = QueueDrop {
         key: sk,
         sk,
         rc: rc as i32,
@@ -326,7 +334,7 @@ pub fn udp_queue_raw_skb(ctx: RawTracePointContext) -> i32 {
     let rc: i64 = ctx.arg(0);
     let sk: u64 = ctx.arg(1);
     let skb: u64 = ctx.arg(2);
-    let d = Drop {
+    let d = QueueDrop {
         key: sk,
         sk,
         rc: rc as i32,
@@ -374,7 +382,7 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
             Some((dst, family)),
         )
     };
-    on_drop(Drop {
+    on_drop(QueueDrop {
         key: PORT_KEY | lport as u64,
         sk: 0,
         rc,
@@ -422,10 +430,14 @@ fn on_limit(sk: u64, kind: i64) -> Result<u32, Fail> {
 
 /// `sock:sock_recv_length` (6.3+), `TP_PROTO(struct sock *sk, int ret, int flags)`:
 /// the thread reading a socket that has dropped datagrams is its owner (a socket
-/// that only receives is never claimed by the send path). One map lookup per
-/// receive on the host; nothing else unless the socket is in `UDPQ`.
+/// that only receives is never claimed by the send path). Runs on every receive on
+/// the host: an array load until some socket has dropped a datagram, then one
+/// `UDPQ` lookup; nothing else unless the socket is in `UDPQ`.
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_raw(ctx: RawTracePointContext) -> i32 {
+    if UDPQ_ANY.get(0).is_none_or(|any| *any == 0) {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     if let Some(st) = UDPQ.get_ptr_mut(&sk) {
         let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;

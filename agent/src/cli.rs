@@ -157,6 +157,11 @@ pub struct RunArgs {
     /// BTF file to use instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
     pub btf: Option<std::path::PathBuf>,
+    /// Too-big messages recorded per CPU per second at most (anyone on the network
+    /// can send them); the rest are counted as `icmp_too_big_bounded`. They never
+    /// take more than half of the ring whatever this says.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub too_big_rate: u32,
     /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_sockets: u64,

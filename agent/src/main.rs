@@ -184,6 +184,7 @@ fn main() -> ExitCode {
                     ring_bytes: args.ring_bytes,
                     max_sockets: args.max_sockets.min(u32::MAX as u64) as u32,
                     btf: args.btf.clone(),
+                    too_big_per_cpu_s: args.too_big_rate,
                 },
                 limits: Limits {
                     max_sockets: args.max_sockets as usize,

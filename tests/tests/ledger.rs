@@ -61,10 +61,20 @@ fn scrape(addr: std::net::SocketAddr) -> Losses {
 }
 
 /// Stops the agent once its last loss report is out (quiet for over the 1 s loss
-/// interval), with `/metrics` read just before.
+/// interval), with `/metrics` read just before. The agent sees the whole host: it is
+/// stopped right after two scrapes a loss interval apart agree (nothing else on the
+/// host moved its counters in between).
 fn stop_quiet(mut agent: Agent, metrics: std::net::SocketAddr) -> (Output, Losses) {
     std::thread::sleep(Duration::from_millis(2500));
-    let m = scrape(metrics);
+    let mut m = scrape(metrics);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(1200));
+        let again = scrape(metrics);
+        if again == m {
+            break;
+        }
+        m = again;
+    }
     let out = agent.stop();
     assert!(out.status.success(), "agent failed:\n{}", out.stderr);
     (out, m)

@@ -134,7 +134,9 @@ fn server(ns: &Netns, addr: SocketAddr, rcvbuf: i32, pause: Duration) -> Server 
     let flag = stop.clone();
     let handle = ns.run("ss-udpq-srv", move || {
         let s = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        set_int(&s, libc::SO_RCVBUF, rcvbuf);
+        // FORCE (root): not capped by net.core.rmem_max (212992 by default), so the
+        // server that keeps up really has its 4 MiB, also on slow machines.
+        set_int(&s, libc::SO_RCVBUFFORCE, rcvbuf);
         let applied = get_int(&s, libc::SO_RCVBUF);
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
@@ -223,17 +225,51 @@ struct Run {
     kernel_drops: u64,
 }
 
-/// The scenario: server, burst, a quiet 2.5 s (the episode ends), stop.
-fn scenario(
+/// What a scenario is made of.
+struct Setup<'a> {
     name: &'static str,
     net: u8,
+    /// The server's SO_RCVBUF (the kernel doubles it).
     rcvbuf: i32,
+    /// The server's pause after each datagram it reads.
     pause: Duration,
+    /// Datagrams in the burst, and their size.
     count: u32,
     size: usize,
-    envs: &[(&str, &str)],
+    /// For the agent.
+    envs: &'a [(&'a str, &'a str)],
     v6: bool,
-) -> (Run, sendsight_tests::recorded::Finished) {
+}
+
+impl Setup<'_> {
+    /// A slow IKE server (4 KiB buffer, a datagram per 50 ms) and a burst of 1,000
+    /// IKE-sized (1200-byte) datagrams, over IPv4.
+    fn ike(name: &'static str, net: u8) -> Self {
+        Setup {
+            name,
+            net,
+            rcvbuf: 4096,
+            pause: Duration::from_millis(50),
+            count: 1000,
+            size: 1200,
+            envs: &[],
+            v6: false,
+        }
+    }
+}
+
+/// The scenario: server, burst, a quiet 2.5 s (the episode ends), stop.
+fn scenario(setup: Setup) -> (Run, sendsight_tests::recorded::Finished) {
+    let Setup {
+        name,
+        net,
+        rcvbuf,
+        pause,
+        count,
+        size,
+        envs,
+        v6,
+    } = setup;
     let topo = topology(net);
     let (server_ip, client_ip) = if v6 {
         (&topo.addrs.server6, &topo.addrs.client6)
@@ -351,16 +387,7 @@ fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
 
 #[test]
 fn slow_ike_server_drops_at_its_full_queue() {
-    let (r, fin) = scenario(
-        "udp_queue_overflow",
-        140,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup::ike("udp_queue_overflow", 140));
     assert!(
         r.kernel_drops > 0,
         "the scenario did not overflow the queue"
@@ -392,16 +419,10 @@ fn slow_ike_server_drops_at_its_full_queue() {
 /// The same over IPv6: the count is `Udp6RcvbufErrors`' delta.
 #[test]
 fn slow_ike_server_drops_at_its_full_queue_v6() {
-    let (r, fin) = scenario(
-        "udp_queue_overflow_v6",
-        144,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[],
-        true,
-    );
+    let (r, fin) = scenario(Setup {
+        v6: true,
+        ..Setup::ike("udp_queue_overflow_v6", 144)
+    });
     assert!(
         r.kernel_drops > 0,
         "the scenario did not overflow the queue"
@@ -411,6 +432,17 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
         r.read + r.kernel_drops,
         "sent = read + dropped"
     );
+    // Before 6.10 the IPv6 path does not fire the tracepoint (seen on 6.1): the agent
+    // says so in its probe note, and says nothing about the socket.
+    let (_, note) = probe(&fin.out, "udp_queue");
+    if note.contains("IPv6 drops not reported") {
+        println!("udp_queue: {note}");
+        fin.expect(
+            &r.topo,
+            &[(Sel::Local(r.server), "udp_queue_overflow", &[])],
+        );
+        return;
+    }
     let out = fin.expect(
         &r.topo,
         &[(
@@ -426,16 +458,12 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
 
 #[test]
 fn a_flood_is_rate_bounded_and_still_counted_exactly() {
-    let (r, fin) = scenario(
-        "udp_queue_flood",
-        141,
-        4096,
-        Duration::from_millis(20),
-        100_000,
-        64,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        pause: Duration::from_millis(20),
+        count: 100_000,
+        size: 64,
+        ..Setup::ike("udp_queue_flood", 141)
+    });
     assert!(r.kernel_drops > 10_000, "the flood did not overflow enough");
     let out = fin.expect(
         &r.topo,
@@ -464,11 +492,23 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
         records.len(),
         r.kernel_drops
     );
-    assert!(records.len() < 100, "{} records", records.len());
+    // At most one per 100 ms per socket, plus the first drop's.
+    let bound = (ev["duration_s"].as_f64().unwrap() * 10.0).floor() as usize + 2;
+    assert!(
+        records.len() <= bound,
+        "{} records over {} s",
+        records.len(),
+        ev["duration_s"]
+    );
     assert!(suppressed > 0);
-    // Every drop was either in an emitted record's window or a suppressed one.
-    assert!(records.len() as u64 + suppressed >= r.kernel_drops);
     let summary = out.summary();
+    // Every drop made a record, or one held back, or one the full ring refused.
+    let ring_full = summary["lost"]["udp_queue_drop"].as_u64().unwrap_or(0);
+    assert_eq!(
+        records.len() as u64 + suppressed + ring_full,
+        r.kernel_drops,
+        "emitted + held back + ring full = dropped"
+    );
     let bounded = summary["lost"]["udp_queue_rate_bounded"]
         .as_u64()
         .unwrap_or(0);
@@ -484,16 +524,11 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
 
 #[test]
 fn a_server_that_keeps_up_is_not_judged() {
-    let (r, fin) = scenario(
-        "udp_queue_keeps_up",
-        142,
-        4 << 20,
-        Duration::ZERO,
-        1000,
-        1200,
-        &[],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        rcvbuf: 4 << 20,
+        pause: Duration::ZERO,
+        ..Setup::ike("udp_queue_keeps_up", 142)
+    });
     assert_eq!(r.kernel_drops, 0, "the fast server dropped datagrams");
     assert_eq!(r.read, r.sent as u64);
     let out = fin.expect(
@@ -513,16 +548,10 @@ fn a_server_that_keeps_up_is_not_judged() {
 /// local address and the sources). Forced here with SENDSIGHT_UDPQ_CLASSIC=1.
 #[test]
 fn the_classic_record_still_counts_exactly() {
-    let (r, fin) = scenario(
-        "udp_queue_classic",
-        143,
-        4096,
-        Duration::from_millis(50),
-        1000,
-        1200,
-        &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
-        false,
-    );
+    let (r, fin) = scenario(Setup {
+        envs: &[("SENDSIGHT_UDPQ_CLASSIC", "1")],
+        ..Setup::ike("udp_queue_classic", 143)
+    });
     assert!(r.kernel_drops > 0);
     // Before 6.10 the record names neither the socket nor its address: the verdict
     // is about port 500 on an unknown address, outside the harness's selectors.

@@ -54,6 +54,9 @@ pub struct Options {
     /// BTF to use instead of /sys/kernel/btf/vmlinux (e.g. from BTFHub for kernels
     /// built without CONFIG_DEBUG_INFO_BTF).
     pub btf: Option<std::path::PathBuf>,
+    /// Too-big records (anyone on the network can send those) each CPU may emit
+    /// per second; the rest are counted.
+    pub too_big_per_cpu_s: u32,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
         Self {
             ring_bytes: 1 << 20,
             max_sockets: 65_536,
+            too_big_per_cpu_s: Config::DEFAULT.net_events_per_cpu_s,
             btf: None,
         }
     }
@@ -193,6 +197,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
             sys_exit_attached: sys_exit_planned as u32,
             send_syscalls: send_syscalls(),
             wakeup_bytes: opts.ring_bytes / 8,
+            net_events_per_cpu_s: opts.too_big_per_cpu_s,
             ..Config::DEFAULT
         };
         let mut ebpf = EbpfLoader::new()

@@ -431,7 +431,11 @@ fn udp_queue_resolve(env: &mut Env) -> Resolved {
                 } else {
                     "rc, sport, dport, family, saddr, daddr"
                 },
-                if old { "; sources unknown" } else { "" }
+                if old {
+                    "; sources unknown; IPv6 drops not reported (before 6.10)"
+                } else {
+                    ""
+                }
             );
         }
         // The raw tracepoint does not need the record.
@@ -452,7 +456,11 @@ fn udp_queue_resolve(env: &mut Env) -> Resolved {
         "prototype (rc, sk, skb): per socket, with sources".to_string()
     } else {
         if raw {
-            g.push("prototype (rc, sk) without the skb (before 6.10): sources unknown".into());
+            g.push(
+                "prototype (rc, sk) without the skb (before 6.10): sources unknown; IPv6 drops \
+                 not reported (the IPv6 path fires this tracepoint from 6.10 on)"
+                    .into(),
+            );
         } else {
             g.push(classic_note);
         }
