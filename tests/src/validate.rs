@@ -123,6 +123,10 @@ pub fn tally_dir() -> PathBuf {
 
 /// Writes this process's running tally (overwritten: the last write holds the total).
 fn write_tally() {
+    // This module's own tests make failing lines on purpose: not the suite's.
+    if cfg!(test) {
+        return;
+    }
     // One writer at a time, so a later write never holds an older count.
     static WRITING: Mutex<()> = Mutex::new(());
     let _w = WRITING.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,4 +143,53 @@ fn write_tally() {
         dir.join(format!("{exe}-{}.txt", std::process::id())),
         format!("{n} {failed}\n"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use sendsight::output::json::{LossBody, line};
+
+    use super::*;
+
+    fn loss_line() -> Value {
+        let bytes = line(
+            "loss",
+            "2026-11-29T22:00:00.123456789Z",
+            1_795_996_800_123_456_789,
+            LossBody {
+                source: "decode",
+                lost: 2,
+                total: 5,
+            },
+        );
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_line_the_agent_makes_passes_and_a_changed_one_fails_with_the_line() {
+        assert_eq!(check(&loss_line()), Ok(()));
+        let mut extra = loss_line();
+        extra["surprise"] = Value::from(1);
+        let err = check(&extra).unwrap_err();
+        assert!(
+            err.contains("loss.schema.json") && err.contains("surprise"),
+            "{err}"
+        );
+        let mut source = loss_line();
+        source["source"] = Value::from("nowhere");
+        assert!(check(&source).is_err(), "an unknown loss source");
+        let mut kind = loss_line();
+        kind["type"] = Value::from("no_such_type");
+        assert!(check(&kind).unwrap_err().contains("no schema"));
+        let (validated, failed) = counts();
+        assert!(validated >= 4 && failed >= 3, "{validated} {failed}");
+    }
+
+    #[test]
+    #[should_panic(expected = "1 of 2 line(s) fail the schemas")]
+    fn a_failing_line_fails_the_run() {
+        let mut bad = loss_line();
+        bad["lost"] = Value::from(0);
+        assert_valid("a test run", &[loss_line(), bad]);
+    }
 }
