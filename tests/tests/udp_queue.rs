@@ -1,7 +1,7 @@
 //! The IKE queue drop on Linux (issue 16): datagrams a UDP socket dropped because
 //! its receive queue was full, named per socket, with the exact count.
 //!
-//! Each test makes its own pair of namespaces (`ss-udpq-*`, one veth link, nets
+//! Each test makes its own pair of namespaces (`Topology::direct`, one veth link, nets
 //! 140-149: 198.18.<net>.2 client, 198.18.<net>.1 server), a UDP server on port 500
 //! and a client that sends a burst; the kernel's own count of such drops is the
 //! server namespace's `Udp: RcvbufErrors` (/proc/net/snmp), read before and after,
@@ -19,77 +19,11 @@ use std::{
 
 use sendsight_tests::{
     Netns, Topology,
-    netns::Addrs,
     recorded::{Scenario, Sel},
-    sh,
 };
 use serde_json::Value;
 
 const PORT: u16 = 500;
-
-/// A namespace named `ss-udpq-<pid>-<net>-<role>`, deleted on drop (by `Netns`).
-fn netns(net: u8, role: &str) -> Netns {
-    let name = format!("ss-udpq-{}-{net}-{role}", std::process::id());
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &name])
-        .stderr(std::process::Stdio::null())
-        .status();
-    sh("ip", &["netns", "add", &name]);
-    let ns = Netns { name };
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns
-}
-
-/// client (198.18.<net>.2) --veth-- server (198.18.<net>.1).
-fn topology(net: u8) -> Topology {
-    let mut addrs = Addrs::new(net);
-    addrs.server4 = addrs.router_client4.clone();
-    addrs.server6 = addrs.router_client6.clone();
-    let client = netns(net, "c");
-    let server = netns(net, "s");
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            &client.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &server.name,
-        ],
-    );
-    for (ns, ip, ip6) in [
-        (&client, &addrs.client4, &addrs.client6),
-        (&server, &addrs.server4, &addrs.server6),
-    ] {
-        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
-        ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{ip6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-    }
-    Topology {
-        client,
-        nat: None,
-        router: None,
-        server,
-        addrs,
-    }
-}
 
 /// `Udp: RcvbufErrors` of the namespace (`Udp6RcvbufErrors` for IPv6): the kernel's
 /// count of datagrams dropped at a full receive queue.
@@ -270,7 +204,7 @@ fn scenario(setup: Setup) -> (Run, sendsight_tests::recorded::Finished) {
         envs,
         v6,
     } = setup;
-    let topo = topology(net);
+    let topo = Topology::direct(net);
     let (server_ip, client_ip) = if v6 {
         (&topo.addrs.server6, &topo.addrs.client6)
     } else {
@@ -338,6 +272,37 @@ fn probe<'a>(out: &'a sendsight_tests::agent::Output, probe: &str) -> (&'a str, 
 /// as unknown: without `sock:sock_recv_length` (before 6.3) the owner is the
 /// process found in /proc, not the reading thread; without the skb argument
 /// (before 6.10) the sources are unknown.
+/// The queue really overflowed, and every datagram was read or dropped.
+fn assert_overflowed(r: &Run) {
+    assert!(
+        r.kernel_drops > 0,
+        "the scenario did not overflow the queue"
+    );
+    assert_eq!(
+        r.sent as u64,
+        r.read + r.kernel_drops,
+        "sent = read + dropped"
+    );
+}
+
+/// Exactly `udp_queue_overflow` medium then high for the server's socket, and nothing
+/// else in the test's ranges; the output and the high line(s).
+fn expect_overflow(
+    r: &Run,
+    fin: sendsight_tests::recorded::Finished,
+) -> (sendsight_tests::agent::Output, Vec<Value>) {
+    let out = fin.expect(
+        &r.topo,
+        &[(
+            Sel::Local(r.server),
+            "udp_queue_overflow",
+            &["medium", "high"],
+        )],
+    );
+    let high = overflow_lines(&out.lines, r.server, "high");
+    (out, high)
+}
+
 fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
     println!("verdict {v}");
     let ev = &v["evidence"];
@@ -374,38 +339,15 @@ fn check_verdict(r: &Run, out: &sendsight_tests::agent::Output, v: &Value) {
         return;
     }
     // One source: the client.
-    let peers = ev["top_peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 1, "{v}");
-    assert_eq!(
-        peers[0]["ip"].as_str().unwrap().parse::<IpAddr>().ok(),
-        Some(r.client_ip),
-        "{v}"
-    );
+    let peers = assert_one_source(r, v);
     assert_eq!(peers[0]["port"], r.client_port, "{v}");
-    assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
 }
 
 #[test]
 fn slow_ike_server_drops_at_its_full_queue() {
     let (r, fin) = scenario(Setup::ike("udp_queue_overflow", 140));
-    assert!(
-        r.kernel_drops > 0,
-        "the scenario did not overflow the queue"
-    );
-    assert_eq!(
-        r.sent as u64,
-        r.read + r.kernel_drops,
-        "sent = read + dropped"
-    );
-    let out = fin.expect(
-        &r.topo,
-        &[(
-            Sel::Local(r.server),
-            "udp_queue_overflow",
-            &["medium", "high"],
-        )],
-    );
-    let high = overflow_lines(&out.lines, r.server, "high");
+    assert_overflowed(&r);
+    let (out, high) = expect_overflow(&r, fin);
     check_verdict(&r, &out, &high[0]);
     // The event lines: the last one for the socket carries the same count.
     let last = out
@@ -423,15 +365,7 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
         v6: true,
         ..Setup::ike("udp_queue_overflow_v6", 144)
     });
-    assert!(
-        r.kernel_drops > 0,
-        "the scenario did not overflow the queue"
-    );
-    assert_eq!(
-        r.sent as u64,
-        r.read + r.kernel_drops,
-        "sent = read + dropped"
-    );
+    assert_overflowed(&r);
     // Before 6.10 the IPv6 path does not fire the tracepoint (seen on 6.1): the agent
     // says so in its probe note, and says nothing about the socket.
     let (_, note) = probe(&fin.out, "udp_queue");
@@ -443,15 +377,7 @@ fn slow_ike_server_drops_at_its_full_queue_v6() {
         );
         return;
     }
-    let out = fin.expect(
-        &r.topo,
-        &[(
-            Sel::Local(r.server),
-            "udp_queue_overflow",
-            &["medium", "high"],
-        )],
-    );
-    let high = overflow_lines(&out.lines, r.server, "high");
+    let (out, high) = expect_overflow(&r, fin);
     check_verdict(&r, &out, &high[0]);
     assert_eq!(high[0]["family"], "ipv6");
 }
@@ -465,15 +391,7 @@ fn a_flood_is_rate_bounded_and_still_counted_exactly() {
         ..Setup::ike("udp_queue_flood", 141)
     });
     assert!(r.kernel_drops > 10_000, "the flood did not overflow enough");
-    let out = fin.expect(
-        &r.topo,
-        &[(
-            Sel::Local(r.server),
-            "udp_queue_overflow",
-            &["medium", "high"],
-        )],
-    );
-    let high = overflow_lines(&out.lines, r.server, "high");
+    let (out, high) = expect_overflow(&r, fin);
     let v = &high[0];
     println!("verdict {v}");
     let ev = &v["evidence"];
@@ -612,7 +530,12 @@ fn the_classic_record_still_counts_exactly() {
     if note.contains("sources unknown") {
         return;
     }
-    let peers = ev["top_peers"].as_array().unwrap();
+    assert_one_source(&r, v);
+}
+
+/// The verdict's only top peer is the client, with every drop; its peers.
+fn assert_one_source<'a>(r: &Run, v: &'a Value) -> &'a Vec<Value> {
+    let peers = v["evidence"]["top_peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{v}");
     assert_eq!(
         peers[0]["ip"].as_str().unwrap().parse::<IpAddr>().ok(),
@@ -620,4 +543,5 @@ fn the_classic_record_still_counts_exactly() {
         "{v}"
     );
     assert_eq!(peers[0]["dropped"].as_u64(), Some(r.kernel_drops), "{v}");
+    peers
 }

@@ -194,27 +194,24 @@ fn find_netns_file(netns: u32) -> Option<fs::File> {
     None
 }
 
-/// Answers the engine's questions about kernel sockets, at most `PER_SECOND` a
-/// second (a flood of forged messages must not become a flood of /proc scans);
-/// beyond that the answer is "unknown", recorded as such.
-pub struct SockLookups {
-    pids: NetnsPids,
+/// At most `limit` uses in any one-second window (each a scan of /proc).
+struct PerSecond {
+    limit: u32,
     second: Option<std::time::Instant>,
     used: u32,
 }
 
-impl SockLookups {
-    pub const PER_SECOND: u32 = 20;
-
-    pub fn new() -> Self {
+impl PerSecond {
+    fn new(limit: u32) -> Self {
         Self {
-            pids: NetnsPids::default(),
+            limit,
             second: None,
             used: 0,
         }
     }
 
-    pub fn answer(&mut self, mut q: SockLookup) -> SockLookup {
+    /// One use, if the current second has room.
+    fn take(&mut self) -> bool {
         let now = std::time::Instant::now();
         if self
             .second
@@ -223,11 +220,37 @@ impl SockLookups {
             self.second = Some(now);
             self.used = 0;
         }
-        if self.used >= Self::PER_SECOND {
+        if self.used >= self.limit {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+}
+
+/// Answers the engine's questions about kernel sockets, at most `PER_SECOND` a
+/// second (a flood of forged messages must not become a flood of /proc scans);
+/// beyond that the answer is "unknown", recorded as such.
+pub struct SockLookups {
+    pids: NetnsPids,
+    budget: PerSecond,
+}
+
+impl SockLookups {
+    pub const PER_SECOND: u32 = 20;
+
+    pub fn new() -> Self {
+        Self {
+            pids: NetnsPids::default(),
+            budget: PerSecond::new(Self::PER_SECOND),
+        }
+    }
+
+    pub fn answer(&mut self, mut q: SockLookup) -> SockLookup {
+        if !self.budget.take() {
             q.answer = lookup_answer::UNKNOWN;
             return q;
         }
-        self.used += 1;
         q.answer = match tcp_socket_exists(q.netns, &q.flow, &mut self.pids) {
             Some(true) => lookup_answer::EXISTS,
             Some(false) => lookup_answer::ABSENT,
@@ -284,11 +307,18 @@ pub fn owner_of_inode(ino: u64) -> Option<agent_common::event::Owner> {
 
 /// Owners of receive-only sockets, looked up by inode at most `PER_SECOND` times a
 /// second (each is a scan of every process's fds) and remembered.
-#[derive(Default)]
 pub struct OwnerLookups {
     known: std::collections::HashMap<u64, Option<agent_common::event::Owner>>,
-    second: Option<std::time::Instant>,
-    used: u32,
+    budget: PerSecond,
+}
+
+impl Default for OwnerLookups {
+    fn default() -> Self {
+        Self {
+            known: Default::default(),
+            budget: PerSecond::new(Self::PER_SECOND),
+        }
+    }
 }
 
 impl OwnerLookups {
@@ -298,18 +328,9 @@ impl OwnerLookups {
         if let Some(o) = self.known.get(&ino) {
             return *o;
         }
-        let now = std::time::Instant::now();
-        if self
-            .second
-            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
-        {
-            self.second = Some(now);
-            self.used = 0;
-        }
-        if self.used >= Self::PER_SECOND {
+        if !self.budget.take() {
             return None;
         }
-        self.used += 1;
         if self.known.len() >= 4096 {
             self.known.clear();
         }
