@@ -44,6 +44,17 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Print the JSON Schemas of the lines (draft 2020-12): with no TYPE, one JSON
+    /// object of every line type's schema, by type; with TYPE, that type's schema.
+    /// The same files as schema/ in the source tree, generated from the same types.
+    Schema {
+        /// A line type (start, retransmit, verdict, ...); `--list` names them all.
+        #[arg(value_name = "TYPE", conflicts_with = "list")]
+        line_type: Option<String>,
+        /// Name every line type, one a line, with what it says.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 /// How stdout is written.

@@ -67,7 +67,7 @@ impl Source {
     }
 
     /// Listed in every summary even at zero (the ones a reader looks for first).
-    fn always_listed(self) -> bool {
+    pub fn always_listed(self) -> bool {
         match self {
             Source::Kernel(s) => s <= slot::CONG_STATE,
             _ => true,

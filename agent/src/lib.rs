@@ -20,6 +20,7 @@ pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod schema;
 pub mod synthetic;
 pub mod system;
 

@@ -81,11 +81,45 @@ fn refuse_without_privileges() -> Option<ExitCode> {
     }
 }
 
+/// `sendsight schema [TYPE]`: the line schemas, generated from the types that print
+/// the lines (no privileges needed).
+fn schema(line_type: Option<&str>, list: bool) -> ExitCode {
+    use sendsight::schema::{self, LineType};
+    if list {
+        for t in LineType::ALL {
+            println!("{:<14} {}", t.name(), t.description());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let value = match line_type {
+        None => serde_json::to_value(schema::all()).unwrap_or_default(),
+        Some(name) => match LineType::from_name(name) {
+            Some(t) => schema::for_type(t),
+            None => {
+                let known: Vec<&str> = LineType::ALL.iter().map(|t| t.name()).collect();
+                eprintln!(
+                    "sendsight: error: unknown line type {name:?}; known: {}",
+                    known.join(", ")
+                );
+                return ExitCode::from(exit::USAGE);
+            }
+        },
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    if let Command::Schema { line_type, list } = &cli.command {
+        return schema(line_type.as_deref(), *list);
+    }
     if let Command::Replay { file, format } = &cli.command {
         let stdout = std::io::stdout();
         let text = format.resolve(stdout.is_terminal()) == Format::Text;
@@ -109,7 +143,7 @@ fn main() -> ExitCode {
         return code;
     }
     match cli.command {
-        Command::Replay { .. } => unreachable!("handled above"),
+        Command::Replay { .. } | Command::Schema { .. } => unreachable!("handled above"),
         Command::Check { json, btf } => {
             let report = sendsight::check::check(Options {
                 btf,

@@ -5,39 +5,56 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::event::{AF_INET, AF_INET6, Flow, IPPROTO_TCP, IPPROTO_UDP};
 
+// The names below are printed in the lines: each table is the one source of a
+// field's values, for the functions that print them and for the schemas
+// (`crate::schema`), so a schema's `enum` cannot miss a value the agent prints.
+
+/// Every `family` a line can carry.
+pub const FAMILIES: [&str; 3] = ["ipv4", "ipv6", "unknown"];
+
 pub fn family_name(family: u16) -> &'static str {
-    match family {
-        AF_INET => "ipv4",
-        AF_INET6 => "ipv6",
-        _ => "unknown",
-    }
+    FAMILIES[match family {
+        AF_INET => 0,
+        AF_INET6 => 1,
+        _ => 2,
+    }]
 }
+
+/// Every `protocol` a line can carry.
+pub const PROTOCOLS: [&str; 3] = ["tcp", "udp", "unknown"];
 
 pub fn protocol_name(protocol: u8) -> &'static str {
-    match protocol {
-        IPPROTO_TCP => "tcp",
-        IPPROTO_UDP => "udp",
-        _ => "unknown",
-    }
+    PROTOCOLS[match protocol {
+        IPPROTO_TCP => 0,
+        IPPROTO_UDP => 1,
+        _ => 2,
+    }]
 }
 
-/// Kernel `TCP_*` states (include/net/tcp_states.h), named without the prefix.
+/// Kernel `TCP_*` states (include/net/tcp_states.h), named without the prefix,
+/// indexed by the kernel's number less one; the last is for any other number.
+pub const TCP_STATES: [&str; 14] = [
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "BOUND_INACTIVE",
+    "UNKNOWN",
+];
+
 pub fn tcp_state_name(state: u8) -> &'static str {
-    match state {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        12 => "NEW_SYN_RECV",
-        13 => "BOUND_INACTIVE",
-        _ => "UNKNOWN",
+    let last = TCP_STATES.len() - 1;
+    match state as usize {
+        n @ 1..=13 => TCP_STATES[n - 1],
+        _ => TCP_STATES[last],
     }
 }
 
@@ -87,53 +104,61 @@ pub fn peer_ip(flow: &Flow) -> IpAddr {
     ip(flow.family, &flow.daddr)
 }
 
+/// Every retransmit `kind`.
+pub const RETRANSMIT_KINDS: [&str; 4] = ["rto", "fast", "tlp", "other"];
+
 pub fn retransmit_kind_name(kind: u8) -> &'static str {
     use agent_common::event::retransmit_kind::*;
-    match kind {
-        RTO => "rto",
-        FAST => "fast",
-        TLP => "tlp",
-        _ => "other",
-    }
+    RETRANSMIT_KINDS[match kind {
+        RTO => 0,
+        FAST => 1,
+        TLP => 2,
+        _ => 3,
+    }]
 }
 
-/// `icsk_ca_state` (enum tcp_ca_state).
+/// `icsk_ca_state` (enum tcp_ca_state), indexed by the kernel's number; the last is
+/// for any other number.
+pub const CA_STATES: [&str; 6] = ["open", "disorder", "cwr", "recovery", "loss", "unknown"];
+
 pub fn ca_state_name(state: u8) -> &'static str {
-    match state {
-        0 => "open",
-        1 => "disorder",
-        2 => "cwr",
-        3 => "recovery",
-        4 => "loss",
-        _ => "unknown",
-    }
+    CA_STATES[(state as usize).min(CA_STATES.len() - 1)]
 }
 
-/// Send-family syscall names by this architecture's numbers.
+/// The send-family calls a `send_error` line names.
+pub const SEND_SYSCALLS: [&str; 5] = ["sendto", "sendmsg", "sendmmsg", "write", "writev"];
+/// The calls a `connect_error` line names.
+pub const CONNECT_SYSCALLS: [&str; 2] = ["connect", "bind"];
+
+/// Send-family (and connect/bind) syscall names by this architecture's numbers.
 pub fn syscall_name(nr: i32) -> Option<&'static str> {
     let nr = nr as libc::c_long;
     Some(match nr {
-        libc::SYS_sendto => "sendto",
-        libc::SYS_sendmsg => "sendmsg",
-        libc::SYS_sendmmsg => "sendmmsg",
-        libc::SYS_write => "write",
-        libc::SYS_writev => "writev",
-        libc::SYS_connect => "connect",
-        libc::SYS_bind => "bind",
+        libc::SYS_sendto => SEND_SYSCALLS[0],
+        libc::SYS_sendmsg => SEND_SYSCALLS[1],
+        libc::SYS_sendmmsg => SEND_SYSCALLS[2],
+        libc::SYS_write => SEND_SYSCALLS[3],
+        libc::SYS_writev => SEND_SYSCALLS[4],
+        libc::SYS_connect => CONNECT_SYSCALLS[0],
+        libc::SYS_bind => CONNECT_SYSCALLS[1],
         _ => return None,
     })
 }
 
-/// Services recognised from a flow: IKE/IPsec NAT-T on UDP 500 and 4500.
+/// Every `service` a flow can be recognised as.
+pub const SERVICES: [&str; 4] = ["ike", "dns", "syslog", "quic"];
+
+/// Services recognised from a UDP flow by either port: IKE/IPsec NAT-T (500, 4500),
+/// DNS (53), syslog (514), QUIC (443).
 pub fn service(flow: &Flow) -> Option<&'static str> {
     if flow.protocol != IPPROTO_UDP {
         return None;
     }
     let name = |p: u16| match p {
-        500 | 4500 => Some("ike"),
-        53 => Some("dns"),
-        514 => Some("syslog"),
-        443 => Some("quic"),
+        500 | 4500 => Some(SERVICES[0]),
+        53 => Some(SERVICES[1]),
+        514 => Some(SERVICES[2]),
+        443 => Some(SERVICES[3]),
         _ => None,
     };
     name(flow.sport).or_else(|| name(flow.dport))

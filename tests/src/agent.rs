@@ -30,6 +30,8 @@ pub fn binary() -> PathBuf {
 }
 
 pub struct Agent {
+    /// What was run, for messages.
+    what: String,
     child: Option<Child>,
     lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
@@ -82,6 +84,7 @@ impl Agent {
     /// Starts `cmd`: `sendsight run ...`, or a wrapper that execs it (setpriv), so
     /// that the child's pid is the agent's. Waits as `start_expecting` does.
     pub fn spawn(mut cmd: Command, stdout_lines: bool) -> Agent {
+        let what = format!("{cmd:?}");
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -119,6 +122,7 @@ impl Agent {
             }
         });
         let mut agent = Agent {
+            what,
             child: Some(child),
             lines,
             stderr,
@@ -143,15 +147,19 @@ impl Agent {
         self.child.as_ref().expect("running").id()
     }
 
-    /// Sends `signal`, then waits for the agent to exit.
+    /// Sends `signal`, then waits for the agent to exit. Every line it printed is
+    /// validated against the schemas (`crate::validate`): a line that does not match
+    /// fails the test here.
     pub fn stop_with(&mut self, signal: i32) -> Output {
         let mut child = self.child.take().expect("agent already stopped");
         let status = signal_and_wait(&mut child, signal);
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        crate::validate::assert_valid(&self.what, &lines);
         Output {
-            lines: std::mem::take(&mut *self.lines.lock().unwrap()),
+            lines,
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
             status,
         }
@@ -181,6 +189,15 @@ impl Drop for Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            for r in self.readers.drain(..) {
+                let _ = r.join();
+            }
+            // Never stopped: what it printed is validated all the same (unless the
+            // test is failing already).
+            if !std::thread::panicking() {
+                let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+                crate::validate::assert_valid(&self.what, &lines);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod recorded;
 pub mod scenarios;
 pub mod traffic;
+pub mod validate;
 
 pub use agent::Agent;
 pub use netns::{Netns, Topology};

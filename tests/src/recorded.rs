@@ -121,10 +121,10 @@ impl Finished {
             self.name,
             String::from_utf8_lossy(&replay.stderr)
         );
-        let replayed: Vec<Value> = String::from_utf8_lossy(&replay.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("replay prints JSON"))
-            .collect();
+        let replayed = crate::validate::parse_lines(
+            &format!("replay of {}", self.record.display()),
+            &String::from_utf8_lossy(&replay.stdout),
+        );
         assert_eq!(
             judgements(&self.out.lines),
             judgements(&replayed),

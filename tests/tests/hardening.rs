@@ -29,6 +29,10 @@ fn run_briefly(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("run sendsight");
+    sendsight_tests::validate::parse_lines(
+        &format!("run {args:?}"),
+        &String::from_utf8_lossy(&out.stdout),
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

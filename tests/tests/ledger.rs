@@ -91,11 +91,10 @@ fn replay(path: &Path) -> (Vec<Value>, String) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = sendsight_tests::validate::parse_lines(
+        &format!("replay of {}", path.display()),
+        &String::from_utf8(out.stdout).unwrap(),
+    );
     (lines, String::from_utf8(out.stderr).unwrap())
 }
 
@@ -270,12 +269,8 @@ fn a_slow_collector_losses_agree() {
     send_error_flood(&topo, 1, 20_000);
     std::thread::sleep(Duration::from_secs(3));
     let (out, m) = stop_quiet(agent, metrics);
-    let received: Vec<Value> = collector
-        .join()
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let received: Vec<Value> =
+        sendsight_tests::validate::parse_lines("the collector's lines", &collector.join().unwrap());
     let summary = received
         .iter()
         .find(|l| l["type"] == "summary")

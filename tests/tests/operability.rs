@@ -43,11 +43,10 @@ fn free_port() -> u16 {
 }
 
 fn lines_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    sendsight_tests::validate::parse_lines(
+        &path.display().to_string(),
+        &std::fs::read_to_string(path).unwrap_or_default(),
+    )
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! send too-big ICMPs between namespaces, and the replay of every recorded fixture
 //! (which hold verdicts of every kind). Every line must validate against the schema
 //! for its `type`; the schemas forbid unknown fields, so a renamed or added field
-//! fails here until `schema/` says so too.
+//! fails here until `schema/` says so too (`cargo xtask schema` regenerates it from
+//! the types). Here: the checked-in files themselves (valid, strict) and every line
+//! type seen; every other test's lines are validated too (`sendsight_tests::validate`).
 //!
 //! Topologies use nets 50..=59.
 
@@ -17,7 +19,7 @@ use std::{
 };
 
 use jsonschema::Validator;
-use sendsight::filter::EVENT_TYPES;
+use sendsight::{filter::EVENT_TYPES, schema::LineType};
 use sendsight_tests::{
     Agent, Topology,
     agent::{Output, binary},
@@ -31,13 +33,17 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Every line type the agent prints, one schema file each: the start line, the
-/// types `--events` selects (the agent's own list), and the summary.
+/// Every line type the agent prints, one schema file each (the agent's own list),
+/// which covers every type `--events` selects.
 fn types() -> Vec<&'static str> {
-    std::iter::once("start")
-        .chain(EVENT_TYPES.iter().copied())
-        .chain(["summary"])
-        .collect()
+    let all: Vec<&'static str> = LineType::ALL.iter().map(|t| t.name()).collect();
+    for t in EVENT_TYPES {
+        assert!(
+            all.contains(t),
+            "--events accepts {t}, which is no line type"
+        );
+    }
+    all
 }
 
 /// Every line type but `absent` (what a run cannot produce).
@@ -165,13 +171,7 @@ impl Report {
 }
 
 fn parse_lines(origin: &str, stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{origin}: a non-JSON line ({e}): {l}"))
-        })
-        .collect()
+    sendsight_tests::validate::parse_lines(origin, &String::from_utf8_lossy(stdout))
 }
 
 fn fixtures() -> Vec<PathBuf> {
@@ -241,6 +241,37 @@ fn every_schema_is_valid_and_strict() {
     let mut bad_ip = retransmit;
     bad_ip["peer"]["ip"] = Value::from("198.18.1");
     assert!(!v.is_valid(&bad_ip), "an address must be one: {bad_ip}");
+
+    // A verdict's evidence is checked per verdict, down to its fields' values.
+    let verdicts: Vec<Value> = fixtures()
+        .iter()
+        .flat_map(|f| replay(f))
+        .filter(|l| l["type"] == "verdict")
+        .collect();
+    let v = &s.by_type["verdict"];
+    let with_errno = verdicts
+        .iter()
+        .find(|l| l["evidence"]["errno_name"].is_string())
+        .expect("a recorded verdict with an errno name in its evidence");
+    assert!(v.is_valid(with_errno), "{with_errno}");
+    let mut bad_errno = with_errno.clone();
+    bad_errno["evidence"]["errno_name"] = Value::from("reset");
+    assert!(
+        !v.is_valid(&bad_errno),
+        "an errno name must be one: {bad_errno}"
+    );
+    let other = verdicts
+        .iter()
+        .find(|l| l["verdict"] != with_errno["verdict"])
+        .expect("a verdict of another kind");
+    let mut swapped = with_errno.clone();
+    swapped["evidence"] = other["evidence"].clone();
+    assert!(
+        !v.is_valid(&swapped),
+        "{} evidence under a {} verdict must fail",
+        other["verdict"],
+        with_errno["verdict"]
+    );
 }
 
 /// `sendsight replay` over every recorded fixture: verdicts of every kind.

@@ -8,6 +8,7 @@ mod cmd;
 mod fuzz;
 mod man;
 mod run;
+mod schema;
 mod setup;
 mod test;
 mod toolchain;
@@ -34,6 +35,9 @@ enum Command {
     },
     /// Write the man pages and shell completions, generated from the agent's
     /// command-line definition, into DIR (man1/, completions/).
+    /// Write schema/*.schema.json, generated from the types that serialize the
+    /// agent's lines (checked in; a test fails when they differ).
+    Schema,
     Man {
         #[arg(long, default_value = "target/man", value_name = "DIR")]
         out: std::path::PathBuf,
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Setup { purpose } => setup::setup(purpose),
+        Command::Schema => schema::schema(),
         Command::Man { out } => {
             setup::setup(Purpose::Run)?;
             man::man(&out)

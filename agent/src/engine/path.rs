@@ -35,12 +35,19 @@ pub struct PathLine {
     pub evidence: PathEvidence,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PathEvidence {
+    #[schemars(range(min = 2))]
     pub sockets_affected: usize,
     pub mss: Option<u32>,
     pub last_peer: IpAddr,
 }
+
+/// The verdicts said once for a path (the only values of a `path` line's `verdict`).
+pub const PATH_VERDICTS: [super::verdict::Kind; 2] = [
+    super::verdict::Kind::PmtudBlackhole,
+    super::verdict::Kind::PathDown,
+];
 
 /// Bounded: at most `max` (verdict, prefix) groups, each with at most 64 sockets listed.
 pub struct Paths {
@@ -65,6 +72,10 @@ impl Paths {
         sock: u64,
         mss: Option<u32>,
     ) -> Option<PathLine> {
+        debug_assert!(
+            PATH_VERDICTS.contains(&verdict),
+            "{verdict:?} has no path line"
+        );
         let key = (verdict, prefix(flow));
         if !self.groups.contains_key(&key) && self.groups.len() >= self.max {
             return None;

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use agent_common::event::{
     Flow, Owner, icmp_source, retransmit_flags, send_flags, send_source, udpq_flags,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::SCHEMA;
@@ -21,14 +22,28 @@ use crate::{
     system::errno,
 };
 
-#[derive(Serialize)]
+/// The envelope every line shares; the body's fields follow at the same level.
+#[derive(Serialize, JsonSchema)]
 pub struct Line<'a, B: Serialize> {
+    #[schemars(schema_with = "crate::schema::schema_version")]
     pub schema: &'static str,
     #[serde(rename = "type")]
+    #[schemars(schema_with = "crate::schema::line_type")]
     pub kind: &'static str,
+    /// RFC 3339, UTC, nanoseconds.
+    #[schemars(
+        extend("format" = "date-time"),
+        regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z$")
+    )]
     pub ts: &'a str,
+    /// The same instant as Unix-epoch nanoseconds.
+    #[schemars(extend("x-otel" = "Timestamp"))]
     pub ts_ns: i128,
+    /// Who is speaking: the host's name and boot id (a replay prints the recorded
+    /// host's).
     pub host: &'static crate::system::host::Host,
+    /// Version of the sendsight binary that printed the line.
+    #[schemars(length(min = 1), extend("x-otel" = "service.version"))]
     pub agent_version: &'static str,
     #[serde(flatten)]
     pub body: B,
@@ -73,20 +88,32 @@ pub fn line_into<B: Serialize>(
     out.push(b'\n');
 }
 
-#[derive(Serialize, Debug, PartialEq, Eq)]
+/// One end of a flow.
+#[derive(Serialize, JsonSchema, Debug, PartialEq, Eq)]
+#[schemars(rename = "endpoint")]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct FlowBody {
+    #[schemars(schema_with = "crate::schema::family", extend("x-otel" = "network.type"))]
     pub family: &'static str,
+    #[schemars(
+        schema_with = "crate::schema::protocol",
+        extend("x-otel" = "network.transport")
+    )]
     pub protocol: &'static str,
+    /// This host's end of the flow.
+    #[schemars(extend("x-otel" = {"ip": "network.local.address", "port": "network.local.port"}))]
     pub local: Endpoint,
+    /// The far end of the flow.
+    #[schemars(extend("x-otel" = {"ip": "network.peer.address", "port": "network.peer.port"}))]
     pub peer: Endpoint,
     /// A well-known service recognised from the flow ("ike": UDP 500/4500).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::service")]
     pub service: Option<&'static str>,
 }
 
@@ -108,12 +135,21 @@ impl From<&Flow> for FlowBody {
     }
 }
 
-/// The process behind a socket event.
-#[derive(Serialize)]
+/// The process behind the socket: the caller for process-context events, the
+/// socket's recorded owner for softirq ones.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "process")]
 pub struct Process<'a> {
+    /// Thread group id (what userspace calls the pid).
+    #[schemars(extend("x-otel" = "process.pid"))]
     pub pid: u32,
+    /// Thread id.
+    #[schemars(extend("x-otel" = "thread.id"))]
     pub tid: u32,
+    /// Thread name (kernel comm, at most 15 bytes).
+    #[schemars(length(max = 64), extend("x-otel" = "thread.name"))]
     pub comm: std::borrow::Cow<'a, str>,
+    /// cgroup v2 id (inode of the cgroup directory).
     pub cgroup_id: u64,
 }
 
@@ -130,13 +166,16 @@ impl<'a> From<&'a Owner> for Process<'a> {
 }
 
 /// Fields every socket event shares.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SocketBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
+    /// Network namespace inode (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub netns: Option<u32>,
 }
 
@@ -149,54 +188,84 @@ fn socket_body<'a>(a: &'a Annotated, flow: &Flow, netns: u32) -> SocketBody<'a> 
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct RetransmitBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub state: &'static str,
     /// "rto", "fast", "tlp", "other".
+    #[schemars(schema_with = "crate::schema::retransmit_kind")]
     pub kind: &'static str,
-    /// Segments in the retransmitted skb; the kernel's counters count these.
+    /// Segments in the retransmitted skb (the kernel's counters count these).
     pub segs: u32,
-    /// Payload bytes in the skb.
+    /// Payload bytes in the skb (null: the skb could not be read).
     pub bytes: Option<u32>,
+    /// Bytes per segment (null: the skb could not be read).
     pub seg_len: Option<u32>,
     pub seq: Option<u32>,
     pub mss: Option<u32>,
     /// Path MTU the socket last synced to.
     pub pmtu: Option<u32>,
+    #[schemars(range(min = 0))]
     pub rto_ms: Option<f64>,
     pub backoff: u8,
     /// Written but not yet acknowledged bytes.
     pub snd_queue: Option<u32>,
     pub srtt_us: Option<u32>,
     pub cwnd: Option<u32>,
+    #[schemars(schema_with = "crate::schema::ca_state")]
     pub ca_state: &'static str,
-    /// Transmit result, when the kernel reports it.
+    /// Transmit result, on kernels whose tracepoint reports it (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i32")]
     pub err: Option<i32>,
+    #[schemars(extend("x-otel" = "cpu.logical_number"))]
     pub cpu: u32,
 }
 
-#[derive(Serialize)]
+/// The hooks a send error can be seen by: the socket layer, the syscall exit.
+pub const SEND_SOURCES: [&str; 2] = ["socket", "syscall"];
+
+#[derive(Serialize, JsonSchema)]
 pub struct SendErrorBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    /// The TCP socket's state (null: not a TCP socket, or none known).
+    #[schemars(
+        schema_with = "crate::schema::tcp_state_or_null",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub state: Option<&'static str>,
     pub errno: i32,
+    #[schemars(
+        schema_with = "crate::schema::errno_name",
+        extend("x-otel" = "error.type")
+    )]
     pub errno_name: std::borrow::Cow<'static, str>,
+    #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
     /// Bytes the failing call asked to send, when known.
     pub bytes: Option<u32>,
+    #[schemars(schema_with = "crate::schema::syscall_or_null")]
     pub syscall: Option<&'static str>,
     /// Which hooks saw it: "socket" (the socket layer), "syscall" (the syscall exit).
+    #[schemars(schema_with = "crate::schema::send_sources")]
     pub source: Vec<&'static str>,
 }
 
-#[derive(Serialize)]
+/// Who sent a too-big message: this host got it, or this host (a router) sent it.
+pub const ICMP_SOURCES: [&str; 2] = ["received", "sent"];
+
+#[derive(Serialize, JsonSchema)]
 pub struct IcmpBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     /// "received": this host got the message; "sent": this host (a router) sent it.
+    #[schemars(schema_with = "crate::schema::icmp_source")]
     pub source: &'static str,
     /// Next-hop MTU reported (null when not known: locally sent messages).
     pub mtu: Option<u32>,
@@ -209,32 +278,50 @@ pub struct IcmpBody<'a> {
     pub process: Option<Process<'a>>,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// Network namespace inode (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub netns: Option<u32>,
+    /// Interface the message came in on or left by (absent when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub ifindex: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StateBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub old_state: &'static str,
+    #[schemars(
+        schema_with = "crate::schema::tcp_state",
+        extend("x-otel" = "network.connection.state")
+    )]
     pub new_state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SocketErrorBody<'a> {
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
     pub errno: i32,
+    #[schemars(
+        schema_with = "crate::schema::errno_name",
+        extend("x-otel" = "error.type")
+    )]
     pub errno_name: std::borrow::Cow<'static, str>,
+    #[schemars(schema_with = "crate::schema::errno_text")]
     pub errno_text: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct UdpSendBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
@@ -243,29 +330,40 @@ pub struct UdpSendBody<'a> {
 }
 
 /// A peer in a `udp_queue_drop` line.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "peer_count")]
 pub struct PeerCount {
     pub ip: IpAddr,
     pub port: u16,
     pub dropped: u64,
 }
 
-#[derive(Serialize)]
+/// Who made a `udp_queue_drop` line: a program (`kernel`), or the agent reading the
+/// kernel's map (`agent`).
+pub const UDP_QUEUE_ORIGINS: [&str; 2] = ["kernel", "agent"];
+
+#[derive(Serialize, JsonSchema)]
 pub struct UdpQueueBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
-    /// Datagrams dropped at the full receive queue since the agent started
-    /// (cumulative: the latest line is exact whatever was suppressed).
+    /// Datagrams dropped at the full receive queue (rc -ENOMEM: what the kernel counts
+    /// as Udp RcvbufErrors) since the agent started (cumulative: the latest line is
+    /// exact whatever was suppressed).
     pub dropped: u64,
-    /// Other enqueue failures (protocol memory limit), cumulative.
+    /// Other enqueue failures (the protocol's memory limit, MemErrors), cumulative.
     pub memory_drops: u64,
     /// The socket's own drop counter (sk_drops), since the socket was created.
     pub socket_drops: Option<u32>,
+    /// sk_rcvbuf: the receive buffer limit in bytes.
     pub rcvbuf: Option<u32>,
-    /// Bytes queued at the last drop.
+    /// Bytes queued (sk_rmem_alloc) at the last drop.
     pub queued: Option<u32>,
+    /// Size of the last dropped datagram, headers included.
     pub last_datagram_bytes: Option<u32>,
+    /// The first sources of dropped datagrams, with their counts.
+    #[schemars(length(max = agent_common::event::UDP_QUEUE_PEERS))]
     pub peers: Vec<PeerCount>,
+    /// Drops from other sources, or whose source could not be read.
     pub other_peers_dropped: u64,
     /// sock_exceed_buf_limit hits, send and receive side, cumulative.
     pub send_limit_hits: u32,
@@ -274,13 +372,15 @@ pub struct UdpQueueBody<'a> {
     pub suppressed: u64,
     /// `kernel` (a program emitted it), `agent` (read from the kernel's map by the
     /// agent: every second while counts change, and at the end of the run).
+    #[schemars(schema_with = "crate::schema::udp_queue_origin")]
     pub origin: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct CongBody<'a> {
     #[serde(flatten)]
     pub socket: SocketBody<'a>,
+    #[schemars(schema_with = "crate::schema::ca_state")]
     pub ca_state: &'static str,
 }
 
@@ -295,24 +395,32 @@ fn known<T: Copy>(ok: bool, v: T) -> Option<T> {
     ok.then_some(v)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct VerdictBody<'a> {
     pub verdict: Kind,
     /// Raised (and the verdict repeated) as evidence grows.
     pub confidence: Confidence,
+    /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
     #[serde(flatten)]
     pub flow: FlowBody,
     pub process: Option<Process<'a>>,
+    #[schemars(schema_with = "crate::schema::evidence_object")]
     pub evidence: &'a Evidence,
+    /// What to do about it, in words.
+    #[schemars(length(min = 1))]
     pub advice: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct PathBody<'a> {
+    #[schemars(schema_with = "crate::schema::path_verdict")]
     pub verdict: Kind,
     /// Destination prefix the sockets share (IPv4 /24, IPv6 /64).
+    #[schemars(regex(pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}/24|[0-9a-f:]+/64)$"))]
     pub destination: &'a str,
+    /// The sockets that reached it (at most 64 listed).
+    #[schemars(length(min = 2, max = 64), extend("uniqueItems" = true))]
     pub sockets: &'a [u64],
     pub evidence: &'a PathEvidence,
 }
@@ -409,10 +517,10 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
             let has_sock = e.flags & send_flags::NO_SOCK == 0;
             let mut source = Vec::new();
             if e.source & send_source::SOCKET != 0 {
-                source.push("socket");
+                source.push(SEND_SOURCES[0]);
             }
             if e.source & send_source::SYSCALL != 0 {
-                source.push("syscall");
+                source.push(SEND_SOURCES[1]);
             }
             line_into(
                 out,
@@ -441,7 +549,7 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                 ts_ns,
                 IcmpBody {
                     sock: a.sock,
-                    source: if received { "received" } else { "sent" },
+                    source: ICMP_SOURCES[if received { 0 } else { 1 }],
                     mtu: known(e.mtu != 0, e.mtu),
                     router: received.then(|| net::ip(e.quoted.family, &e.router)),
                     flow: FlowBody::from(&e.quoted),
@@ -521,11 +629,7 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
                     send_limit_hits: e.send_limit,
                     recv_limit_hits: e.recv_limit,
                     suppressed: e.suppressed,
-                    origin: if e.flags & udpq_flags::AGENT != 0 {
-                        "agent"
-                    } else {
-                        "kernel"
-                    },
+                    origin: UDP_QUEUE_ORIGINS[usize::from(e.flags & udpq_flags::AGENT != 0)],
                 },
             )
         }
@@ -542,36 +646,51 @@ pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) 
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct StartBody<'a> {
+    /// Version of the agent.
+    #[schemars(length(min = 1), extend("x-otel" = "service.version"))]
     pub version: &'static str,
+    /// Kernel release (/proc/sys/kernel/osrelease).
+    #[schemars(extend("x-otel" = "os.version"))]
     pub kernel: &'a str,
+    /// Where tracefs is mounted.
     pub tracefs: &'a str,
+    /// Kernel HZ (jiffies per second), when known.
     pub hz: Option<u32>,
+    /// Each probe's state.
+    #[schemars(length(min = 1))]
     pub probes: &'a [crate::probes::ProbeStatus],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct LossBody<'a> {
     /// Where the loss happened: a program's ring reservation, the decoder, a sink.
+    #[schemars(schema_with = "crate::schema::loss_source")]
     pub source: &'a str,
     /// Events lost since the previous loss line for this source.
+    #[schemars(range(min = 1))]
     pub lost: u64,
     /// Events lost from this source since start.
+    #[schemars(range(min = 1))]
     pub total: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct SummaryBody {
+    #[schemars(range(min = 0))]
     pub duration_s: f64,
     /// Events delivered to the agent, by type.
+    #[schemars(schema_with = "crate::schema::events_by_type")]
     pub events: BTreeMap<&'static str, u64>,
     pub events_total: u64,
     /// Events lost, by source (kernel reservations per program, decoder, sockets).
+    #[schemars(schema_with = "crate::schema::lost_by_source")]
     pub lost: BTreeMap<String, u64>,
     pub lost_total: u64,
     pub sockets_seen: u64,
     /// Verdicts emitted, by name.
+    #[schemars(schema_with = "crate::schema::verdicts_by_kind")]
     pub verdicts: BTreeMap<&'static str, u64>,
     /// send_error verdicts held back by the per-socket rate limit (1/s per errno);
     /// every send_error event is still printed.

@@ -70,8 +70,9 @@ impl Default for Options {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "probe_state")]
 pub enum State {
     Attached,
     /// Attached, with a documented gap (a field this kernel lacks).
@@ -81,11 +82,15 @@ pub enum State {
 }
 
 /// How one probe ended up.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "probe_status")]
 pub struct ProbeStatus {
+    #[schemars(length(min = 1))]
     pub probe: &'static str,
+    /// Where it attaches, e.g. `tracepoint tcp:tcp_retransmit_skb`.
     pub attach: String,
     pub state: State,
+    /// Why degraded or unavailable; empty when attached.
     pub note: String,
 }
 

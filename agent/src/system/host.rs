@@ -5,8 +5,10 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "host")]
 pub struct Host {
+    #[schemars(extend("x-otel" = "host.name"))]
     pub name: String,
     pub boot_id: String,
 }

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer};
 
 use super::Kind;
@@ -18,7 +19,17 @@ impl Serialize for ErrnoName {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl JsonSchema for ErrnoName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "errno_name".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        crate::schema::errno_name_inline()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Evidence {
     PmtudBlackhole(Blackhole),
@@ -57,7 +68,7 @@ impl Evidence {
 }
 
 /// Where the too-big messages that should have shrunk the packets were lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilteredAt {
     /// None came back: filtered on the path (or never sent).
@@ -67,7 +78,7 @@ pub enum FilteredAt {
     ThisHost,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Blackhole {
     pub rto_retransmits: u32,
     pub full_size_retransmits: u32,
@@ -82,22 +93,25 @@ pub struct Blackhole {
     pub too_big_router: Option<IpAddr>,
     pub bytes_acked: u64,
     pub segments_delivered: u32,
+    #[schemars(range(min = 0))]
     pub avg_delivered_segment: Option<f64>,
     pub backoff: u8,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub snd_queue: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PmtudOk {
     pub mtu: u32,
     pub router: IpAddr,
     pub mss_before: Option<u32>,
     pub mss_after: u32,
+    #[schemars(range(min = 0))]
     pub ms_to_adapt: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveredBy {
     Acknowledged,
@@ -105,8 +119,9 @@ pub enum RecoveredBy {
     CongestionOpen,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Recovered {
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub mss_before: u32,
     pub mss_after: u32,
@@ -114,7 +129,7 @@ pub struct Recovered {
     pub recovered_by: RecoveredBy,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Loss {
     /// Retransmissions within the window (`window_s`).
     pub retransmits: u64,
@@ -128,10 +143,11 @@ pub struct Loss {
     pub window_s: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PathDown {
     pub rto_retransmits: u32,
     pub backoff: u8,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
     pub acknowledged_during_stall: u32,
     /// How the connection ended; null while the stall goes on.
@@ -143,26 +159,28 @@ pub struct PathDown {
     pub small_lost: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Stall {
     pub rto_retransmits: u32,
     pub backoff: u8,
     pub snd_queue_start: u32,
     pub snd_queue_now: u32,
+    #[schemars(range(min = 0))]
     pub stuck_ms: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectCause {
     Timeout,
     Reset,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Disconnect {
     pub cause: DisconnectCause,
     pub errno_name: ErrnoName,
+    #[schemars(range(min = 0))]
     pub idle_ms: f64,
     pub retransmits_before: u64,
 }
@@ -177,6 +195,20 @@ pub enum SpoofReason {
     /// The quoted sequence lies beyond anything the socket has written, and the
     /// kernel did not act on it.
     NeverSent { write_seq: u32 },
+}
+
+impl JsonSchema for SpoofReason {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "spoof_reason".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "description": "Why the message cannot be genuine, in words.",
+        })
+    }
 }
 
 impl Serialize for SpoofReason {
@@ -195,7 +227,7 @@ impl Serialize for SpoofReason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Spoofed {
     pub reason: SpoofReason,
     pub mtu: u32,
@@ -203,9 +235,14 @@ pub struct Spoofed {
     pub quoted_seq: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How many of a socket's latest retransmits a send_error verdict lists.
+pub const RECENT_RETRANSMITS: usize = 5;
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct RecentRetransmit {
+    #[schemars(range(min = 0))]
     pub ago_ms: f64,
+    #[schemars(schema_with = "crate::schema::retransmit_kind")]
     pub kind: &'static str,
     pub seg_len: u32,
     pub backoff: u8,
@@ -213,7 +250,7 @@ pub struct RecentRetransmit {
 
 /// What explains a failed send: the socket's latest verdict, else the errno's usual
 /// meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LikelyCause {
     Verdict(Kind),
@@ -224,21 +261,34 @@ pub enum LikelyCause {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageTooBig;
 
+impl JsonSchema for MessageTooBig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "message_too_big".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"const": "message_larger_than_path_mtu"})
+    }
+}
+
 impl Serialize for MessageTooBig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("message_larger_than_path_mtu")
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct SendErrorFacts {
     pub errno: i32,
     pub errno_name: ErrnoName,
     pub meaning: &'static str,
     pub likely_cause: Option<LikelyCause>,
     pub prior_verdicts: Vec<Kind>,
+    /// The socket's latest retransmits, newest first.
+    #[schemars(length(max = RECENT_RETRANSMITS))]
     pub recent_retransmits: Vec<RecentRetransmit>,
     pub rto_retransmits: u32,
+    #[schemars(range(min = 0))]
     pub stuck_ms: Option<f64>,
     pub too_big_received: usize,
     pub last_too_big_mtu: Option<u32>,
@@ -248,7 +298,7 @@ pub struct SendErrorFacts {
     pub snd_queue: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PortsExhausted {
     pub destination: String,
     pub errno_name: ErrnoName,
@@ -261,14 +311,14 @@ pub struct PortsExhausted {
     pub host: Option<PortsHostFacts>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct PortsHostFacts {
     pub time_wait_to_destination: Option<u64>,
     pub ip_local_port_range: Option<String>,
     pub ephemeral_ports: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct BindConflict {
     /// The address and port bind() asked for.
     pub address: String,
@@ -277,7 +327,7 @@ pub struct BindConflict {
     pub window_s: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct UdpPathMtu {
     pub largest_datagram: u32,
     pub large_datagrams: u32,
@@ -286,6 +336,7 @@ pub struct UdpPathMtu {
     pub path_mtu: Option<u32>,
     pub router: Option<IpAddr>,
     pub too_big_generated_on_this_host: u32,
+    #[schemars(schema_with = "crate::schema::service_or_null")]
     pub service: Option<&'static str>,
     /// Which of the rule's grounds made the verdict.
     #[serde(skip)]
@@ -301,7 +352,7 @@ pub enum UdpGround {
 }
 
 /// A source of datagrams a socket dropped, and how many of its datagrams.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PeerDrops {
     pub ip: IpAddr,
     pub port: u16,
@@ -310,7 +361,7 @@ pub struct PeerDrops {
 
 /// A socket dropped datagrams because its receive queue was full (one episode:
 /// from the first drop to a second without any).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct UdpQueueOverflow {
     /// Datagrams dropped at the full queue in this episode: what the kernel counts
     /// as `Udp: RcvbufErrors` (`Udp6: RcvbufErrors`), for this socket alone.
@@ -318,6 +369,7 @@ pub struct UdpQueueOverflow {
     /// Other enqueue failures (the protocol's memory limit: `MemErrors`).
     pub memory_drops: u64,
     /// From the episode's first drop to its last so far.
+    #[schemars(range(min = 0))]
     pub duration_s: f64,
     /// The episode is over: a second passed without a drop (or the run ended).
     pub ended: bool,
@@ -331,6 +383,7 @@ pub struct UdpQueueOverflow {
     /// Size of the last dropped datagram (IP and UDP headers included).
     pub last_datagram_bytes: Option<u32>,
     /// The first sources of dropped datagrams, most dropped first.
+    #[schemars(length(max = agent_common::event::UDP_QUEUE_PEERS))]
     pub top_peers: Vec<PeerDrops>,
     /// Drops from other sources (or whose source could not be read).
     pub other_peers_dropped: u64,
@@ -340,5 +393,6 @@ pub struct UdpQueueOverflow {
     /// episode (rate bound); the counts above include their drops.
     pub records_suppressed: u64,
     /// "ike" (500/4500), "dns" (53), "syslog" (514), "quic" (443).
+    #[schemars(schema_with = "crate::schema::service_or_null")]
     pub service: Option<&'static str>,
 }

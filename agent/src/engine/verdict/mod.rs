@@ -36,8 +36,11 @@ use super::timeline::{Timeline, seq_after};
 
 /// Every verdict the engine can reach. The order is the order `VerdictLog` lists them
 /// in and is part of no format: only the names are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "verdict_kind")]
 pub enum Kind {
     EphemeralPortsExhausted,
     BindConflict,
@@ -95,7 +98,7 @@ impl Kind {
 }
 
 /// How sure the engine is. Ordered: a verdict is repeated only when this rises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
     Low,

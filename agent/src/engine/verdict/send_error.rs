@@ -51,7 +51,7 @@ pub fn on_send_error(t: &mut Timeline, c: &Ctx, e: &SendError, out: &mut Vec<Ver
         .retransmits
         .iter()
         .rev()
-        .take(5)
+        .take(super::evidence::RECENT_RETRANSMITS)
         .map(|r| RecentRetransmit {
             ago_ms: ms(ts.saturating_sub(r.ts_ns)),
             kind: net::retransmit_kind_name(r.kind),
