@@ -74,6 +74,21 @@ fn links_at_the_record_and_output_paths_are_refused() {
         b"precious\n",
         "target untouched"
     );
+
+    // A hard link to someone's file is not a file of one's own either.
+    let hard = d.join("hard");
+    std::fs::hard_link(&target, &hard).unwrap();
+    let (code, err) = run_briefly(&["--output", &format!("file:{}", hard.display())]);
+    assert_ne!(code, 0);
+    assert!(err.contains("hard links"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious\n");
+
+    // A character device is written as it is: /dev/null keeps its mode (and is
+    // never rotated away).
+    let (code, err) = run_briefly(&["--output", "file:/dev/null"]);
+    assert_eq!(code, 0, "{err}");
+    let mode = std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

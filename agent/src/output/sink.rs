@@ -292,7 +292,9 @@ fn open_output(path: &Path) -> Result<File, SinkError> {
         return Ok(file);
     }
     if !meta.is_file() {
-        return Err(refuse("is neither a regular file nor a character device".into()));
+        return Err(refuse(
+            "is neither a regular file nor a character device".into(),
+        ));
     }
     // A hard link elsewhere (e.g. to a system file) would be appended to and chmodded.
     if meta.nlink() != 1 {
