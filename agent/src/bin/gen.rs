@@ -69,27 +69,21 @@ fn main() -> ExitCode {
             eprintln!("usage: sendsight-gen --schema DIR (writes DIR/<type>.schema.json)");
             return ExitCode::from(2);
         };
-        return match write_schemas(std::path::Path::new(&dir)) {
-            Ok(files) => {
-                for f in files {
-                    eprintln!("sendsight-gen: wrote {}", f.display());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!(
-                    "sendsight-gen: error: writing into {}: {e}",
-                    PathBuf::from(dir).display()
-                );
-                ExitCode::FAILURE
-            }
-        };
+        return reported(&dir, write_schemas(std::path::Path::new(&dir)));
     }
     let (Some(dir), None) = (args.next(), args.next()) else {
         eprintln!("usage: sendsight-gen DIR (writes DIR/man1/*.1 and DIR/completions/*)");
         return ExitCode::from(2);
     };
-    match generate(std::path::Path::new(&dir)) {
+    reported(&dir, generate(std::path::Path::new(&dir)))
+}
+
+/// Says which files were written into `dir`, or why not; the exit code.
+fn reported<E: std::fmt::Display>(
+    dir: &std::ffi::OsStr,
+    result: Result<Vec<PathBuf>, E>,
+) -> ExitCode {
+    match result {
         Ok(files) => {
             for f in files {
                 eprintln!("sendsight-gen: wrote {}", f.display());

@@ -243,18 +243,16 @@ fn every_line_type_has_a_schema_and_every_type_the_agent_prints_is_one() {
 
 #[test]
 fn every_value_the_agent_prints_is_in_its_schema() {
-    let socket_lines = [
-        LineType::Retransmit,
-        LineType::SendError,
-        LineType::ConnectError,
-        LineType::UdpSend,
-        LineType::UdpQueueDrop,
-        LineType::IcmpTooBig,
-        LineType::SocketState,
-        LineType::SocketError,
-        LineType::CongState,
-        LineType::Verdict,
-    ];
+    // Every line about a socket: all but the agent's own bookkeeping lines.
+    let socket_lines: Vec<LineType> = LineType::ALL
+        .into_iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                LineType::Start | LineType::Path | LineType::Loss | LineType::Summary
+            )
+        })
+        .collect();
     let states = image(0..=u8::MAX, net::tcp_state_name);
     let ca = image(0..=u8::MAX, net::ca_state_name);
     for t in socket_lines {

@@ -226,12 +226,29 @@ pub fn on_retransmit(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
             t.flow.state,
             tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT | tcp_state::FIN_WAIT1
         );
-        pmtud::blackhole(t, c, e, &ep, established, out);
+        let mut at = AtRto {
+            c,
+            e,
+            ep: &ep,
+            established,
+        };
+        pmtud::blackhole(t, at, out);
         stall::clogged(t, c, e, &ep, out);
-        let ep = t.episode.as_deref().cloned().unwrap_or(ep);
-        stall::path_down_live(t, c, e, &ep, established, out);
+        let now = t.episode.as_deref().cloned().unwrap_or_else(|| ep.clone());
+        at.ep = &now;
+        stall::path_down_live(t, at, out);
     }
     loss::judge(t, c, e, out);
+}
+
+/// An RTO retransmission as the stall rules see it: the event, the stall episode that
+/// already counts it, and whether the socket is in a data-carrying state.
+#[derive(Clone, Copy)]
+pub struct AtRto<'a> {
+    pub c: &'a Ctx,
+    pub e: &'a Retransmit,
+    pub ep: &'a crate::engine::timeline::Episode,
+    pub established: bool,
 }
 
 /// The end of a stall: progress was seen (or recovery signalled).

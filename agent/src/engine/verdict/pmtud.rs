@@ -153,14 +153,13 @@ fn not_applied(t: &Timeline) -> Option<(u32, &TooBigFact)> {
 /// The black-hole rule, at an RTO retransmission of a stall (`ep` already counts it):
 /// full-size segments retransmitted, nothing small among them, only small segments
 /// ever delivered, and no too-big message applied.
-pub fn blackhole(
-    t: &mut Timeline,
-    c: &Ctx,
-    e: &Retransmit,
-    ep: &Episode,
-    established: bool,
-    out: &mut Vec<Verdict>,
-) {
+pub fn blackhole(t: &mut Timeline, at: super::AtRto, out: &mut Vec<Verdict>) {
+    let super::AtRto {
+        c,
+        e,
+        ep,
+        established,
+    } = at;
     if !(established && ep.rto >= 2 && ep.small == 0 && ep.full_size >= 2 && ep.mss == e.mss) {
         return;
     }

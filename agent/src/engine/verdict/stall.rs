@@ -85,14 +85,13 @@ pub fn clogged(t: &mut Timeline, c: &Ctx, e: &Retransmit, ep: &Episode, out: &mu
 /// minutes to give up): nothing acknowledged through `PATH_DOWN_MEDIUM_AT` RTOs, and
 /// the size is not the cause (full-size segments got through earlier, or small ones
 /// are lost too).
-pub fn path_down_live(
-    t: &mut Timeline,
-    c: &Ctx,
-    e: &Retransmit,
-    ep: &Episode,
-    established: bool,
-    out: &mut Vec<Verdict>,
-) {
+pub fn path_down_live(t: &mut Timeline, at: super::AtRto, out: &mut Vec<Verdict>) {
+    let super::AtRto {
+        c,
+        e,
+        ep,
+        established,
+    } = at;
     let full_size_delivered = pmtud::full_size_delivered(ep);
     // A socket that has been losing and recovering segments gets more patience: on
     // a lossy path (10% loss) three timeouts in a row happen now and then, six do not.
