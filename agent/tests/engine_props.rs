@@ -1152,6 +1152,61 @@ fn regression_blackhole_packet_size_at_max_mss() {
     assert_eq!(verdicts, ["pmtud_blackhole"]);
 }
 
+/// Random loss, not a black hole: the path already carried full-size segments past a
+/// hole (a fast retransmit, SACKed data; 10 segments cumulatively acknowledged), then
+/// the retransmission was lost twice. Seen in CI: SACKed segments counted in
+/// `delivered` but not in `bytes_acked` made the average delivered size look small.
+#[test]
+fn loss_after_a_fast_retransmit_is_no_black_hole() {
+    let mss = 1448;
+    let run = |fast_first: bool| {
+        let mut engine = Engine::new(Limits::default());
+        let mut names = Vec::new();
+        let mut events = Vec::new();
+        let with = |e: Event, kind: u8, ts: u64, backoff: u8| match e {
+            Event::Retransmit(mut r) => {
+                r.kind = kind;
+                r.header.ts_ns = ts;
+                r.backoff = backoff;
+                r.delivered = 21;
+                r.bytes_acked = 14_481;
+                Event::Retransmit(r)
+            }
+            other => other,
+        };
+        if fast_first {
+            events.push(with(
+                blackhole_rto(0xa, 1, mss, 0),
+                retransmit_kind::FAST,
+                900_000_000,
+                0,
+            ));
+        }
+        for (i, ts) in [1_000_000_000u64, 2_000_000_000, 4_000_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            events.push(with(
+                blackhole_rto(0xa, ts, mss, i as u8),
+                retransmit_kind::RTO,
+                ts,
+                i as u8,
+            ));
+        }
+        for e in events {
+            for line in engine.on_event(e) {
+                if let Emit::Verdict(v) = line {
+                    names.push(v.kind().name());
+                }
+            }
+        }
+        names
+    };
+    assert!(!run(true).contains(&"pmtud_blackhole"), "{:?}", run(true));
+    // The same stall without the fast retransmit before it is still judged a hole.
+    assert!(run(false).contains(&"pmtud_blackhole"), "{:?}", run(false));
+}
+
 // ---------------------------------------------------------------------------
 // Decoder properties
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use agent_common::event::{IcmpTooBig, Retransmit};
+use agent_common::event::{IcmpTooBig, Retransmit, retransmit_kind};
 
 use super::{
     Confidence, Ctx, Verdict, base_headers, default_headers,
@@ -163,7 +163,7 @@ pub fn blackhole(t: &mut Timeline, at: super::AtRto, out: &mut Vec<Verdict>) {
     if !(established && ep.rto >= 2 && ep.small == 0 && ep.full_size >= 2 && ep.mss == e.mss) {
         return;
     }
-    if !size_bound(ep, e) {
+    if !size_bound(ep, e) || recovered_past_a_hole(t, ep) {
         return;
     }
     let applied = t.too_big.iter().any(|f| f.fate == TooBigFate::Applied);
@@ -225,6 +225,18 @@ pub fn size_bound(ep: &Episode, e: &Retransmit) -> bool {
         && !delivered_in_stall
         && Timeline::avg_delivered(ep.bytes_acked, ep.delivered)
             .is_none_or(|a| a < SMALL_DELIVERY_RATIO * ep.mss as f64)
+}
+
+/// A fast retransmit at this MSS (duplicate ACKs or SACKs: segments past a hole
+/// arrived) with full segments' worth of data acknowledged: the path carries this
+/// size, and the stall is loss. (Random loss made two RTOs in a row of full-size
+/// segments look like a black hole: SACKed segments count in `delivered` but not in
+/// `bytes_acked`, which drags the average delivered size down.)
+fn recovered_past_a_hole(t: &Timeline, ep: &Episode) -> bool {
+    ep.bytes_acked >= 2 * u64::from(ep.mss)
+        && t.retransmits
+            .iter()
+            .any(|r| r.kind == retransmit_kind::FAST && u32::from(r.mss) == ep.mss)
 }
 
 /// Full-size segments at this MSS were delivered earlier on this socket.
