@@ -383,6 +383,19 @@ pub fn print_judgements(name: &str, out: &Output, topo: &Topology) {
     if ours.len() > 30 {
         println!("[{name}]   ... and {} more", ours.len() - 30);
     }
+    // For the post-mortem of a failure: what was said elsewhere, and what was lost.
+    let others: Vec<&Value> = out
+        .lines
+        .iter()
+        .filter(|l| l["type"] == "verdict" && !in_range(l, topo))
+        .collect();
+    println!("[{name}] {} verdict line(s) outside the ranges", others.len());
+    for l in others.iter().take(10) {
+        println!("[{name}]   elsewhere: {} netns={}", brief(l), l["netns"]);
+    }
+    for l in out.of_type("loss") {
+        println!("[{name}]   loss {l}");
+    }
     for p in out.of_type("path") {
         if p["sockets"]
             .as_array()

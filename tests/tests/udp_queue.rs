@@ -291,6 +291,9 @@ fn expect_overflow(
     r: &Run,
     fin: sendsight_tests::recorded::Finished,
 ) -> (sendsight_tests::agent::Output, Vec<Value>) {
+    for l in fin.out.of_type("udp_queue_drop").iter().take(12) {
+        println!("[udp_queue] record {l}");
+    }
     let out = fin.expect(
         &r.topo,
         &[(
