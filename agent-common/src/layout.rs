@@ -57,6 +57,10 @@ pub struct FlowTp {
 pub struct SendTp {
     pub sk: u16,
     pub ret: u16,
+    /// `syscalls:sys_exit_<name>` (one layout for all): `__syscall_nr` (int) and
+    /// `ret` (long).
+    pub sys_nr: u16,
+    pub sys_ret: u16,
 }
 
 /// `net:netif_receive_skb` and `icmp:icmp_send`.
@@ -230,6 +234,8 @@ impl Layout {
         send_tp: SendTp {
             sk: ABSENT,
             ret: ABSENT,
+            sys_nr: ABSENT,
+            sys_ret: ABSENT,
         },
         skb_tp: SkbTp {
             netif_skbaddr: ABSENT,
@@ -371,7 +377,7 @@ pub mod send_slot {
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelStructs>() == 116);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 116 + 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 8 + 8 + 116 + 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 60);
 
 #[cfg(feature = "user")]

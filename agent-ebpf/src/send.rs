@@ -18,8 +18,8 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -127,6 +127,37 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
     }
     let regs: u64 = ctx.arg(0);
     let nr = read::kernel::<u64>(regs, lay!(kernel.regs_nr))? as i32;
+    failed_syscall(regs, nr, ret)
+}
+
+/// The per-syscall variant, preferred: attached to `syscalls:sys_exit_<name>` for
+/// the send family only, so it runs on no other syscall (those still take the
+/// kernel's syscall-trace slow path while any syscall tracepoint is enabled, as
+/// they do for any tool using one). The record has the number and the return
+/// value; the arguments come from the caller's saved registers (`bpf_task_pt_regs`,
+/// 5.15+: where that helper is missing the program fails to load and the raw
+/// `sys_exit` is attached instead).
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn sys_exit_call(ctx: TracePointContext) -> u32 {
+    match try_sys_exit_call(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_sys_exit_call(ctx: &TracePointContext) -> Result<u32, Fail> {
+    let ret = read::tp::<i64>(ctx, lay!(send_tp.sys_ret))?;
+    if ret >= 0 {
+        return Ok(0);
+    }
+    let nr = read::tp::<i32>(ctx, lay!(send_tp.sys_nr))?;
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    failed_syscall(regs, nr, ret)
+}
+
+/// A send-family syscall `nr` returned `ret` < 0; `regs` are the caller's saved
+/// registers (its arguments).
+#[inline(always)]
+fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
     let mut which = usize::MAX;
     let calls: [i32; 8] = cfg!(send_syscalls);
     for (i, n) in calls.iter().enumerate() {

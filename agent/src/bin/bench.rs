@@ -253,7 +253,7 @@ fn program_costs(secs: u32) -> anyhow::Result<Costs> {
         tracefs::Found::AlreadyMounted(p) | tracefs::Found::MountedByUs(p) => p,
     };
     let mut lay = layout::empty();
-    lay.send_tp = layout::send_tp(&root)?;
+    (lay.send_tp.sk, lay.send_tp.ret) = layout::send_tp(&root)?;
     lay.skb_tp.netif_skbaddr = layout::netif_tp(&root)?;
     let before = ids();
     let mut floor = EbpfLoader::new()

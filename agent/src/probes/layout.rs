@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, SendTp, UdpqTp};
+use agent_common::layout::{ABSENT, FlowTp, KernelStructs, Layout, RetransmitTp, UdpqTp};
 
 use super::{
     btf::{Btf, BtfError},
@@ -153,13 +153,21 @@ pub fn flow_tp(
     })
 }
 
-pub fn send_tp(root: &Path) -> Result<SendTp, LayoutError> {
+pub fn send_tp(root: &Path) -> Result<(u16, u16), LayoutError> {
     const TP: &str = "sock:sock_send_length";
     let f = tracefs::read_format(root, "sock", "sock_send_length")?;
-    Ok(SendTp {
-        sk: tp_field(&f, TP, "sk", 8)?,
-        ret: tp_field(&f, TP, "ret", 4)?,
-    })
+    Ok((tp_field(&f, TP, "sk", 8)?, tp_field(&f, TP, "ret", 4)?))
+}
+
+/// `syscalls:sys_exit_<name>`: `(__syscall_nr, ret)`. The syscall events share one
+/// record layout; each is checked anyway (they are generated per syscall).
+pub fn sys_exit_tp(root: &Path, name: &str) -> Result<(u16, u16), LayoutError> {
+    let tp = format!("syscalls:sys_exit_{name}");
+    let f = tracefs::read_format(root, "syscalls", &format!("sys_exit_{name}"))?;
+    Ok((
+        tp_field(&f, &tp, "__syscall_nr", 4)?,
+        tp_field(&f, &tp, "ret", 8)?,
+    ))
 }
 
 pub fn netif_tp(root: &Path) -> Result<u16, LayoutError> {

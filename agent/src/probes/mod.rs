@@ -319,6 +319,23 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &table::Kind) -> Result<(), 
             tp.attach(name)
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
+        table::Kind::SyscallExits(names) => {
+            let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| format!("loading {program}: {e}"))?;
+            let mut links = Vec::new();
+            for name in names {
+                match tp.attach("syscalls", &format!("sys_exit_{name}")) {
+                    Ok(link) => links.push(link),
+                    Err(e) => {
+                        // All or none: the fallback must not report a failure twice.
+                        for link in links {
+                            let _ = tp.detach(link);
+                        }
+                        return Err(format!("attaching {program} to sys_exit_{name}: {e}"));
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

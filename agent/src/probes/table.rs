@@ -13,6 +13,8 @@ use super::{btf::Btf, layout, tracefs};
 pub enum Kind {
     Tracepoint(&'static str, &'static str),
     Raw(&'static str),
+    /// One program on `syscalls:sys_exit_<name>` for each of these names.
+    SyscallExits(Vec<&'static str>),
 }
 
 impl Kind {
@@ -20,9 +22,17 @@ impl Kind {
         match self {
             Kind::Tracepoint(g, n) => format!("tracepoint {g}:{n}"),
             Kind::Raw(n) => format!("raw_tracepoint {n}"),
+            Kind::SyscallExits(names) => {
+                format!("tracepoints syscalls:sys_exit_{{{}}}", names.join(","))
+            }
         }
     }
 }
+
+/// The send family (and connect, bind) by the names of their syscall events.
+pub const SEND_SYSCALLS: &[&str] = &[
+    "sendto", "write", "sendmsg", "writev", "sendmmsg", "connect", "bind",
+];
 
 /// One way to attach a probe: the program in the object, and where it goes.
 pub struct Method {
@@ -196,7 +206,9 @@ pub const PROBES: &[Probe] = &[
             )
         },
         resolve: |env| {
-            env.lay.send_tp = layout::send_tp(env.root).map_err(|e| e.to_string())?;
+            let (sk, ret) = layout::send_tp(env.root).map_err(|e| e.to_string())?;
+            env.lay.send_tp.sk = sk;
+            env.lay.send_tp.ret = ret;
             Ok(None)
         },
         fallback: "send errors come from the syscall exits only",
@@ -205,13 +217,27 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "send_syscall",
         tracepoint: ("raw_syscalls", "sys_exit"),
-        methods: |_| {
-            vec![Method {
+        methods: |env| {
+            let mut m = Vec::new();
+            // Per syscall where the kernel has syscall events and they agree on the
+            // record layout: no program runs on other syscalls.
+            if env.lay.send_tp.sys_ret != ABSENT {
+                m.push(Method {
+                    program: "sys_exit_call",
+                    kind: Kind::SyscallExits(SEND_SYSCALLS.to_vec()),
+                });
+            }
+            m.push(Method {
                 program: "sys_exit",
                 kind: Kind::Raw("sys_exit"),
-            }]
+            });
+            m
         },
         resolve: |env| {
+            if let Ok((nr, ret)) = sys_exits_layout(env.root) {
+                env.lay.send_tp.sys_nr = nr;
+                env.lay.send_tp.sys_ret = ret;
+            }
             let k = env.kernel;
             let fd_walk = [
                 k.task_files,
@@ -371,6 +397,20 @@ pub const PROBES: &[Probe] = &[
                    not the reading thread)",
     },
 ];
+
+/// The one record layout of the send family's `sys_exit_<name>` events (`Err`:
+/// some are missing or disagree; the raw `sys_exit` serves then).
+fn sys_exits_layout(root: &Path) -> Result<(u16, u16), String> {
+    let mut found = None;
+    for name in SEND_SYSCALLS {
+        let l = layout::sys_exit_tp(root, name).map_err(|e| e.to_string())?;
+        if found.is_some_and(|f| f != l) {
+            return Err(format!("syscalls:sys_exit_{name} has another record layout"));
+        }
+        found = Some(l);
+    }
+    found.ok_or_else(|| "no send-family syscall events".into())
+}
 
 /// `udp:udp_fail_queue_rcv_skb`'s variants on this kernel: the raw tracepoint when
 /// BTF confirms `(int rc, struct sock *sk, ...)` (`skb`: with the skb, 6.10+, which
