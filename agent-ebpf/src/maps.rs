@@ -7,7 +7,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// All events, all programs: one ring keeps the global order the agent's timeline needs.
@@ -22,6 +22,28 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::slot::CO
 /// room; the agent reports events whose owner is unknown as such.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The last socket each CPU saw a successful send on, by which thread, and whether
+/// it is UDP: a stream of sends on one socket (the common case at high rates) then
+/// needs no hash lookup and no read of the socket. See `sock::sent_on`.
+#[map]
+pub static LAST_SEND: PerCpuArray<LastSend> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped whenever a socket's owner is forgotten (a TCP socket closed): a
+/// `LAST_SEND` entry stamped with an older value is stale (the address may now be
+/// another socket's). Not atomic: two CPUs bumping at once still change it, which is
+/// all a reader checks.
+#[map]
+pub static FORGOTTEN: Array<u64> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastSend {
+    pub sk: u64,
+    pub pid_tgid: u64,
+    pub forgotten: u64,
+    pub udp: u64,
+}
 
 /// Thread id -> socket-layer send failure waiting for the syscall exit. A plain hash
 /// (not LRU): when full, an insert fails visibly and the event is emitted at once.

@@ -18,8 +18,8 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -66,13 +66,11 @@ pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if ret > cfg!(udp_large_bytes) as i32 {
-        large_udp(sk, ret as u32);
-    }
     if ret >= 0 {
-        // The hot path (every successful send on the host): only keep the owner
-        // current, for the events the socket raises later in softirq.
-        sock::claim(sk);
+        // The hot path (every successful send on the host).
+        if sock::sent_on(sk, pid_tgid) && ret > cfg!(udp_large_bytes) as i32 {
+            large_udp(sk, ret as u32);
+        }
         return Ok(0);
     }
     if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
@@ -214,14 +212,11 @@ fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
     Ok(0)
 }
 
-/// A big send: if the socket is UDP, a `UdpSend` record (once per socket per second).
+/// A big datagram sent: a `UdpSend` record, once per socket per second.
 #[inline(always)]
 fn large_udp(sk: u64, bytes: u32) {
-    let protocol = read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8;
-    if protocol != agent_common::event::IPPROTO_UDP {
-        return;
-    }
     let now_s = (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32;
+    // The entry carries the once-per-second mark (LRU may have dropped it).
     sock::claim(sk);
     if let Some(info) = SOCKS.get_ptr_mut(&sk) {
         let info = unsafe { &mut *info };

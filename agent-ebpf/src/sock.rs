@@ -2,7 +2,7 @@
 //! namespace, and its owner (recorded from process context, looked up from softirq).
 
 use agent_common::{
-    event::{AF_INET6, Flow, Owner, SockInfo},
+    event::{AF_INET6, Flow, IPPROTO_UDP, Owner, SockInfo},
     layout::{ABSENT, FlowTp},
 };
 use aya_ebpf::{
@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::SOCKS,
+    maps::{FORGOTTEN, LAST_SEND, LastSend, SOCKS},
     read::{self, Fail},
 };
 
@@ -86,6 +86,46 @@ pub fn claim(sk: u64) {
         ..SockInfo::default()
     };
     let _ = SOCKS.insert(&sk, &info, 0);
+}
+
+/// A successful send on `sk` by `pid_tgid`: keeps the socket's owner current (for
+/// the events it raises later in softirq) and says whether it is UDP. The hot path
+/// of every send on the host: answered from this CPU's `LAST_SEND` when the same
+/// thread sends on the same socket again.
+#[inline(always)]
+pub fn sent_on(sk: u64, pid_tgid: u64) -> bool {
+    let forgotten = FORGOTTEN.get(0).copied().unwrap_or(0);
+    let Some(last) = LAST_SEND.get_ptr_mut(0) else {
+        claim(sk);
+        return is_udp(sk);
+    };
+    let last = unsafe { &mut *last };
+    if last.sk == sk && last.pid_tgid == pid_tgid && last.forgotten == forgotten {
+        return last.udp != 0;
+    }
+    claim(sk);
+    let udp = is_udp(sk);
+    *last = LastSend {
+        sk,
+        pid_tgid,
+        forgotten,
+        udp: udp as u64,
+    };
+    udp
+}
+
+/// A TCP socket closed: its owner is forgotten, here and in every `LAST_SEND`.
+#[inline(always)]
+pub fn forget(sk: u64) {
+    let _ = SOCKS.remove(&sk);
+    if let Some(n) = FORGOTTEN.get_ptr_mut(0) {
+        unsafe { *n = (*n).wrapping_add(1) };
+    }
+}
+
+#[inline(always)]
+fn is_udp(sk: u64) -> bool {
+    read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8 == IPPROTO_UDP
 }
 
 /// The flow fields of a `sock:`/`tcp:` tracepoint record.

@@ -50,7 +50,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     // A closed socket's owner must not outlive it: the next socket at this
     // address would be attributed to this one's process.
     if new == TCP_CLOSE {
-        let _ = crate::maps::SOCKS.remove(&sk);
+        sock::forget(sk);
     }
     Ok(0)
 }

@@ -137,7 +137,10 @@ impl State {
         for (sk, mut e) in map.iter().flatten() {
             present.insert(sk);
             let total = e.drops.saturating_add(e.mem_drops);
-            if total == 0 {
+            // The program counts a socket's first drop, then fills in its flow, owner
+            // and header and emits it: until the header is there, the entry is half
+            // written and its first record is on its way through the ring.
+            if total == 0 || e.header.kind != Kind::UdpQueueDrop as u16 {
                 continue;
             }
             let seen = self.udpq_seen.entry(sk).or_default();

@@ -131,6 +131,8 @@ pub struct Episode {
     pub path_down: Option<Confidence>,
     pub stall_reported: bool,
     pub first_seg_len: u32,
+    /// When the last retransmission timeout counted in `rto` fired.
+    pub last_timeout_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

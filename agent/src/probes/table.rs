@@ -405,7 +405,9 @@ fn sys_exits_layout(root: &Path) -> Result<(u16, u16), String> {
     for name in SEND_SYSCALLS {
         let l = layout::sys_exit_tp(root, name).map_err(|e| e.to_string())?;
         if found.is_some_and(|f| f != l) {
-            return Err(format!("syscalls:sys_exit_{name} has another record layout"));
+            return Err(format!(
+                "syscalls:sys_exit_{name} has another record layout"
+            ));
         }
         found = Some(l);
     }

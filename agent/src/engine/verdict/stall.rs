@@ -17,9 +17,19 @@ pub const PATH_DOWN_MEDIUM_AT: u32 = 3;
 /// Twice the RTOs (with backoff, ~12 s at the minimum RTO): sure by now.
 pub const PATH_DOWN_HIGH_AT: u32 = 6;
 
-/// Counts an RTO retransmission into the socket's episode (opening it); returns a
-/// copy of the episode as it now stands.
+/// The kernel's TCP_RTO_MIN: no retransmission timer fires sooner after another
+/// (routes and sysctls may lower it; a new timeout also shows as a higher backoff).
+const RTO_MIN_NS: u64 = 200_000_000;
+
+/// Counts a retransmission in loss state into the socket's episode (opening it);
+/// returns a copy of the episode as it now stands. Only a new timeout counts (the
+/// first, a higher backoff, or the minimum RTO later): after a path MTU reduction
+/// the kernel also enters loss state and resends everything in flight at once
+/// (`tcp_simple_retransmit`), which is one recovery, not several timeouts (seen on
+/// 6.1 as a false `path_down` for a healthy path).
 pub fn note_rto(t: &mut Timeline, e: &Retransmit) -> Episode {
+    let ts = e.header.ts_ns;
+    let fresh = t.episode.is_none();
     let ep = t.episode.get_or_insert_with(|| {
         Box::new(Episode {
             start_ns: e.header.ts_ns,
@@ -38,12 +48,19 @@ pub fn note_rto(t: &mut Timeline, e: &Retransmit) -> Episode {
             path_down: None,
             stall_reported: false,
             first_seg_len: e.seg_len,
+            last_timeout_ns: ts,
         })
     });
-    ep.rto += 1;
-    ep.backoff = e.backoff;
     ep.snd_queue_last = e.snd_queue;
     ep.mss_low = ep.mss_low.min(e.mss);
+    let timeout =
+        fresh || e.backoff > ep.backoff || ts.saturating_sub(ep.last_timeout_ns) >= RTO_MIN_NS;
+    if !timeout {
+        return (**ep).clone();
+    }
+    ep.rto += 1;
+    ep.backoff = e.backoff;
+    ep.last_timeout_ns = ts;
     if e.mss == ep.mss {
         if e.seg_len >= ep.mss && e.seg_len >= pmtud::MIN_FULL_SIZE {
             ep.full_size += 1;

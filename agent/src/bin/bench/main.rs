@@ -26,16 +26,18 @@ use std::{
 
 use anyhow::{Context, bail};
 use aya::{
-    EbpfLoader,
-    programs::{TracePoint, loaded_programs},
+    programs::loaded_programs,
     sys::{Stats, enable_stats},
 };
+use floor::At;
 use sendsight::{
     decode::encode,
-    probes::{layout, tracefs},
     record::{Header as RecHeader, Recorder},
     synthetic,
 };
+
+mod floor;
+mod tax;
 
 fn sh(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(cmd)
@@ -239,35 +241,24 @@ struct Costs {
     bpftrace_cpu: f64,
 }
 
-/// The floor programs' object, built with the agent's (see agent/build.rs).
-static FLOOR_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-floor"));
-
 fn program_costs(secs: u32) -> anyhow::Result<Costs> {
     let before = ids();
     let agent = start_agent(&["--output", "file:/dev/null"])?;
     let agent_ids = new_ids(&before, 8)?;
 
-    // The floor: its own object (the agent's does not carry it), the agent's layout.
-    let root = match tracefs::ensure_mounted()? {
-        tracefs::Found::AlreadyMounted(p) | tracefs::Found::MountedByUs(p) => p,
-    };
-    let mut lay = layout::empty();
-    (lay.send_tp.sk, lay.send_tp.ret) = layout::send_tp(&root)?;
-    lay.skb_tp.netif_skbaddr = layout::netif_tp(&root)?;
+    // The floors: one direct context load each, classic (the reference) and raw
+    // (the same hooks the agent uses), attached alongside over the same load.
     let before = ids();
-    let mut floor = EbpfLoader::new()
-        .override_global("LAYOUT", &lay, true)
-        .load(FLOOR_OBJECT)?;
-    for (prog, g, n) in [
-        ("floor_send", "sock", "sock_send_length"),
-        ("floor_rx", "net", "netif_receive_skb"),
+    let mut floor = floor::load()?;
+    for (prog, at) in [
+        ("floor_send", At::Classic("sock", "sock_send_length")),
+        ("floor_rx", At::Classic("net", "netif_receive_skb")),
+        ("floor_send_raw", At::Raw("sock_send_length")),
+        ("floor_rx_raw", At::Raw("netif_receive_skb")),
     ] {
-        let p: &mut TracePoint = floor.program_mut(prog).context(prog)?.try_into()?;
-        p.load()?;
-        p.attach(g, n)?;
+        floor::attach(&mut floor, prog, at)?;
     }
-    let floor_ids = new_ids(&before, 2)?;
+    let floor_ids = new_ids(&before, 4)?;
 
     let before = ids();
     let mut bt = Command::new("bpftrace")
@@ -518,18 +509,31 @@ fn main() -> anyhow::Result<()> {
             .map(|r| r.2)
             .unwrap_or(f64::NAN)
     };
-    let floor_rx = find("floor", "floor_rx");
-    let floor_send = find("floor", "floor_send");
+    let exact = |owner: &str, name: &str| {
+        c.rows
+            .iter()
+            .find(|r| r.0 == owner && r.1 == name)
+            .map(|r| r.2)
+            .unwrap_or(f64::NAN)
+    };
+    let floor_rx = exact("floor", "floor_rx");
+    let floor_send = exact("floor", "floor_send");
+    let floor_rx_raw = exact("floor", "floor_rx_raw");
+    let floor_send_raw = exact("floor", "floor_send_raw");
     let rx = find("sendsight", "netif_rx_raw");
     let send = find("sendsight", "sock_send_raw");
     let rt = find("sendsight", "tcp_retransmit_");
     let bt_rows: Vec<&(String, String, f64, u64)> =
         c.rows.iter().filter(|r| r.0 == "bpftrace").collect();
     md += &format!(
-        "\nRatios: receive hook / floor = **{:.2}x** (target <= 1.25x); send path / floor = \
-         **{:.2}x** (target <= 2x); bpftrace programs: {}.\n\n",
+        "\nRatios to the floor (classic tracepoint, one direct load): receive hook \
+         **{:.2}x**, send path **{:.2}x** (target <= 1.3x each). To the raw floor (the same \
+         raw tracepoint, one direct load): receive {:.2}x, send {:.2}x. bpftrace programs: \
+         {}.\n\n",
         rx / floor_rx,
         send / floor_send,
+        rx / floor_rx_raw,
+        send / floor_send_raw,
         bt_rows
             .iter()
             .map(|r| format!("{} {:.1} ns ({} runs)", r.1, r.2, r.3))
@@ -549,8 +553,50 @@ fn main() -> anyhow::Result<()> {
         c.agent_cpu / c.bpftrace_cpu.max(1e-9)
     );
 
+    eprintln!("bench: 1b/6 syscall tax (nothing / floor / agent, alternating)...");
+    let rounds = tax::measure(if quick { 5 } else { 7 })?;
+    md += "### 1b. Syscall tax: ns per call, nothing / floor / agent attached\n\n\
+           | round | getppid: nothing | floor | agent | 64 B UDP send: nothing | floor | agent |\n\
+           |---|---:|---:|---:|---:|---:|---:|\n";
+    for (i, r) in rounds.iter().enumerate() {
+        md += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |\n",
+            i + 1,
+            r.null_ns[0],
+            r.null_ns[1],
+            r.null_ns[2],
+            r.udp_ns[0],
+            r.udp_ns[1],
+            r.udp_ns[2]
+        );
+    }
+    let col =
+        |f: fn(&tax::Round) -> [f64; 3], i: usize| median(rounds.iter().map(|r| f(r)[i]).collect());
+    let (null, udp) = (|r: &tax::Round| r.null_ns, |r: &tax::Round| r.udp_ns);
+    let tax_ratio = median(
+        rounds
+            .iter()
+            .map(|r| (r.null_ns[2] - r.null_ns[0]) / (r.null_ns[1] - r.null_ns[0]))
+            .collect(),
+    );
+    let udp_ratio = median(rounds.iter().map(|r| r.udp_ns[2] / r.udp_ns[0]).collect());
+    md += &format!(
+        "| median | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} |\n\n\
+         Added cost on an unrelated syscall, agent / floor: **{tax_ratio:.2}x** (median of the \
+         rounds' ratios; target <= 1.2x). 64-byte UDP send with the agent / without: \
+         **{udp_ratio:.3}** (target <= 1.05). The floor is `syscalls:sys_exit_sendto` with one \
+         direct load ({}).\n\n",
+        col(null, 0),
+        col(null, 1),
+        col(null, 2),
+        col(udp, 0),
+        col(udp, 1),
+        col(udp, 2),
+        tax::Attached::ALL.map(tax::Attached::name).join(" / ")
+    );
+
     eprintln!("bench: 2/6 throughput with vs without the agent...");
-    let pairs = throughput(if quick { 2 } else { 3 }, secs)?;
+    let pairs = throughput(5, secs)?;
     md += "### 2. Loopback TCP throughput, agent running vs not (alternating)\n\n\
            | pair | with agent (Gbit/s) | without (Gbit/s) | ratio |\n|---|---:|---:|---:|\n";
     let mut ratios = Vec::new();

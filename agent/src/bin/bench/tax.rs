@@ -1,0 +1,155 @@
+//! The tax on syscalls the agent does not care about, and on the sends it does: a
+//! null syscall (`getppid`) and a 64-byte UDP send, each timed with nothing
+//! attached, with the floor (a bare per-syscall tracepoint, `syscalls:sys_exit_sendto`
+//! with one direct load: what any tool using syscall tracepoints costs, because the
+//! kernel then sends every syscall through its tracing slow path) and with the
+//! agent. Rounds alternate the order (N F A, A F N, ...) so drift hits all three.
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use super::{At, floor, ids, new_ids, sh, start_agent, stop};
+
+const NS: &str = "ssb-tax";
+const NULL_CALLS: u64 = 2_000_000;
+const SENDS: u64 = 200_000;
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Attached {
+    Nothing,
+    Floor,
+    Agent,
+}
+
+impl Attached {
+    pub const ALL: [Attached; 3] = [Attached::Nothing, Attached::Floor, Attached::Agent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Attached::Nothing => "nothing",
+            Attached::Floor => "floor",
+            Attached::Agent => "agent",
+        }
+    }
+}
+
+/// ns per call, indexed like [`Attached::ALL`].
+pub struct Round {
+    pub null_ns: [f64; 3],
+    pub udp_ns: [f64; 3],
+}
+
+/// A namespace with a dummy device: datagrams sent to its subnet leave through the
+/// real IP output path and are dropped by the driver (no receiver, no ICMP).
+struct Sink;
+
+impl Sink {
+    fn new() -> anyhow::Result<Self> {
+        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        sh("ip", &["netns", "add", NS])?;
+        sh("ip", &["-n", NS, "link", "add", "d0", "type", "dummy"])?;
+        sh(
+            "ip",
+            &["-n", NS, "addr", "add", "198.18.252.1/24", "dev", "d0"],
+        )?;
+        sh("ip", &["-n", NS, "link", "set", "d0", "up"])?;
+        Ok(Sink)
+    }
+
+    /// ns per 64-byte send from a thread inside the namespace.
+    fn send(&self, n: u64) -> anyhow::Result<f64> {
+        std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<f64> {
+                let ns = File::open(format!("/run/netns/{NS}")).context("opening the netns")?;
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns: {}", std::io::Error::last_os_error());
+                }
+                let sock = UdpSocket::bind("198.18.252.1:0")?;
+                sock.connect(SocketAddrV4::new(Ipv4Addr::new(198, 18, 252, 2), 9))?;
+                let buf = [0u8; 64];
+                let t = Instant::now();
+                for _ in 0..n {
+                    sock.send(&buf)?;
+                }
+                Ok(t.elapsed().as_nanos() as f64 / n as f64)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?
+        })
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+    }
+}
+
+fn null_syscall(n: u64) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// What is attached while one measurement runs; dropped to detach.
+enum Guard {
+    None,
+    Floor(#[allow(dead_code)] aya::Ebpf),
+    Agent(std::process::Child),
+}
+
+fn attach(a: Attached) -> anyhow::Result<Guard> {
+    Ok(match a {
+        Attached::Nothing => Guard::None,
+        Attached::Floor => {
+            let mut f = floor::load()?;
+            floor::attach(
+                &mut f,
+                "floor_sys_exit",
+                At::Classic("syscalls", "sys_exit_sendto"),
+            )?;
+            Guard::Floor(f)
+        }
+        Attached::Agent => {
+            let before = ids();
+            let agent = start_agent(&["--output", "file:/dev/null"])?;
+            new_ids(&before, 8)?;
+            Guard::Agent(agent)
+        }
+    })
+}
+
+pub fn measure(rounds: usize) -> anyhow::Result<Vec<Round>> {
+    let sink = Sink::new()?;
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let mut round = Round {
+            null_ns: [0.0; 3],
+            udp_ns: [0.0; 3],
+        };
+        let mut order: Vec<usize> = (0..3).collect();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let guard = attach(Attached::ALL[i])?;
+            std::thread::sleep(Duration::from_millis(200));
+            round.null_ns[i] = null_syscall(NULL_CALLS);
+            round.udp_ns[i] = sink.send(SENDS)?;
+            if let Guard::Agent(a) = guard {
+                stop(a);
+            }
+        }
+        out.push(round);
+    }
+    Ok(out)
+}
