@@ -57,11 +57,15 @@ pub struct FlowTp {
 pub struct SendTp {
     pub sk: u16,
     pub ret: u16,
-    /// `syscalls:sys_exit_<name>` (one layout for all): `__syscall_nr` (int) and
-    /// `ret` (long).
-    pub sys_nr: u16,
-    pub sys_ret: u16,
 }
+
+/// `syscalls:sys_exit_<name>`: `__syscall_nr` (int) and `ret` (long), the one
+/// record layout every syscall event has had since they appeared (2.6.33). The
+/// program that runs on every send reads them with direct context loads, which need
+/// offsets fixed in the instruction; the loader checks them in tracefs and attaches
+/// the raw `sys_exit` instead where they differ.
+pub const SYS_EXIT_NR: u16 = 8;
+pub const SYS_EXIT_RET: u16 = 16;
 
 /// `net:netif_receive_skb` and `icmp:icmp_send`.
 #[repr(C)]
@@ -234,8 +238,6 @@ impl Layout {
         send_tp: SendTp {
             sk: ABSENT,
             ret: ABSENT,
-            sys_nr: ABSENT,
-            sys_ret: ABSENT,
         },
         skb_tp: SkbTp {
             netif_skbaddr: ABSENT,
@@ -377,7 +379,7 @@ pub mod send_slot {
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelStructs>() == 116);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 8 + 8 + 116 + 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 116 + 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 60);
 
 #[cfg(feature = "user")]

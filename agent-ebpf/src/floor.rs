@@ -10,19 +10,16 @@
 
 #[path = "runtime.rs"]
 mod runtime;
+// Only `read::ctx_at` is used here.
+#[allow(dead_code)]
+#[path = "read.rs"]
+mod read;
 
 use aya_ebpf::{
-    EbpfContext,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-
-/// One direct load at `offset` from the context; the verifier checks it is inside
-/// the record.
-#[inline(always)]
-fn at<T: Copy>(ctx: &impl EbpfContext, offset: usize) -> T {
-    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
-}
+use read::ctx_at as at;
 
 /// `sock:sock_send_length`'s `ret` (int at 20).
 #[tracepoint(category = "sock", name = "sock_send_length")]

@@ -23,9 +23,9 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::slot::CO
 #[map]
 pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
 
-/// The last socket each CPU saw a successful send on, by which thread, and whether
-/// it is UDP: a stream of sends on one socket (the common case at high rates) then
-/// needs no hash lookup and no read of the socket. See `sock::sent_on`.
+/// The last socket each CPU saw a successful send on, and whether it is UDP: a
+/// stream of sends on one socket (the common case at high rates) then needs no hash
+/// lookup, no read of the socket and no helper call. See `sock::sent_on`.
 #[map]
 pub static LAST_SEND: PerCpuArray<LastSend> = PerCpuArray::with_max_entries(1, 0);
 
@@ -40,9 +40,10 @@ pub static FORGOTTEN: Array<u64> = Array::with_max_entries(1, 0);
 #[derive(Clone, Copy)]
 pub struct LastSend {
     pub sk: u64,
-    pub pid_tgid: u64,
     pub forgotten: u64,
-    pub udp: u64,
+    /// Sends answered from here since the owner was last claimed.
+    pub hits: u32,
+    pub udp: u32,
 }
 
 /// Thread id -> socket-layer send failure waiting for the syscall exit. A plain hash

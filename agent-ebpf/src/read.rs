@@ -3,7 +3,7 @@
 //! field (`ABSENT`) is an error, not a read at offset 65535.
 
 use agent_common::layout::ABSENT;
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
+use aya_ebpf::{EbpfContext, helpers::bpf_probe_read_kernel, programs::TracePointContext};
 
 /// Error type of the programs: the value returned to the kernel.
 pub type Fail = u32;
@@ -17,6 +17,13 @@ pub fn tp<T>(ctx: &TracePointContext, offset: u16) -> Result<T, Fail> {
         return Err(1);
     }
     unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| 1)
+}
+
+/// A field of the context at an offset fixed at compile time: a direct load, no
+/// helper (the verifier checks it lies within the context).
+#[inline(always)]
+pub fn ctx_at<T: Copy>(ctx: &impl EbpfContext, offset: u16) -> T {
+    unsafe { *(ctx.as_ptr() as *const u8).add(offset as usize).cast::<T>() }
 }
 
 #[inline(always)]

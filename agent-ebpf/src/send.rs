@@ -13,7 +13,7 @@
 
 use agent_common::{
     event::{AF_INET, AF_INET6, Owner, PendingSend, SendError, UdpSend, send_flags, send_source},
-    layout::{ABSENT, send_slot},
+    layout::{ABSENT, SYS_EXIT_NR, SYS_EXIT_RET, send_slot},
     loss::slot,
 };
 use aya_ebpf::{
@@ -65,14 +65,21 @@ pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
-    let pid_tgid = bpf_get_current_pid_tgid();
     if ret >= 0 {
         // The hot path (every successful send on the host).
-        if sock::sent_on(sk, pid_tgid) && ret > cfg!(udp_large_bytes) as i32 {
+        if sock::sent_on(sk) && ret > cfg!(udp_large_bytes) as i32 {
             large_udp(sk, ret as u32);
         }
         return Ok(0);
     }
+    send_failed(sk, ret)
+}
+
+/// Out of line (a BPF subprogram): the hot path above stays a few instructions in
+/// one place instead of jumping across kilobytes of code it never runs.
+#[inline(never)]
+fn send_failed(sk: u64, ret: i32) -> Result<u32, Fail> {
+    let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
         return Ok(0);
     }
@@ -143,11 +150,13 @@ pub fn sys_exit_call(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_call(ctx: &TracePointContext) -> Result<u32, Fail> {
-    let ret = read::tp::<i64>(ctx, lay!(send_tp.sys_ret))?;
+    // Direct loads at fixed offsets (checked by the loader): a helper call costs
+    // more than the rest of this path.
+    let ret: i64 = read::ctx_at(ctx, SYS_EXIT_RET);
     if ret >= 0 {
         return Ok(0);
     }
-    let nr = read::tp::<i32>(ctx, lay!(send_tp.sys_nr))?;
+    let nr: i32 = read::ctx_at(ctx, SYS_EXIT_NR);
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     failed_syscall(regs, nr, ret)
 }

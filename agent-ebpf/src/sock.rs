@@ -88,30 +88,41 @@ pub fn claim(sk: u64) {
     let _ = SOCKS.insert(&sk, &info, 0);
 }
 
-/// A successful send on `sk` by `pid_tgid`: keeps the socket's owner current (for
-/// the events it raises later in softirq) and says whether it is UDP. The hot path
-/// of every send on the host: answered from this CPU's `LAST_SEND` when the same
-/// thread sends on the same socket again.
+/// Sends answered from `LAST_SEND` before the owner is claimed again: a socket
+/// handed to another thread or process is attributed to it within this many sends
+/// on a CPU, at 1/64 of a claim's cost per send.
+const RECLAIM_EVERY: u32 = 64;
+
+/// A successful send on `sk`: keeps the socket's owner current (for the events it
+/// raises later in softirq) and says whether it is UDP. The hot path of every send
+/// on the host, where a helper call costs more than everything else: a repeated send
+/// on this CPU's last socket is answered from `LAST_SEND` with none.
 #[inline(always)]
-pub fn sent_on(sk: u64, pid_tgid: u64) -> bool {
+pub fn sent_on(sk: u64) -> bool {
     let forgotten = FORGOTTEN.get(0).copied().unwrap_or(0);
     let Some(last) = LAST_SEND.get_ptr_mut(0) else {
-        claim(sk);
-        return is_udp(sk);
+        return claim_sender(sk);
     };
     let last = unsafe { &mut *last };
-    if last.sk == sk && last.pid_tgid == pid_tgid && last.forgotten == forgotten {
+    if last.sk == sk && last.forgotten == forgotten && last.hits < RECLAIM_EVERY {
+        last.hits += 1;
         return last.udp != 0;
     }
-    claim(sk);
-    let udp = is_udp(sk);
+    let udp = claim_sender(sk);
     *last = LastSend {
         sk,
-        pid_tgid,
         forgotten,
-        udp: udp as u64,
+        hits: 0,
+        udp: udp as u32,
     };
     udp
+}
+
+/// The slow part of `sent_on`, out of line: claims `sk`, says whether it is UDP.
+#[inline(never)]
+fn claim_sender(sk: u64) -> bool {
+    claim(sk);
+    is_udp(sk)
 }
 
 /// A TCP socket closed: its owner is forgotten, here and in every `LAST_SEND`.

@@ -16,7 +16,7 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 
@@ -186,6 +186,9 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     // The socket-layer program parks failures for the syscall exit only when that
     // hook is really there: if it is planned but fails to load or attach, everything
     // is loaded again with the parking off (the setting is frozen at load).
+    // BTF-typed programs are verified against the kernel's own BTF (aya's parse of
+    // it; the one above is the agent's reader for offsets).
+    let typed = TypedBtf::new(opts.btf.as_deref());
     let mut attempt = 0;
     let (ebpf, report) = loop {
         attempt += 1;
@@ -207,7 +210,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
             .map_max_entries("SOCKS", opts.max_sockets)
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
-        let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p)).collect();
+        let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p, &typed)).collect();
         let sys_exit_failed = report
             .iter()
             .find(|r| r.probe == "send_syscall" && r.state == State::Unavailable);
@@ -259,7 +262,35 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
 }
 
 /// Attaches a planned probe by its first method that works; says how it went.
-fn attach(ebpf: &mut Ebpf, plan: &table::Plan) -> ProbeStatus {
+/// aya's BTF for loading BTF-typed programs, parsed on first use.
+struct TypedBtf<'a> {
+    path: Option<&'a std::path::Path>,
+    btf: std::cell::OnceCell<Result<aya::Btf, String>>,
+}
+
+impl<'a> TypedBtf<'a> {
+    fn new(path: Option<&'a std::path::Path>) -> Self {
+        TypedBtf {
+            path,
+            btf: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&aya::Btf, String> {
+        self.btf
+            .get_or_init(|| {
+                match self.path {
+                    Some(p) => aya::Btf::parse_file(p, aya::Endianness::default()),
+                    None => aya::Btf::from_sys_fs(),
+                }
+                .map_err(|e| format!("parsing BTF for typed programs: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, plan: &table::Plan, btf: &TypedBtf) -> ProbeStatus {
     let first = plan
         .methods
         .first()
@@ -277,7 +308,7 @@ fn attach(ebpf: &mut Ebpf, plan: &table::Plan) -> ProbeStatus {
     }
     let mut failures: Vec<String> = Vec::new();
     for method in &plan.methods {
-        match attach_one(ebpf, method.program, &method.kind) {
+        match attach_one(ebpf, method.program, &method.kind, btf) {
             Ok(()) if failures.is_empty() => {
                 let state = if plan.degraded.is_some() {
                     State::Degraded
@@ -302,7 +333,12 @@ fn attach(ebpf: &mut Ebpf, plan: &table::Plan) -> ProbeStatus {
     status(first, State::Unavailable, note)
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &table::Kind) -> Result<(), String> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &str,
+    kind: &table::Kind,
+    btf: &TypedBtf,
+) -> Result<(), String> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
@@ -317,6 +353,13 @@ fn attach_one(ebpf: &mut Ebpf, program: &str, kind: &table::Kind) -> Result<(), 
             let tp: &mut RawTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| format!("loading {program}: {e}"))?;
             tp.attach(name)
+                .map_err(|e| format!("attaching {program}: {e}"))?;
+        }
+        table::Kind::Typed(name) => {
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            tp.load(name, btf.get()?)
+                .map_err(|e| format!("loading {program}: {e}"))?;
+            tp.attach()
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
         table::Kind::SyscallExits(names) => {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use agent_common::layout::{ABSENT, KernelStructs, Layout};
+use agent_common::layout::{ABSENT, KernelStructs, Layout, SYS_EXIT_NR, SYS_EXIT_RET};
 
 use super::{btf::Btf, layout, tracefs};
 
@@ -13,6 +13,9 @@ use super::{btf::Btf, layout, tracefs};
 pub enum Kind {
     Tracepoint(&'static str, &'static str),
     Raw(&'static str),
+    /// A BTF-typed tracepoint (`tp_btf`): arguments are typed pointers the program
+    /// reads with direct loads.
+    Typed(&'static str),
     /// One program on `syscalls:sys_exit_<name>` for each of these names.
     SyscallExits(Vec<&'static str>),
 }
@@ -22,6 +25,7 @@ impl Kind {
         match self {
             Kind::Tracepoint(g, n) => format!("tracepoint {g}:{n}"),
             Kind::Raw(n) => format!("raw_tracepoint {n}"),
+            Kind::Typed(n) => format!("tp_btf {n}"),
             Kind::SyscallExits(names) => {
                 format!("tracepoints syscalls:sys_exit_{{{}}}", names.join(","))
             }
@@ -219,9 +223,9 @@ pub const PROBES: &[Probe] = &[
         tracepoint: ("raw_syscalls", "sys_exit"),
         methods: |env| {
             let mut m = Vec::new();
-            // Per syscall where the kernel has syscall events and they agree on the
-            // record layout: no program runs on other syscalls.
-            if env.lay.send_tp.sys_ret != ABSENT {
+            // Per syscall where the kernel has syscall events with the record layout
+            // the program reads: no program runs on other syscalls.
+            if sys_exits_layout(env.root) == Ok((SYS_EXIT_NR, SYS_EXIT_RET)) {
                 m.push(Method {
                     program: "sys_exit_call",
                     kind: Kind::SyscallExits(SEND_SYSCALLS.to_vec()),
@@ -234,10 +238,6 @@ pub const PROBES: &[Probe] = &[
             m
         },
         resolve: |env| {
-            if let Ok((nr, ret)) = sys_exits_layout(env.root) {
-                env.lay.send_tp.sys_nr = nr;
-                env.lay.send_tp.sys_ret = ret;
-            }
             let k = env.kernel;
             let fd_walk = [
                 k.task_files,
@@ -263,13 +263,24 @@ pub const PROBES: &[Probe] = &[
         name: "icmp_rx",
         tracepoint: ("net", "netif_receive_skb"),
         methods: |env| {
-            raw_then_classic(
+            let raw = raw_then_classic(
                 env.btf,
                 ("netif_rx_raw", "netif_receive_skb"),
                 &["struct sk_buff *"],
                 "netif_receive_skb",
                 "net",
-            )
+            );
+            // Typed first, where the raw prototype was confirmed (the same argument)
+            // and the kernel accepts it (else the raw one).
+            let mut m = Vec::new();
+            if raw.len() > 1 {
+                m.push(Method {
+                    program: "netif_rx_btf",
+                    kind: Kind::Typed("netif_receive_skb"),
+                });
+            }
+            m.extend(raw);
+            m
         },
         resolve: |env| {
             let k = env.kernel;

@@ -166,8 +166,14 @@ struct Lossy;
 
 impl Lossy {
     fn new() -> anyhow::Result<Self> {
-        let _ = Command::new("ip").args(["netns", "del", "ssb-c"]).status();
-        let _ = Command::new("ip").args(["netns", "del", "ssb-s"]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "ssb-c"])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "ssb-s"])
+            .stderr(Stdio::null())
+            .status();
         sh("ip", &["netns", "add", "ssb-c"])?;
         sh("ip", &["netns", "add", "ssb-s"])?;
         sh(
@@ -224,8 +230,14 @@ impl Lossy {
 
 impl Drop for Lossy {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", "ssb-c"]).status();
-        let _ = Command::new("ip").args(["netns", "del", "ssb-s"]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "ssb-c"])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "ssb-s"])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -46,20 +46,45 @@ pub struct Round {
     pub udp_ns: [f64; 3],
 }
 
-/// A namespace with a dummy device: datagrams sent to its subnet leave through the
-/// real IP output path and are dropped by the driver (no receiver, no ICMP).
+/// A namespace whose datagrams leave through the real IP output path and are
+/// dropped by the device (a veth whose peer is down, a permanent neighbour entry):
+/// no receiver, no ICMP, no receive path in the timing.
 struct Sink;
 
 impl Sink {
     fn new() -> anyhow::Result<Self> {
-        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", NS])
+            .stderr(std::process::Stdio::null())
+            .status();
         sh("ip", &["netns", "add", NS])?;
-        sh("ip", &["-n", NS, "link", "add", "d0", "type", "dummy"])?;
         sh(
             "ip",
-            &["-n", NS, "addr", "add", "198.18.252.1/24", "dev", "d0"],
+            &[
+                "-n", NS, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
         )?;
-        sh("ip", &["-n", NS, "link", "set", "d0", "up"])?;
+        sh(
+            "ip",
+            &["-n", NS, "addr", "add", "198.18.252.1/24", "dev", "v0"],
+        )?;
+        sh("ip", &["-n", NS, "link", "set", "v0", "up"])?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                NS,
+                "neigh",
+                "add",
+                "198.18.252.2",
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ],
+        )?;
         Ok(Sink)
     }
 
