@@ -74,16 +74,20 @@ pub fn netif_rx_raw(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_rx_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
-    let k = lay!(kernel);
-    let len: u32 = unsafe { btf_field(skb, k.skb_len) };
+    // One field of LAYOUT at a time: `lay!` loads are volatile, a whole struct
+    // would be read field by field.
+    let off = lay!(kernel.skb_len);
+    let len: u32 = unsafe { btf_field(skb, off) };
     if !(56..=1280).contains(&len) {
         return 0;
     }
-    let proto = u16::from_be(unsafe { btf_field(skb, k.skb_protocol) });
+    let off = lay!(kernel.skb_protocol);
+    let proto = u16::from_be(unsafe { btf_field(skb, off) });
     if proto != ETH_P_IP && proto != ETH_P_IPV6 {
         return 0;
     }
-    let ip: u64 = unsafe { btf_field(skb, k.skb_data) };
+    let off = lay!(kernel.skb_data);
+    let ip: u64 = unsafe { btf_field(skb, off) };
     match on_candidate(skb, len, proto, ip) {
         Ok(r) | Err(r) => r as i32,
     }

@@ -7,7 +7,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// All events, all programs: one ring keeps the global order the agent's timeline needs.
@@ -29,18 +29,10 @@ pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_53
 #[map]
 pub static LAST_SEND: PerCpuArray<LastSend> = PerCpuArray::with_max_entries(1, 0);
 
-/// Bumped whenever a socket's owner is forgotten (a TCP socket closed): a
-/// `LAST_SEND` entry stamped with an older value is stale (the address may now be
-/// another socket's). Not atomic: two CPUs bumping at once still change it, which is
-/// all a reader checks.
-#[map]
-pub static FORGOTTEN: Array<u64> = Array::with_max_entries(1, 0);
-
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct LastSend {
     pub sk: u64,
-    pub forgotten: u64,
     /// Sends answered from here since the owner was last claimed.
     pub hits: u32,
     pub udp: u32,

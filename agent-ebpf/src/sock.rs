@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{FORGOTTEN, LAST_SEND, LastSend, SOCKS},
+    maps::{LAST_SEND, LastSend, SOCKS},
     read::{self, Fail},
 };
 
@@ -90,7 +90,8 @@ pub fn claim(sk: u64) {
 
 /// Sends answered from `LAST_SEND` before the owner is claimed again: a socket
 /// handed to another thread or process is attributed to it within this many sends
-/// on a CPU, at 1/64 of a claim's cost per send.
+/// on a CPU, and a socket that took a closed one's address on another CPU's entry is
+/// claimed within as many, at 1/64 of a claim's cost per send.
 const RECLAIM_EVERY: u32 = 64;
 
 /// A successful send on `sk`: keeps the socket's owner current (for the events it
@@ -99,19 +100,17 @@ const RECLAIM_EVERY: u32 = 64;
 /// on this CPU's last socket is answered from `LAST_SEND` with none.
 #[inline(always)]
 pub fn sent_on(sk: u64) -> bool {
-    let forgotten = FORGOTTEN.get(0).copied().unwrap_or(0);
     let Some(last) = LAST_SEND.get_ptr_mut(0) else {
         return claim_sender(sk);
     };
     let last = unsafe { &mut *last };
-    if last.sk == sk && last.forgotten == forgotten && last.hits < RECLAIM_EVERY {
+    if last.sk == sk && last.hits < RECLAIM_EVERY {
         last.hits += 1;
         return last.udp != 0;
     }
     let udp = claim_sender(sk);
     *last = LastSend {
         sk,
-        forgotten,
         hits: 0,
         udp: udp as u32,
     };
@@ -125,12 +124,16 @@ fn claim_sender(sk: u64) -> bool {
     is_udp(sk)
 }
 
-/// A TCP socket closed: its owner is forgotten, here and in every `LAST_SEND`.
+/// A TCP socket closed: its owner is forgotten, and so is this CPU's `LAST_SEND`
+/// if it is this socket (usually the CPU its last sender closes it on; a global
+/// generation the hot path would check cost it a cold cache line per send).
 #[inline(always)]
 pub fn forget(sk: u64) {
     let _ = SOCKS.remove(&sk);
-    if let Some(n) = FORGOTTEN.get_ptr_mut(0) {
-        unsafe { *n = (*n).wrapping_add(1) };
+    if let Some(last) = LAST_SEND.get_ptr_mut(0)
+        && unsafe { (*last).sk } == sk
+    {
+        unsafe { (*last).sk = 0 };
     }
 }
 

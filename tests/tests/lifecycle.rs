@@ -16,6 +16,8 @@ const OURS: &[&str] = &[
     "tcp_retransmit_",
     "sock_send_lengt",
     "sys_exit",
+    "sys_exit_call",
+    "netif_rx_btf",
     "netif_receive_s",
     "icmp_send",
     "inet_sock_set_s",

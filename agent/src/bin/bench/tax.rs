@@ -21,7 +21,7 @@ const NS: &str = "ssb-tax";
 const NULL_CALLS: u64 = 2_000_000;
 const SENDS: u64 = 200_000;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 pub enum Attached {
     Nothing,
     Floor,
@@ -30,14 +30,6 @@ pub enum Attached {
 
 impl Attached {
     pub const ALL: [Attached; 3] = [Attached::Nothing, Attached::Floor, Attached::Agent];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Attached::Nothing => "nothing",
-            Attached::Floor => "floor",
-            Attached::Agent => "agent",
-        }
-    }
 }
 
 /// ns per call, indexed like [`Attached::ALL`].
@@ -154,6 +146,14 @@ fn attach(a: Attached) -> anyhow::Result<Guard> {
 }
 
 pub fn measure(rounds: usize) -> anyhow::Result<Vec<Round>> {
+    // Statistics add two clock reads to every program run: not what a host pays.
+    let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    if stats.trim() == "1" {
+        bail!(
+            "BPF statistics are on (sysctl kernel.bpf_stats_enabled=1): they would be timed \
+             with the programs; turn them off first"
+        );
+    }
     let sink = Sink::new()?;
     let mut out = Vec::new();
     for r in 0..rounds {
