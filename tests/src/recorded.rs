@@ -389,7 +389,10 @@ pub fn print_judgements(name: &str, out: &Output, topo: &Topology) {
         .iter()
         .filter(|l| l["type"] == "verdict" && !in_range(l, topo))
         .collect();
-    println!("[{name}] {} verdict line(s) outside the ranges", others.len());
+    println!(
+        "[{name}] {} verdict line(s) outside the ranges",
+        others.len()
+    );
     for l in others.iter().take(10) {
         println!("[{name}]   elsewhere: {} netns={}", brief(l), l["netns"]);
     }
