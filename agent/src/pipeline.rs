@@ -59,6 +59,7 @@ pub struct Pipeline {
     pub metrics: Option<Arc<Metrics>>,
     enrich: Option<fn(&mut crate::engine::Verdict)>,
     own: Own,
+    sockets: json::Sockets,
 }
 
 impl Pipeline {
@@ -76,6 +77,7 @@ impl Pipeline {
             metrics: shaping.metrics,
             enrich: shaping.enrich,
             own: shaping.own,
+            sockets: json::Sockets::new(),
         }
     }
 
@@ -124,7 +126,7 @@ impl Pipeline {
                     if !self.rate.admit(&e) {
                         continue;
                     }
-                    json::emit_into(out, &self.clock, self.units, &e);
+                    self.sockets.emit_into(out, &self.clock, self.units, &e);
                 }
                 Some(ts)
             }

@@ -9,10 +9,7 @@ use agent_common::event::{
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{
-    SCHEMA,
-    fields::{Body, Fields},
-};
+use super::{SCHEMA, fields::Fields};
 use crate::{
     clock::WallClock,
     decode::Event,
@@ -106,14 +103,14 @@ fn finish(out: &mut Vec<u8>, start: usize, r: Result<(), sonic_rs::Error>) {
 }
 
 /// One end of a flow.
-#[derive(Serialize, JsonSchema, Debug, PartialEq, Eq)]
+#[derive(Serialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[schemars(rename = "endpoint")]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
 }
 
-#[derive(Serialize, JsonSchema)]
+#[derive(Serialize, JsonSchema, Clone, PartialEq)]
 pub struct FlowBody {
     #[schemars(schema_with = "crate::schema::family", extend("x-otel" = "network.type"))]
     pub family: &'static str,
@@ -154,7 +151,7 @@ impl From<&Flow> for FlowBody {
 
 /// The process behind the socket: the caller for process-context events, the
 /// socket's recorded owner for softirq ones.
-#[derive(Serialize, JsonSchema)]
+#[derive(Serialize, JsonSchema, PartialEq)]
 #[schemars(rename = "process")]
 pub struct Process<'a> {
     /// Thread group id (what userspace calls the pid).
@@ -183,7 +180,7 @@ impl<'a> From<&'a Owner> for Process<'a> {
 }
 
 /// Fields every socket event shares.
-#[derive(Serialize, JsonSchema)]
+#[derive(Serialize, JsonSchema, PartialEq)]
 pub struct SocketBody<'a> {
     /// Stable id of the socket for this run (null: no socket sendsight knows).
     pub sock: Option<u64>,
@@ -478,27 +475,71 @@ pub fn path(out: &mut Vec<u8>, clock: &WallClock, p: &PathLine) {
 /// Any engine output as a JSON line.
 pub fn emit(clock: &WallClock, units: Units, e: &Emit) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    emit_into(&mut out, clock, units, e);
+    Sockets::none().emit_into(&mut out, clock, units, e);
     out
 }
 
-/// Appends any engine output as a JSON line to `out`.
-pub fn emit_into(out: &mut Vec<u8>, clock: &WallClock, units: Units, e: &Emit) {
-    match e {
-        Emit::Event(a) => event(out, clock, units, a),
-        Emit::Verdict(v) => verdict(out, clock, v),
-        Emit::Path(p) => path(out, clock, p),
+/// Each recent socket's fields (sock, flow, process, netns) as written: the same on
+/// every line about the socket, and a third of an event line. Direct-mapped by
+/// socket id: a socket's events come in bursts.
+pub struct Sockets {
+    slots: Vec<Option<(SocketBody<'static>, Vec<u8>)>>,
+}
+
+impl Sockets {
+    pub fn new() -> Self {
+        Self {
+            slots: (0..1024).map(|_| None).collect(),
+        }
+    }
+
+    /// Remembers nothing (one-off lines).
+    fn none() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    /// Appends any engine output as a JSON line to `out`.
+    pub fn emit_into(&mut self, out: &mut Vec<u8>, clock: &WallClock, units: Units, e: &Emit) {
+        match e {
+            Emit::Event(a) => event(out, clock, units, a, self),
+            Emit::Verdict(v) => verdict(out, clock, v),
+            Emit::Path(p) => path(out, clock, p),
+        }
+    }
+
+    fn write(&mut self, w: &mut Fields, socket: &SocketBody) {
+        if self.slots.is_empty() {
+            return socket.write(w);
+        }
+        let i = (socket.sock.unwrap_or(0) % self.slots.len() as u64) as usize;
+        if let Some((known, bytes)) = &self.slots[i]
+            && known == socket
+        {
+            return w.raw(bytes);
+        }
+        let mut bytes = self.slots[i].take().map(|(_, b)| b).unwrap_or_default();
+        bytes.clear();
+        socket.write(&mut Fields::new(&mut bytes));
+        w.raw(&bytes);
+        self.slots[i] = Some((socket.to_owned(), bytes));
+    }
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 /// One event, annotated by the engine, as a JSON line.
-pub fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated) {
+fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated, sockets: &mut Sockets) {
     let h = a.event.header();
     let stamp = clock.stamp(h.ts_ns);
     let mut line = EventLine {
         out,
         ts: stamp.as_str(),
         ts_ns: clock.unix_ns(h.ts_ns),
+        sockets,
     };
     event_body(units, a, &mut line);
 }
@@ -513,6 +554,7 @@ struct EventLine<'a> {
     out: &'a mut Vec<u8>,
     ts: &'a str,
     ts_ns: i128,
+    sockets: &'a mut Sockets,
 }
 
 impl Visit for EventLine<'_> {
@@ -520,7 +562,7 @@ impl Visit for EventLine<'_> {
         let start = self.out.len();
         let mut w = Fields::new(self.out);
         envelope(&mut w, kind, self.ts, self.ts_ns);
-        let r = body.fields(&mut w);
+        let r = body.fields(&mut w, self.sockets);
         finish(self.out, start, r);
     }
 }
@@ -722,8 +764,14 @@ pub struct SummaryBody {
     pub send_verdicts_rate_limited: u64,
 }
 
-// The bodies printed per event write their fields directly (see `fields`); the
-// rest go through serde.
+/// The fields of an event line's body, written after the envelope's.
+trait Body: Serialize {
+    /// Appends `,"key":value` for each field. The default goes through serde; the
+    /// bodies printed per event write theirs directly (see `fields`).
+    fn fields(&self, w: &mut Fields, _: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        w.serde(self)
+    }
+}
 
 impl Endpoint {
     fn write(&self, w: &mut Fields, key: &str) {
@@ -761,6 +809,20 @@ fn write_process(w: &mut Fields, p: &Option<Process>) {
 }
 
 impl SocketBody<'_> {
+    fn to_owned(&self) -> SocketBody<'static> {
+        SocketBody {
+            sock: self.sock,
+            flow: self.flow.clone(),
+            process: self.process.as_ref().map(|p| Process {
+                pid: p.pid,
+                tid: p.tid,
+                comm: std::borrow::Cow::Owned(p.comm.to_string()),
+                cgroup_id: p.cgroup_id,
+            }),
+            netns: self.netns,
+        }
+    }
+
     fn write(&self, w: &mut Fields) {
         w.opt_int("sock", self.sock);
         self.flow.write(w);
@@ -772,8 +834,8 @@ impl SocketBody<'_> {
 }
 
 impl Body for RetransmitBody<'_> {
-    fn fields(&self, w: &mut Fields) -> Result<(), sonic_rs::Error> {
-        self.socket.write(w);
+    fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        sockets.write(w, &self.socket);
         w.str("state", self.state);
         w.str("kind", self.kind);
         w.int("segs", self.segs);
@@ -797,8 +859,8 @@ impl Body for RetransmitBody<'_> {
 }
 
 impl Body for SendErrorBody<'_> {
-    fn fields(&self, w: &mut Fields) -> Result<(), sonic_rs::Error> {
-        self.socket.write(w);
+    fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        sockets.write(w, &self.socket);
         w.opt_str("state", self.state);
         w.int("errno", self.errno);
         w.str("errno_name", &self.errno_name);
@@ -819,8 +881,8 @@ impl Body for SendErrorBody<'_> {
 }
 
 impl Body for StateBody<'_> {
-    fn fields(&self, w: &mut Fields) -> Result<(), sonic_rs::Error> {
-        self.socket.write(w);
+    fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        sockets.write(w, &self.socket);
         w.str("old_state", self.old_state);
         w.str("new_state", self.new_state);
         Ok(())
@@ -828,16 +890,16 @@ impl Body for StateBody<'_> {
 }
 
 impl Body for UdpSendBody<'_> {
-    fn fields(&self, w: &mut Fields) -> Result<(), sonic_rs::Error> {
-        self.socket.write(w);
+    fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        sockets.write(w, &self.socket);
         w.int("bytes", self.bytes);
         Ok(())
     }
 }
 
 impl Body for CongBody<'_> {
-    fn fields(&self, w: &mut Fields) -> Result<(), sonic_rs::Error> {
-        self.socket.write(w);
+    fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
+        sockets.write(w, &self.socket);
         w.str("ca_state", self.ca_state);
         Ok(())
     }
@@ -866,6 +928,7 @@ mod tests {
     struct Both {
         fast: Vec<u8>,
         serde: Vec<u8>,
+        sockets: Sockets,
     }
 
     const TS: &str = "2023-11-14T22:13:20.000000007Z";
@@ -877,6 +940,7 @@ mod tests {
                 out: &mut self.fast,
                 ts: TS,
                 ts_ns: TS_NS,
+                sockets: &mut self.sockets,
             };
             line.body(kind, body);
             sonic_rs::to_writer(
@@ -946,6 +1010,8 @@ mod tests {
                     event,
                 };
                 let mut both = Both::default();
+                // Twice: the second from the socket's remembered fields.
+                event_body(Units { hz }, &a, &mut both);
                 event_body(Units { hz }, &a, &mut both);
                 prop_assert_eq!(
                     String::from_utf8_lossy(&both.fast),
