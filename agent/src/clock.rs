@@ -127,6 +127,10 @@ impl Stamp {
         self.len += n;
     }
 
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
     }

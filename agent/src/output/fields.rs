@@ -15,9 +15,23 @@ pub struct Fields<'a> {
     out: &'a mut Vec<u8>,
 }
 
+/// Whether `s` is written as it is between quotes (serde escapes nothing in it).
+fn plain(s: &str) -> bool {
+    // A fold, not `all`: without the early exit the check is vectorized.
+    s.bytes().fold(true, |ok, b| {
+        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    })
+}
+
 impl<'a> Fields<'a> {
     pub fn new(out: &'a mut Vec<u8>) -> Self {
         Self { out }
+    }
+
+    /// Any serializable value, through serde.
+    pub fn serde_value<V: Serialize + ?Sized>(&mut self, v: &V) {
+        // Writing into a Vec fails only for values JSON cannot hold (none here).
+        let _ = sonic_rs::to_writer(&mut *self.out, v);
     }
 
     /// A serializable object's fields, through serde.
@@ -87,12 +101,24 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A name from one of the agent's tables (`net`'s, the line types): plain
+    /// ASCII, so written without the check for escapes.
+    #[inline]
+    pub fn name(&mut self, key: &str, name: &'static str) {
+        self.key(key);
+        self.name_value(name);
+    }
+
+    #[inline]
+    pub fn name_value(&mut self, name: &'static str) {
+        debug_assert!(plain(name), "{name:?} needs escaping");
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'"');
+    }
+
     pub fn str_value(&mut self, s: &str) {
-        // A fold, not `all`: without the early exit the check is vectorized.
-        let plain = s.bytes().fold(true, |ok, b| {
-            ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
-        });
-        if plain {
+        if plain(s) {
             self.out.push(b'"');
             self.out.extend_from_slice(s.as_bytes());
             self.out.push(b'"');

@@ -65,25 +65,33 @@ pub fn line_into<B: Serialize>(
 ) {
     let start = out.len();
     let mut w = Fields::new(out);
-    envelope(&mut w, kind, ts, ts_ns);
+    envelope(&mut w, kind, ts.as_bytes(), ts_ns);
     let r = w.serde(&body);
     finish(out, start, r);
 }
 
-/// The fields of [`Line`] before the body's, with `host` serialized once.
-fn envelope(w: &mut Fields, kind: &'static str, ts: &str, ts_ns: i128) {
-    static HOST: OnceLock<Vec<u8>> = OnceLock::new();
+/// The fields of [`Line`] before the body's, with `host` serialized once. `ts`
+/// comes from the clock's formatting (digits and punctuation: no escapes).
+fn envelope(w: &mut Fields, kind: &'static str, ts: &[u8], ts_ns: i128) {
+    static TAIL: OnceLock<Vec<u8>> = OnceLock::new();
     // The host is fixed once read (a replay sets the recorded one before).
-    let host = HOST
-        .get_or_init(|| sonic_rs::to_vec(crate::system::host::get()).expect("strings serialize"));
+    let tail = TAIL.get_or_init(|| {
+        let mut tail = Vec::new();
+        let mut w = Fields::new(&mut tail);
+        w.key("host");
+        w.serde_value(crate::system::host::get());
+        w.str("agent_version", env!("CARGO_PKG_VERSION"));
+        tail
+    });
     w.raw(b"{\"schema\":");
-    w.str_value(SCHEMA);
-    w.str("type", kind);
-    w.str("ts", ts);
+    w.name_value(SCHEMA);
+    w.name("type", kind);
+    w.key("ts");
+    w.raw(b"\"");
+    w.raw(ts);
+    w.raw(b"\"");
     w.int("ts_ns", ts_ns);
-    w.key("host");
-    w.raw(host);
-    w.str("agent_version", env!("CARGO_PKG_VERSION"));
+    w.raw(tail);
 }
 
 fn finish(out: &mut Vec<u8>, start: usize, r: Result<(), sonic_rs::Error>) {
@@ -537,7 +545,7 @@ fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated, sock
     let stamp = clock.stamp(h.ts_ns);
     let mut line = EventLine {
         out,
-        ts: stamp.as_str(),
+        ts: stamp.as_bytes(),
         ts_ns: clock.unix_ns(h.ts_ns),
         sockets,
     };
@@ -552,7 +560,7 @@ trait Visit {
 
 struct EventLine<'a> {
     out: &'a mut Vec<u8>,
-    ts: &'a str,
+    ts: &'a [u8],
     ts_ns: i128,
     sockets: &'a mut Sockets,
 }
@@ -785,12 +793,12 @@ impl Endpoint {
 
 impl FlowBody {
     fn write(&self, w: &mut Fields) {
-        w.str("family", self.family);
-        w.str("protocol", self.protocol);
+        w.name("family", self.family);
+        w.name("protocol", self.protocol);
         self.local.write(w, "local");
         self.peer.write(w, "peer");
         if let Some(service) = self.service {
-            w.str("service", service);
+            w.name("service", service);
         }
     }
 }
@@ -836,8 +844,8 @@ impl SocketBody<'_> {
 impl Body for RetransmitBody<'_> {
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
-        w.str("state", self.state);
-        w.str("kind", self.kind);
+        w.name("state", self.state);
+        w.name("kind", self.kind);
         w.int("segs", self.segs);
         w.opt_int("bytes", self.bytes);
         w.opt_int("seg_len", self.seg_len);
@@ -849,7 +857,7 @@ impl Body for RetransmitBody<'_> {
         w.opt_int("snd_queue", self.snd_queue);
         w.opt_int("srtt_us", self.srtt_us);
         w.opt_int("cwnd", self.cwnd);
-        w.str("ca_state", self.ca_state);
+        w.name("ca_state", self.ca_state);
         if let Some(err) = self.err {
             w.int("err", err);
         }
@@ -873,7 +881,7 @@ impl Body for SendErrorBody<'_> {
             if i > 0 {
                 w.raw(b",");
             }
-            w.str_value(s);
+            w.name_value(s);
         }
         w.raw(b"]");
         Ok(())
@@ -883,8 +891,8 @@ impl Body for SendErrorBody<'_> {
 impl Body for StateBody<'_> {
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
-        w.str("old_state", self.old_state);
-        w.str("new_state", self.new_state);
+        w.name("old_state", self.old_state);
+        w.name("new_state", self.new_state);
         Ok(())
     }
 }
@@ -900,7 +908,7 @@ impl Body for UdpSendBody<'_> {
 impl Body for CongBody<'_> {
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
-        w.str("ca_state", self.ca_state);
+        w.name("ca_state", self.ca_state);
         Ok(())
     }
 }
@@ -938,7 +946,7 @@ mod tests {
         fn body<B: Body>(&mut self, kind: &'static str, body: &B) {
             let mut line = EventLine {
                 out: &mut self.fast,
-                ts: TS,
+                ts: TS.as_bytes(),
                 ts_ns: TS_NS,
                 sockets: &mut self.sockets,
             };
