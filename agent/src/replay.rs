@@ -54,7 +54,7 @@ pub fn replay_from<R: std::io::Read>(
             }
         };
         n += 1;
-        let ts = pipe.record(&rec, &mut lines);
+        let ts = pipe.record(rec, &mut lines);
         if let Some(ts) = ts {
             first.get_or_insert(ts);
             last = last.max(ts);
