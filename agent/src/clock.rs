@@ -53,6 +53,10 @@ impl WallClock {
     pub fn rfc3339(&self, mono_ns: u64) -> String {
         format_unix_ns(self.unix_ns(mono_ns))
     }
+
+    pub fn stamp(&self, mono_ns: u64) -> Stamp {
+        Stamp::new(self.unix_ns(mono_ns))
+    }
 }
 
 const SECONDS: &[FormatItem<'static>] =
@@ -66,28 +70,70 @@ thread_local! {
 }
 
 pub fn format_unix_ns(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let nanos = unix_ns.rem_euclid(1_000_000_000);
-    LAST_SECOND.with(|cache| {
-        let mut c = cache.borrow_mut();
-        if c.0 != secs {
-            let Some(prefix) = OffsetDateTime::from_unix_timestamp(secs as i64)
-                .ok()
-                .and_then(|t| t.format(SECONDS).ok())
-            else {
-                return OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+    Stamp::new(unix_ns).as_str().to_string()
+}
+
+/// An RFC 3339 timestamp on the stack: the hot path writes it into a line without
+/// a String per line.
+pub struct Stamp {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Stamp {
+    fn new(unix_ns: i128) -> Self {
+        let secs = unix_ns.div_euclid(1_000_000_000);
+        let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+        let mut s = Stamp {
+            buf: [0; 48],
+            len: 0,
+        };
+        LAST_SECOND.with(|cache| {
+            let mut c = cache.borrow_mut();
+            if c.0 != secs {
+                let Some(prefix) = OffsetDateTime::from_unix_timestamp(secs as i64)
                     .ok()
-                    .and_then(|t| t.format(RFC3339_NANOS).ok())
-                    .unwrap_or_else(|| "1970-01-01T00:00:00.000000000Z".to_string());
-            };
-            *c = (secs, prefix);
-        }
-        let mut out = String::with_capacity(30);
-        out.push_str(&c.1);
-        use std::fmt::Write as _;
-        let _ = write!(out, ".{nanos:09}Z");
-        out
-    })
+                    .and_then(|t| t.format(SECONDS).ok())
+                else {
+                    let whole = OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+                        .ok()
+                        .and_then(|t| t.format(RFC3339_NANOS).ok());
+                    s.push(
+                        whole
+                            .as_deref()
+                            .unwrap_or("1970-01-01T00:00:00.000000000Z")
+                            .as_bytes(),
+                    );
+                    return;
+                };
+                *c = (secs, prefix);
+            }
+            s.push(c.1.as_bytes());
+            let mut frac = *b".000000000Z";
+            let mut n = nanos;
+            for d in frac[1..10].iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            s.push(&frac);
+        });
+        s
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        // `time` prints years of at most 4 digits and a sign: 31 bytes at most.
+        let n = part.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&part[..n]);
+        self.len += n;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
 }
 
 #[cfg(test)]

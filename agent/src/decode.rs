@@ -7,7 +7,7 @@ use agent_common::event::{
     SendError, SockLookup, SocketError, SocketState, UdpQueueDrop, UdpSend,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Retransmit(Retransmit),
     SendError(SendError),
@@ -16,7 +16,9 @@ pub enum Event {
     SocketError(SocketError),
     CongState(CongState),
     UdpSend(UdpSend),
-    UdpQueueDrop(UdpQueueDrop),
+    /// Boxed: twice any other record's size, and rare (one per socket per second),
+    /// while every event is moved several times on its way to a line.
+    UdpQueueDrop(Box<UdpQueueDrop>),
     /// The agent's own records, consumed, never printed: a kernel answer (for the
     /// engine), the kernel's loss counters and a wall-clock step (for the pipeline).
     SockLookup(SockLookup),
@@ -35,7 +37,10 @@ macro_rules! each {
             Event::SocketError($r) => $body,
             Event::CongState($r) => $body,
             Event::UdpSend($r) => $body,
-            Event::UdpQueueDrop($r) => $body,
+            Event::UdpQueueDrop(boxed) => {
+                let $r = &**boxed;
+                $body
+            }
             Event::SockLookup($r) => $body,
             Event::LossReport($r) => $body,
             Event::ClockStep($r) => $body,
@@ -221,7 +226,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Kind::SockLookup => body(bytes, &header).map(Event::SockLookup),
         Kind::LossReport => body(bytes, &header).map(Event::LossReport),
         Kind::ClockStep => body(bytes, &header).map(Event::ClockStep),
-        Kind::UdpQueueDrop => body(bytes, &header).map(Event::UdpQueueDrop),
+        Kind::UdpQueueDrop => body(bytes, &header).map(|r| Event::UdpQueueDrop(Box::new(r))),
     }
 }
 
@@ -274,7 +279,7 @@ mod tests {
         q.header = Header::new::<UdpQueueDrop>(0, 1, 2);
         q.drops = 7;
         q.peers[1].drops = 3;
-        assert_eq!(decode(&encode(&q)), Ok(Event::UdpQueueDrop(q)));
+        assert_eq!(decode(&encode(&q)), Ok(Event::UdpQueueDrop(Box::new(q))));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Pipeline {
     pub metrics: Option<Arc<Metrics>>,
     enrich: Option<fn(&mut crate::engine::Verdict)>,
     own: Own,
+    sockets: json::Sockets,
+    /// The engine's output for one event, kept for its allocation.
+    emits: Vec<Emit>,
 }
 
 impl Pipeline {
@@ -76,6 +79,8 @@ impl Pipeline {
             metrics: shaping.metrics,
             enrich: shaping.enrich,
             own: shaping.own,
+            sockets: json::Sockets::new(),
+            emits: Vec::new(),
         }
     }
 
@@ -108,7 +113,9 @@ impl Pipeline {
                 if let Some(m) = &self.metrics {
                     m.event(event.kind_name());
                 }
-                for mut e in self.engine.on_event(event) {
+                let mut emits = std::mem::take(&mut self.emits);
+                self.engine.on_event_into(event, &mut emits);
+                for mut e in emits.drain(..) {
                     if let (Emit::Verdict(v), Some(enrich)) = (&mut e, self.enrich) {
                         enrich(v);
                     }
@@ -124,8 +131,9 @@ impl Pipeline {
                     if !self.rate.admit(&e) {
                         continue;
                     }
-                    json::emit_into(out, &self.clock, self.units, &e);
+                    self.sockets.emit_into(out, &self.clock, self.units, &e);
                 }
+                self.emits = emits;
                 Some(ts)
             }
             Err(e) => {

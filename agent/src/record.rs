@@ -250,6 +250,8 @@ pub struct Reader<R> {
     path: String,
     index: u64,
     pub header: Header,
+    /// The last record read: one buffer for all, not an allocation per record.
+    record: Vec<u8>,
 }
 
 impl Reader<BufReader<File>> {
@@ -306,11 +308,12 @@ impl<R: Read> Reader<R> {
             path,
             index: 0,
             header,
+            record: Vec::new(),
         })
     }
 
     /// The next record's bytes, `None` at a clean end.
-    pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, RecordError> {
+    pub fn next_record(&mut self) -> Result<Option<&[u8]>, RecordError> {
         let mut len = [0u8; 4];
         match read_full(&mut self.input, &mut len) {
             Ok(0) => return Ok(None),
@@ -336,15 +339,15 @@ impl<R: Read> Reader<R> {
                 len,
             });
         }
-        let mut buf = vec![0u8; len as usize];
-        if self.input.read_exact(&mut buf).is_err() {
+        self.record.resize(len as usize, 0);
+        if self.input.read_exact(&mut self.record).is_err() {
             return Err(RecordError::Truncated {
                 path: self.path.clone(),
                 index: self.index,
             });
         }
         self.index += 1;
-        Ok(Some(buf))
+        Ok(Some(&self.record))
     }
 }
 
@@ -468,7 +471,7 @@ mod tests {
         }
         r.flush().unwrap();
         let mut rd = Reader::open(&path).unwrap();
-        let first = rd.next_record().unwrap().unwrap();
+        let first = rd.next_record().unwrap().unwrap().to_vec();
         assert_eq!(
             first,
             crate::decode::encode(&loss),

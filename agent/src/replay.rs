@@ -36,8 +36,10 @@ pub fn replay_from<R: std::io::Read>(
     );
     let mut n = 0u64;
     let (mut first, mut last) = (None, 0u64);
-    let mut io_err = None;
-    let mut scratch = Vec::with_capacity(4096);
+    // Lines are handed to `out` in blocks: one copy into its buffer per block, not
+    // per line.
+    const BLOCK: usize = 1 << 16;
+    let mut lines = Vec::with_capacity(BLOCK + 4096);
     loop {
         let rec = match reader.next_record() {
             Ok(Some(r)) => r,
@@ -46,30 +48,30 @@ pub fn replay_from<R: std::io::Read>(
                 eprintln!("sendsight: warning: {e}; replayed what came before");
                 break;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let _ = out.write_all(&lines);
+                return Err(e.into());
+            }
         };
         n += 1;
-        scratch.clear();
-        let ts = pipe.record(&rec, &mut scratch);
-        if let Err(e) = out.write_all(&scratch) {
-            io_err = Some(e);
-        }
+        let ts = pipe.record(rec, &mut lines);
         if let Some(ts) = ts {
             first.get_or_insert(ts);
             last = last.max(ts);
             // Time passes with the events: idle sockets are forgotten as live.
             pipe.engine.tick(ts);
         }
-        if let Some(e) = io_err.take() {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(n);
+        if lines.len() >= BLOCK {
+            match out.write_all(&lines) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(n),
+                r => r?,
             }
-            return Err(e.into());
+            lines.clear();
         }
     }
     let first = first.unwrap_or(0);
-    let summary = pipe.summary_line((last.saturating_sub(first)) as f64 / 1e9, last);
-    match out.write_all(&summary).and_then(|()| out.flush()) {
+    lines.extend(pipe.summary_line((last.saturating_sub(first)) as f64 / 1e9, last));
+    match out.write_all(&lines).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
         _ => {}
     }

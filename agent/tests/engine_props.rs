@@ -494,7 +494,7 @@ fn event() -> BoxedStrategy<Event> {
         1 => socket_state().prop_map(Event::SocketState),
         1 => socket_error().prop_map(Event::SocketError),
         2 => cong_state().prop_map(Event::CongState),
-        1 => udp_queue_drop().prop_map(Event::UdpQueueDrop),
+        1 => udp_queue_drop().prop_map(|q| Event::UdpQueueDrop(Box::new(q))),
     ]
     .boxed()
 }
@@ -727,7 +727,7 @@ fn inputs(sc: &Scenario) -> Vec<Input> {
                 who,
                 mask,
             } => {
-                let mut e = *event;
+                let mut e = event.clone();
                 header_mut(&mut e).ts_ns = step(*dt);
                 if let Some(i) = who {
                     stamp(&mut e, &sc.world[i % sc.world.len()], *mask);
@@ -959,7 +959,7 @@ fn run(
                 each(&mut engine, None)?;
             }
             Input::Event(e) => {
-                let out = engine.on_event(*e);
+                let out = engine.on_event(e.clone());
                 each(&mut engine, Some((e, &out)))?;
                 all.extend(out);
             }
@@ -1042,7 +1042,7 @@ proptest! {
             for input in &inputs {
                 match input {
                     Input::Tick(t) => engine.tick(*t),
-                    Input::Event(e) => out.push(engine.on_event(*e)),
+                    Input::Event(e) => out.push(engine.on_event(e.clone())),
                 }
             }
             ledgers.push((
@@ -1121,7 +1121,7 @@ proptest! {
         let units = Units { hz: Some(250) };
         for i in 0..rtos {
             let e = blackhole_rto(0xa, 1_000_000_000 + i as u64 * gap, mss, i as u8);
-            let out = engine.on_event(e);
+            let out = engine.on_event(e.clone());
             check_shape(&e, &out)?;
             for line in &out {
                 check_line(&clock, units, line)?;

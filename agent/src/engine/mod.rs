@@ -120,11 +120,19 @@ impl Engine {
     }
 
     pub fn on_event(&mut self, event: Event) -> Vec<Emit> {
+        let mut out = Vec::new();
+        self.on_event_into(event, &mut out);
+        out
+    }
+
+    /// [`Engine::on_event`] appending to `out`: the pipeline reuses one Vec rather
+    /// than allocating one per event.
+    pub fn on_event_into(&mut self, event: Event, out: &mut Vec<Emit>) {
         let mut verdicts = Vec::new();
         let ts = event.header().ts_ns;
         if let Event::SockLookup(l) = event {
             self.lookup = Some(l);
-            return Vec::new();
+            return;
         }
         let lookup = self.lookup.take();
         self.sockets.forget_closed(ts);
@@ -274,7 +282,6 @@ impl Engine {
             self.sockets.close(e.header.sk, ts);
         }
 
-        let mut out = Vec::with_capacity(1 + verdicts.len());
         let netns = event.netns().or_else(|| {
             let sk = sk?;
             Some(self.sockets.get_mut(sk)?.timeline.netns).filter(|n| *n != 0)
@@ -300,6 +307,5 @@ impl Engine {
                 out.push(Emit::Path(p));
             }
         }
-        out
     }
 }

@@ -4,7 +4,11 @@
 //! The table also remembers each socket's flow (to match ICMP messages and error
 //! reports, which carry a flow but no socket) and its owner (for softirq events).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash: SipHash was a tenth of the pipeline's time, several lookups per event.
+// Seeded per table, so flows chosen by a remote peer cannot aim at one bucket.
+use foldhash::{HashMap, HashMapExt};
 
 use agent_common::event::{Flow, Owner};
 
