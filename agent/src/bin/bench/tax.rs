@@ -9,13 +9,12 @@ use std::{
     fs::File,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-use super::{At, floor, ids, new_ids, sh, start_agent, stop};
+use super::{At, del_netns, floor, ids, new_ids, sh, start_agent, stop};
 
 const NS: &str = "ssb-tax";
 const NULL_CALLS: u64 = 2_000_000;
@@ -45,10 +44,7 @@ struct Sink;
 
 impl Sink {
     fn new() -> anyhow::Result<Self> {
-        let _ = Command::new("ip")
-            .args(["netns", "del", NS])
-            .stderr(std::process::Stdio::null())
-            .status();
+        del_netns(NS);
         sh("ip", &["netns", "add", NS])?;
         sh(
             "ip",
@@ -105,7 +101,7 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        del_netns(NS);
     }
 }
 
