@@ -221,8 +221,10 @@ fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
     Ok(0)
 }
 
-/// A big datagram sent: a `UdpSend` record, once per socket per second.
-#[inline(always)]
+/// A big datagram sent: a `UdpSend` record, once per socket per second. Out of
+/// line like `send_failed`: the hot path's own frame stays small, so each slow path
+/// fits the 512 bytes kernels before 6.13 allow for a whole call chain.
+#[inline(never)]
 fn large_udp(sk: u64, bytes: u32) {
     let now_s = (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32;
     // The entry carries the once-per-second mark (LRU may have dropped it).
