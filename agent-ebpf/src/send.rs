@@ -1,15 +1,19 @@
 //! The send path. Two sources, one event per failure:
 //!
 //! - `sock:sock_send_length` (6.3+) sees every send in the socket layer: successes
-//!   keep the socket's owner current in `SOCKS`; a failure is parked in `PENDING` for
-//!   its thread.
-//! - the raw `sys_exit` tracepoint sees send-family syscalls fail, including errors
-//!   returned before the socket layer (seccomp, bad fd, EFAULT). It returns at once
-//!   for successful syscalls (one compare), and for a failed send-family call emits
-//!   the event, merged with the parked socket-layer facts when there are some.
+//!   keep the socket's owner current in `SOCKS` (through this CPU's `LAST_SEND`, no
+//!   helper call on a repeated send); a failure is parked in `PENDING` for its thread.
+//! - the syscall exits see send-family syscalls fail, including errors returned
+//!   before the socket layer (seccomp, bad fd, EFAULT): per syscall
+//!   (`syscalls:sys_exit_<name>`, only the send family pays) where the kernel allows
+//!   it, else the raw `sys_exit` (every syscall, one compare for successes). A failed
+//!   send-family call emits the event, merged with the parked socket-layer facts when
+//!   there are some.
 //!
-//! Without `sys_exit` the socket layer emits directly; without `sock_send_length`
+//! Without a syscall exit the socket layer emits directly; without `sock_send_length`
 //! (kernels before 6.3) the syscall exit resolves the socket from the fd itself.
+//! Everything but the success paths is out of line or behind them: on kernels before
+//! 6.13 a program's whole call chain shares 512 bytes of stack.
 
 use agent_common::{
     event::{AF_INET, AF_INET6, Owner, PendingSend, SendError, UdpSend, send_flags, send_source},
