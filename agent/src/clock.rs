@@ -57,6 +57,12 @@ impl WallClock {
     pub fn stamp(&self, mono_ns: u64) -> Stamp {
         Stamp::new(self.unix_ns(mono_ns))
     }
+
+    /// [`WallClock::stamp`] with the caller's cache of the last second: no
+    /// thread-local lookup and borrow per line.
+    pub fn stamp_cached(&self, mono_ns: u64, cache: &mut SecondCache) -> Stamp {
+        Stamp::with_cache(self.unix_ns(mono_ns), &mut cache.0)
+    }
 }
 
 const SECONDS: &[FormatItem<'static>] =
@@ -67,6 +73,15 @@ thread_local! {
     /// within one second, and calendar arithmetic per line is most of the cost.
     static LAST_SECOND: std::cell::RefCell<(i128, String)> =
         const { std::cell::RefCell::new((i128::MIN, String::new())) };
+}
+
+/// The date-and-time part of the last second formatted (see [`WallClock::stamp_cached`]).
+pub struct SecondCache((i128, String));
+
+impl Default for SecondCache {
+    fn default() -> Self {
+        Self((i128::MIN, String::new()))
+    }
 }
 
 pub fn format_unix_ns(unix_ns: i128) -> String {
@@ -82,14 +97,27 @@ pub struct Stamp {
 
 impl Stamp {
     fn new(unix_ns: i128) -> Self {
-        let secs = unix_ns.div_euclid(1_000_000_000);
-        let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+        LAST_SECOND.with(|cache| Self::with_cache(unix_ns, &mut cache.borrow_mut()))
+    }
+
+    fn with_cache(unix_ns: i128, c: &mut (i128, String)) -> Self {
+        // In i64 when it fits (always, short of a corrupt offset): i128 division is
+        // a call.
+        let (secs, nanos) = match i64::try_from(unix_ns) {
+            Ok(ns) => (
+                i128::from(ns.div_euclid(1_000_000_000)),
+                ns.rem_euclid(1_000_000_000) as u32,
+            ),
+            Err(_) => (
+                unix_ns.div_euclid(1_000_000_000),
+                unix_ns.rem_euclid(1_000_000_000) as u32,
+            ),
+        };
         let mut s = Stamp {
             buf: [0; 48],
             len: 0,
         };
-        LAST_SECOND.with(|cache| {
-            let mut c = cache.borrow_mut();
+        'format: {
             if c.0 != secs {
                 let Some(prefix) = OffsetDateTime::from_unix_timestamp(secs as i64)
                     .ok()
@@ -104,7 +132,7 @@ impl Stamp {
                             .unwrap_or("1970-01-01T00:00:00.000000000Z")
                             .as_bytes(),
                     );
-                    return;
+                    break 'format;
                 };
                 *c = (secs, prefix);
             }
@@ -116,7 +144,7 @@ impl Stamp {
                 n /= 10;
             }
             s.push(&frac);
-        });
+        }
         s
     }
 

@@ -44,12 +44,48 @@ impl Own {
     }
 }
 
+/// Events delivered, indexed by record kind (a failed connect or bind in a slot of
+/// its own): a map keyed by name cost a string comparison per level per event.
+#[derive(Default)]
+struct EventCounts {
+    by_kind: [u64; 32],
+    connect_error: u64,
+}
+
+impl EventCounts {
+    fn add(&mut self, event: &Event) {
+        match event {
+            Event::SendError(e) if decode::is_connect_or_bind(e) => self.connect_error += 1,
+            e => self.by_kind[usize::from(e.kind() as u16) % 32] += 1,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.by_kind.iter().sum::<u64>() + self.connect_error
+    }
+
+    /// As the summary line prints them: the types seen, by name.
+    fn by_name(&self) -> BTreeMap<&'static str, u64> {
+        let mut m = BTreeMap::new();
+        for kind in agent_common::event::Kind::ALL {
+            let n = self.by_kind[usize::from(kind as u16) % 32];
+            if n > 0 {
+                *m.entry(decode::kind_name(kind)).or_default() += n;
+            }
+        }
+        if self.connect_error > 0 {
+            *m.entry("connect_error").or_default() += self.connect_error;
+        }
+        m
+    }
+}
+
 pub struct Pipeline {
     pub clock: WallClock,
     pub units: Units,
     pub engine: Engine,
-    /// Events delivered, by type.
-    pub counts: BTreeMap<&'static str, u64>,
+    /// Events delivered, by line type (see [`EventCounts`]).
+    counts: EventCounts,
     pub verdicts: BTreeMap<&'static str, u64>,
     /// Everything lost, by source.
     pub ledger: Ledger,
@@ -70,7 +106,7 @@ impl Pipeline {
             clock,
             units,
             engine: Engine::new(limits),
-            counts: BTreeMap::new(),
+            counts: EventCounts::default(),
             verdicts: BTreeMap::new(),
             ledger: Ledger::new(shaping.metrics.clone()),
             first_decode_error: None,
@@ -109,7 +145,7 @@ impl Pipeline {
             }
             Ok(event) => {
                 let ts = event.header().ts_ns;
-                *self.counts.entry(event.kind_name()).or_default() += 1;
+                self.counts.add(&event);
                 if let Some(m) = &self.metrics {
                     m.event(event.kind_name());
                 }
@@ -224,8 +260,8 @@ impl Pipeline {
             self.clock.unix_ns(mono_ns),
             SummaryBody {
                 duration_s,
-                events_total: self.counts.values().sum(),
-                events: self.counts.clone(),
+                events_total: self.counts.total(),
+                events: self.counts.by_name(),
                 lost_total: self.ledger.lost_total(),
                 lost: self.ledger.summary(),
                 sockets_seen: self.engine.sockets.seen,
@@ -241,7 +277,7 @@ impl Pipeline {
     pub fn stderr_summary(&self) -> String {
         format!(
             "sendsight: summary: {} events, {} verdicts, {}",
-            self.counts.values().sum::<u64>(),
+            self.counts.total(),
             self.verdicts.values().sum::<u64>(),
             self.ledger.describe()
         )

@@ -149,66 +149,67 @@ impl Engine {
         // torn down (events trailing a close): nothing to judge, and no identity to
         // resurrect after `forget`.
         let unconnected = |f: &agent_common::event::Flow| f.dport == 0;
-        let (sock, owner, sk) = match &event {
-            Event::Retransmit(e) if unconnected(&e.flow) => (None, None, None),
-            Event::SocketState(e) if unconnected(&e.flow) => (None, None, None),
-            Event::CongState(e) if unconnected(&e.flow) => (None, None, None),
-            Event::SocketError(e) if unconnected(&e.flow) => (None, None, None),
+        // The socket's entry comes out of the match that learns it: a second
+        // lookup for the timeline was a hash and a probe per event.
+        let (sock, owner, sk, entry) = match &event {
+            Event::Retransmit(e) if unconnected(&e.flow) => (None, None, None, None),
+            Event::SocketState(e) if unconnected(&e.flow) => (None, None, None, None),
+            Event::CongState(e) if unconnected(&e.flow) => (None, None, None, None),
+            Event::SocketError(e) if unconnected(&e.flow) => (None, None, None, None),
             // Sockets that never connected: judged per destination, not tracked.
             Event::SendError(e) if crate::decode::is_connect_or_bind(e) => {
-                (None, Some(e.owner), None)
+                (None, Some(e.owner), None, None)
             }
             Event::UdpSend(e) => {
-                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
-                (Some(id), o, Some(e.header.sk))
+                let en = t.learn_entry(e.header.sk, &e.flow, &e.owner);
+                (Some(en.id), en.owner, Some(e.header.sk), Some(en))
             }
             Event::UdpQueueDrop(e) => {
-                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
-                (Some(id), o, Some(e.header.sk))
+                let en = t.learn_entry(e.header.sk, &e.flow, &e.owner);
+                (Some(en.id), en.owner, Some(e.header.sk), Some(en))
             }
             Event::Retransmit(e) => {
-                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
-                (Some(id), o, Some(e.header.sk))
+                let en = t.learn_entry(e.header.sk, &e.flow, &e.owner);
+                (Some(en.id), en.owner, Some(e.header.sk), Some(en))
             }
             Event::SendError(e) if e.header.sk != 0 => {
-                let (id, o) = if e.flow.family != 0 {
-                    t.learn(e.header.sk, &e.flow, &e.owner)
+                let (en, o) = if e.flow.family != 0 {
+                    let en = t.learn_entry(e.header.sk, &e.flow, &e.owner);
+                    let o = en.owner;
+                    (en, o)
                 } else {
-                    let en = t.entry(e.header.sk);
-                    (en.id, Some(e.owner))
+                    (t.entry(e.header.sk), Some(e.owner))
                 };
-                (Some(id), o, Some(e.header.sk))
+                (Some(en.id), o, Some(e.header.sk), Some(en))
             }
-            Event::SendError(e) => (None, Some(e.owner), None),
+            Event::SendError(e) => (None, Some(e.owner), None, None),
             Event::SocketState(e) => {
-                let (id, o) = t.learn(e.header.sk, &e.flow, &e.owner);
-                (Some(id), o, Some(e.header.sk))
+                let en = t.learn_entry(e.header.sk, &e.flow, &e.owner);
+                (Some(en.id), en.owner, Some(e.header.sk), Some(en))
             }
             Event::CongState(e) => {
-                let (id, o) = t.learn(e.header.sk, &e.flow, &Owner::default());
-                (Some(id), o, Some(e.header.sk))
+                let en = t.learn_entry(e.header.sk, &e.flow, &Owner::default());
+                (Some(en.id), en.owner, Some(e.header.sk), Some(en))
             }
             Event::SocketError(e) => match t.by_flow(&e.flow) {
-                Some((sk, id, o)) => (Some(id), o, Some(sk)),
-                None => (None, None, None),
+                Some((sk, id, o)) => (Some(id), o, Some(sk), t.get_mut(sk)),
+                None => (None, None, None, None),
             },
             Event::IcmpTooBig(e) if e.source == icmp_source::RECEIVED => {
                 match t.by_flow(&e.quoted) {
-                    Some((sk, id, o)) => (Some(id), o, Some(sk)),
-                    None => (None, None, None),
+                    Some((sk, id, o)) => (Some(id), o, Some(sk), t.get_mut(sk)),
+                    None => (None, None, None, None),
                 }
             }
             Event::IcmpTooBig(_)
             | Event::SockLookup(_)
             | Event::LossReport(_)
-            | Event::ClockStep(_) => (None, None, None),
+            | Event::ClockStep(_) => (None, None, None, None),
         };
         let owner = owner.filter(|o| o.pid != 0);
         let ctx = verdict::Ctx { sock, owner };
 
-        if let Some(sk) = sk
-            && let Some(entry) = self.sockets.get_mut(sk)
-        {
+        if let Some(entry) = entry {
             let tl = &mut entry.timeline;
             if let Some(netns) = event.netns() {
                 tl.netns = netns;

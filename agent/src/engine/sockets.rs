@@ -133,21 +133,54 @@ impl SocketTable {
 
     /// Records what an event told us about `sk`; returns its id and best owner.
     pub fn learn(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> (u64, Option<Owner>) {
-        let key = FlowKey::from(flow);
-        let e = self.entry(sk);
-        let old_flow = e.flow_key();
+        let e = self.learn_entry(sk, flow, owner);
+        (e.id, e.owner)
+    }
+
+    /// [`SocketTable::learn`], returning the entry (its id, best owner, timeline):
+    /// the engine would otherwise look the socket up again.
+    pub fn learn_entry(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> &mut Entry {
+        if !self.by_sk.contains_key(&sk) {
+            self.entry(sk);
+        }
+        // Split: the entry stays borrowed while the flow index is updated.
+        let Self { by_sk, by_flow, .. } = self;
+        let e = by_sk.get_mut(&sk).expect("just created");
+        // Most events repeat the socket's flow: then its index entry is right as it
+        // is, and canonicalizing both flows into keys is wasted.
+        let same = {
+            let old = &e.timeline.flow;
+            (
+                old.saddr,
+                old.daddr,
+                old.sport,
+                old.dport,
+                old.family,
+                old.protocol,
+            ) == (
+                flow.saddr,
+                flow.daddr,
+                flow.sport,
+                flow.dport,
+                flow.family,
+                flow.protocol,
+            )
+        };
+        let old_flow = if same { None } else { e.flow_key() };
         e.timeline.flow = *flow;
         if owner.pid != 0 {
             e.owner = Some(*owner);
         }
-        let (id, best) = (e.id, e.owner);
-        if flow.family != 0 && old_flow != Some(key) {
-            if let Some(old) = old_flow {
-                self.by_flow.remove(&old);
+        if !same && flow.family != 0 {
+            let key = FlowKey::from(flow);
+            if old_flow != Some(key) {
+                if let Some(old) = old_flow {
+                    by_flow.remove(&old);
+                }
+                by_flow.insert(key, sk);
             }
-            self.by_flow.insert(key, sk);
         }
-        (id, best)
+        e
     }
 
     /// The socket (sk, id, owner) with this flow, if tracked.
@@ -227,7 +260,9 @@ impl SocketTable {
     }
 
     pub fn is_closed(&self, sk: u64) -> bool {
-        self.by_sk.get(&sk).is_some_and(|e| e.closed_at.is_some())
+        // Every closed socket is in `closed` (until forgotten): most of the time
+        // none is, and the lookup is skipped.
+        !self.closed.is_empty() && self.by_sk.get(&sk).is_some_and(|e| e.closed_at.is_some())
     }
 
     /// Forgets sockets closed more than `CLOSED_KEEP_NS` before `now_ns`.

@@ -128,12 +128,6 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Floats as serde writes them (sonic-rs's shortest round trip).
-    pub fn opt_f64(&mut self, key: &str, v: Option<f64>) -> Result<(), sonic_rs::Error> {
-        self.key(key);
-        sonic_rs::to_writer(&mut *self.out, &v)
-    }
-
     /// An address as `Display` (and serde) prints it; IPv4 without the formatter.
     pub fn ip_value(&mut self, ip: IpAddr) {
         match ip {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{SCHEMA, fields::Fields};
 use crate::{
-    clock::WallClock,
+    clock::{SecondCache, WallClock},
     decode::Event,
     engine::{
         Annotated, Emit, PathLine, Verdict,
@@ -204,6 +204,20 @@ pub struct SocketBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u32")]
     pub netns: Option<u32>,
+    /// What the fields above are made from: comparing these raw values is what
+    /// lets [`Sockets`] reuse a line's socket part without comparing addresses and
+    /// names field by field.
+    #[serde(skip)]
+    #[schemars(skip)]
+    key: SockKey,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct SockKey {
+    sock: Option<u64>,
+    flow: Flow,
+    owner: Option<Owner>,
+    netns: u32,
 }
 
 fn socket_body<'a>(a: &'a Annotated, flow: &Flow, netns: u32) -> SocketBody<'a> {
@@ -212,6 +226,12 @@ fn socket_body<'a>(a: &'a Annotated, flow: &Flow, netns: u32) -> SocketBody<'a> 
         flow: FlowBody::from(flow),
         process: a.owner.as_ref().map(Process::from),
         netns: (netns != 0).then_some(netns),
+        key: SockKey {
+            sock: a.sock,
+            flow: *flow,
+            owner: a.owner,
+            netns,
+        },
     }
 }
 
@@ -496,19 +516,30 @@ pub fn emit(clock: &WallClock, units: Units, e: &Emit) -> Vec<u8> {
 /// every line about the socket, and a third of an event line. Direct-mapped by
 /// socket id: a socket's events come in bursts.
 pub struct Sockets {
-    slots: Vec<Option<(SocketBody<'static>, Vec<u8>)>>,
+    slots: Vec<Option<(SockKey, Vec<u8>)>>,
+    /// The last second's date and time, for the lines' `ts`.
+    second: SecondCache,
+    /// The last `rto_ms` written (its bits, and its JSON): a socket's RTO rarely
+    /// changes, and shortest-round-trip float formatting is not cheap.
+    rto: Option<(u64, Vec<u8>)>,
 }
 
 impl Sockets {
     pub fn new() -> Self {
         Self {
             slots: (0..1024).map(|_| None).collect(),
+            second: SecondCache::default(),
+            rto: None,
         }
     }
 
     /// Remembers nothing (one-off lines).
     fn none() -> Self {
-        Self { slots: Vec::new() }
+        Self {
+            slots: Vec::new(),
+            second: SecondCache::default(),
+            rto: None,
+        }
     }
 
     /// Appends any engine output as a JSON line to `out`.
@@ -526,7 +557,7 @@ impl Sockets {
         }
         let i = (socket.sock.unwrap_or(0) % self.slots.len() as u64) as usize;
         if let Some((known, bytes)) = &self.slots[i]
-            && known == socket
+            && *known == socket.key
         {
             return w.raw(bytes);
         }
@@ -534,7 +565,28 @@ impl Sockets {
         bytes.clear();
         socket.write(&mut Fields::new(&mut bytes));
         w.raw(&bytes);
-        self.slots[i] = Some((socket.to_owned(), bytes));
+        self.slots[i] = Some((socket.key, bytes));
+    }
+
+    fn rto_ms(&mut self, w: &mut Fields, v: Option<f64>) -> Result<(), sonic_rs::Error> {
+        let Some(ms) = v else {
+            w.null("rto_ms");
+            return Ok(());
+        };
+        if let Some((bits, json)) = &self.rto
+            && *bits == ms.to_bits()
+        {
+            w.key("rto_ms");
+            w.raw(json);
+            return Ok(());
+        }
+        let mut json = self.rto.take().map(|(_, b)| b).unwrap_or_default();
+        json.clear();
+        sonic_rs::to_writer(&mut json, &ms)?;
+        w.key("rto_ms");
+        w.raw(&json);
+        self.rto = Some((ms.to_bits(), json));
+        Ok(())
     }
 }
 
@@ -547,7 +599,7 @@ impl Default for Sockets {
 /// One event, annotated by the engine, as a JSON line.
 fn event(out: &mut Vec<u8>, clock: &WallClock, units: Units, a: &Annotated, sockets: &mut Sockets) {
     let h = a.event.header();
-    let stamp = clock.stamp(h.ts_ns);
+    let stamp = clock.stamp_cached(h.ts_ns, &mut sockets.second);
     let mut line = EventLine {
         out,
         ts: stamp.as_bytes(),
@@ -822,20 +874,6 @@ fn write_process(w: &mut Fields, p: &Option<Process>) {
 }
 
 impl SocketBody<'_> {
-    fn to_owned(&self) -> SocketBody<'static> {
-        SocketBody {
-            sock: self.sock,
-            flow: self.flow.clone(),
-            process: self.process.as_ref().map(|p| Process {
-                pid: p.pid,
-                tid: p.tid,
-                comm: std::borrow::Cow::Owned(p.comm.to_string()),
-                cgroup_id: p.cgroup_id,
-            }),
-            netns: self.netns,
-        }
-    }
-
     fn write(&self, w: &mut Fields) {
         w.opt_int("sock", self.sock);
         self.flow.write(w);
@@ -857,7 +895,7 @@ impl Body for RetransmitBody<'_> {
         w.opt_int("seq", self.seq);
         w.opt_int("mss", self.mss);
         w.opt_int("pmtu", self.pmtu);
-        w.opt_f64("rto_ms", self.rto_ms)?;
+        sockets.rto_ms(w, self.rto_ms)?;
         w.int("backoff", self.backoff);
         w.opt_int("snd_queue", self.snd_queue);
         w.opt_int("srtt_us", self.srtt_us);
