@@ -254,7 +254,16 @@ pub const PROBES: &[Probe] = &[
             if fd_walk.contains(&ABSENT) {
                 return Err("fd -> socket or pt_regs layout unknown in BTF".into());
             }
-            Ok(None)
+            // Said when the preferred method attaches (a fallback says why instead).
+            Ok(Some(Note::Info(
+                if sys_exits_layout(env.root) == Ok((SYS_EXIT_NR, SYS_EXIT_RET)) {
+                    "per syscall: no program runs on other syscalls"
+                } else {
+                    "raw sys_exit (no syscall events of the expected layout): a compare \
+                     on every syscall exit"
+                }
+                .into(),
+            )))
         },
         fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
     },
