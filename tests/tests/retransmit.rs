@@ -57,6 +57,16 @@ fn retransmits_match_kernel(net: u8, v6: bool) {
         .filter(|l| l["err"] != -16 && l["err"] != -12)
         .collect();
     let segs: u64 = ours.iter().map(|l| l["segs"].as_u64().unwrap()).sum();
+    // For the post-mortem of a mismatch: what was lost, and what was left out.
+    for l in out.of_type("loss") {
+        println!("loss {l}");
+    }
+    let refused = out
+        .of_type("retransmit")
+        .into_iter()
+        .filter(|l| l["local"]["port"] == local.port() && (l["err"] == -16 || l["err"] == -12))
+        .count();
+    println!("refused attempts (EBUSY/ENOMEM, not in the kernel's count): {refused}");
     println!(
         "kernel total_retrans={} agent retransmit lines={} segs={segs} (local {local}, peer {server})",
         info.total_retrans,
