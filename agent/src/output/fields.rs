@@ -121,7 +121,7 @@ impl<'a> Fields<'a> {
 
     /// Writes the digits straight into the buffer: through itoa they were
     /// formatted into a buffer of its own, then copied by a call to memcpy.
-    #[inline]
+    #[inline(always)]
     fn uint(&mut self, negative: bool, mut n: u64) {
         const PAIRS: &[u8; 200] = b"\
             0001020304050607080910111213141516171819\
@@ -195,7 +195,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn key(&mut self, key: &str) {
         self.bytes(b",\"");
         self.bytes(key.as_bytes());
@@ -203,18 +203,18 @@ impl<'a> Fields<'a> {
     }
 
     /// Bytes as they are: JSON the caller vouches for.
-    #[inline]
+    #[inline(always)]
     pub fn raw(&mut self, json: &[u8]) {
         self.bytes(json);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn int(&mut self, key: &str, v: impl Int) {
         self.key(key);
         self.int_value(v);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn int_value(&mut self, v: impl Int) {
         let (negative, n) = v.parts();
         self.uint(negative, n);
@@ -226,7 +226,7 @@ impl<'a> Fields<'a> {
         self.bytes(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn opt_int(&mut self, key: &str, v: Option<impl Int>) {
         match v {
             Some(v) => self.int(key, v),
@@ -234,19 +234,19 @@ impl<'a> Fields<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn null(&mut self, key: &str) {
         self.key(key);
         self.bytes(b"null");
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn str(&mut self, key: &str, s: &str) {
         self.key(key);
         self.str_value(s);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn opt_str(&mut self, key: &str, s: Option<&str>) {
         match s {
             Some(s) => self.str(key, s),
@@ -256,13 +256,13 @@ impl<'a> Fields<'a> {
 
     /// A name from one of the agent's tables (`net`'s, the line types): plain
     /// ASCII, so written without the check for escapes.
-    #[inline]
+    #[inline(always)]
     pub fn name(&mut self, key: &str, name: &'static str) {
         self.key(key);
         self.name_value(name);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn name_value(&mut self, name: &'static str) {
         debug_assert!(plain(name), "{name:?} needs escaping");
         self.byte(b'"');
