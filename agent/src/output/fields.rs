@@ -96,7 +96,27 @@ impl<'a> Fields<'a> {
         // for `b` after `len`; `b` cannot overlap the spare capacity, which nothing
         // else borrows while the cursor holds the Vec.
         unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), self.ptr.add(self.len), b.len());
+            let dst = self.ptr.add(self.len);
+            let (src, n) = (b.as_ptr(), b.len());
+            // Names, digits of a timestamp and such are a few bytes long: two
+            // overlapping word copies, where a call to memcpy cost more than the
+            // copy (its size known only at run time). Both stay inside `b` and the
+            // room checked for.
+            if n >= 8 && n <= 16 {
+                dst.cast::<u64>()
+                    .write_unaligned(src.cast::<u64>().read_unaligned());
+                dst.add(n - 8)
+                    .cast::<u64>()
+                    .write_unaligned(src.add(n - 8).cast::<u64>().read_unaligned());
+            } else if (4..8).contains(&n) {
+                dst.cast::<u32>()
+                    .write_unaligned(src.cast::<u32>().read_unaligned());
+                dst.add(n - 4)
+                    .cast::<u32>()
+                    .write_unaligned(src.add(n - 4).cast::<u32>().read_unaligned());
+            } else {
+                std::ptr::copy_nonoverlapping(src, dst, n);
+            }
         }
         self.len += b.len();
     }
@@ -333,7 +353,20 @@ mod tests {
 
     #[test]
     fn integers_print_as_itoa_does() {
-        for v in [0u64, 1, 9, 10, 99, 100, 101, 999, 1000, 12345, 4294967295, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            4294967295,
+            u64::MAX,
+        ] {
             assert_eq!(written(|w| w.int_value(v)), v.to_string());
         }
         for v in [0i64, -1, -9, -10, -100, 123, i64::MIN, i64::MAX] {

@@ -189,7 +189,12 @@ impl<'a> From<&'a Owner> for Process<'a> {
         Process {
             pid: o.pid,
             tid: o.tid,
-            comm: String::from_utf8_lossy(&o.comm[..end]),
+            // from_utf8's ASCII fast path first: names are nearly always valid,
+            // and the lossy decoder walks them chunk by chunk (per event line).
+            comm: match std::str::from_utf8(&o.comm[..end]) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(&o.comm[..end]),
+            },
             cgroup_id: o.cgroup,
         }
     }
