@@ -102,7 +102,7 @@ impl<'a> Fields<'a> {
             // overlapping word copies, where a call to memcpy cost more than the
             // copy (its size known only at run time). Both stay inside `b` and the
             // room checked for.
-            if n >= 8 && n <= 16 {
+            if (8..=16).contains(&n) {
                 dst.cast::<u64>()
                     .write_unaligned(src.cast::<u64>().read_unaligned());
                 dst.add(n - 8)
