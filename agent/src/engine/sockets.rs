@@ -140,12 +140,37 @@ impl SocketTable {
     /// [`SocketTable::learn`], returning the entry (its id, best owner, timeline):
     /// the engine would otherwise look the socket up again.
     pub fn learn_entry(&mut self, sk: u64, flow: &Flow, owner: &Owner) -> &mut Entry {
-        if !self.by_sk.contains_key(&sk) {
+        // Only an insertion that may evict or compact goes through `entry`; any
+        // other takes one lookup below (contains_key then get_mut were two, per
+        // event).
+        if (self.by_sk.len() >= self.max || self.order.len() >= 2 * self.max)
+            && !self.by_sk.contains_key(&sk)
+        {
             self.entry(sk);
         }
         // Split: the entry stays borrowed while the flow index is updated.
-        let Self { by_sk, by_flow, .. } = self;
-        let e = by_sk.get_mut(&sk).expect("just created");
+        let Self {
+            by_sk,
+            by_flow,
+            order,
+            next,
+            seen,
+            ..
+        } = self;
+        // As `entry` inserts, short of eviction and compaction: the table has room
+        // (checked above), and the queue stays within twice the cap after the push.
+        let e = by_sk.entry(sk).or_insert_with(|| {
+            let id = *next;
+            *next += 1;
+            *seen += 1;
+            order.push_back(sk);
+            Box::new(Entry {
+                id,
+                owner: None,
+                closed_at: None,
+                timeline: Timeline::default(),
+            })
+        });
         // Most events repeat the socket's flow: then its index entry is right as it
         // is, and canonicalizing both flows into keys is wasted.
         let same = {

@@ -67,11 +67,13 @@ pub fn line_into<B: Serialize>(
     let mut w = Fields::new(out);
     envelope(&mut w, kind, ts.as_bytes(), ts_ns);
     let r = w.serde(&body);
+    drop(w);
     finish(out, start, r);
 }
 
 /// The fields of [`Line`] before the body's, with `host` serialized once. `ts`
 /// comes from the clock's formatting (digits and punctuation: no escapes).
+#[inline]
 fn envelope(w: &mut Fields, kind: &'static str, ts: &[u8], ts_ns: i128) {
     static TAIL: OnceLock<Vec<u8>> = OnceLock::new();
     // The host is fixed once read (a replay sets the recorded one before).
@@ -81,6 +83,7 @@ fn envelope(w: &mut Fields, kind: &'static str, ts: &[u8], ts_ns: i128) {
         w.key("host");
         w.serde_value(crate::system::host::get());
         w.str("agent_version", env!("CARGO_PKG_VERSION"));
+        drop(w);
         tail
     });
     w.raw(b"{\"schema\":");
@@ -94,7 +97,7 @@ fn envelope(w: &mut Fields, kind: &'static str, ts: &[u8], ts_ns: i128) {
     // several times slower.
     match i64::try_from(ts_ns) {
         Ok(ns) => w.int("ts_ns", ns),
-        Err(_) => w.int("ts_ns", ts_ns),
+        Err(_) => w.big_int("ts_ns", ts_ns),
     }
     w.raw(tail);
 }
@@ -186,7 +189,12 @@ impl<'a> From<&'a Owner> for Process<'a> {
         Process {
             pid: o.pid,
             tid: o.tid,
-            comm: String::from_utf8_lossy(&o.comm[..end]),
+            // from_utf8's ASCII fast path first: names are nearly always valid,
+            // and the lossy decoder walks them chunk by chunk (per event line).
+            comm: match std::str::from_utf8(&o.comm[..end]) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(&o.comm[..end]),
+            },
             cgroup_id: o.cgroup,
         }
     }
@@ -551,6 +559,7 @@ impl Sockets {
         }
     }
 
+    #[inline]
     fn write(&mut self, w: &mut Fields, socket: &SocketBody) {
         if self.slots.is_empty() {
             return socket.write(w);
@@ -568,6 +577,7 @@ impl Sockets {
         self.slots[i] = Some((socket.key, bytes));
     }
 
+    #[inline]
     fn rto_ms(&mut self, w: &mut Fields, v: Option<f64>) -> Result<(), sonic_rs::Error> {
         let Some(ms) = v else {
             w.null("rto_ms");
@@ -615,6 +625,8 @@ trait Visit {
     fn body<B: Body>(&mut self, kind: &'static str, body: &B);
 }
 
+const LINE_RESERVE: usize = 2048;
+
 struct EventLine<'a> {
     out: &'a mut Vec<u8>,
     ts: &'a [u8],
@@ -623,11 +635,16 @@ struct EventLine<'a> {
 }
 
 impl Visit for EventLine<'_> {
+    #[inline]
     fn body<B: Body>(&mut self, kind: &'static str, body: &B) {
         let start = self.out.len();
         let mut w = Fields::new(self.out);
+        // More than any event line takes (about 700 bytes, the socket part and
+        // the host included), so that no write in it grows the Vec.
+        w.reserve(LINE_RESERVE);
         envelope(&mut w, kind, self.ts, self.ts_ns);
         let r = body.fields(&mut w, self.sockets);
+        drop(w);
         finish(self.out, start, r);
     }
 }
@@ -885,6 +902,7 @@ impl SocketBody<'_> {
 }
 
 impl Body for RetransmitBody<'_> {
+    #[inline]
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
         w.name("state", self.state);
@@ -910,6 +928,7 @@ impl Body for RetransmitBody<'_> {
 }
 
 impl Body for SendErrorBody<'_> {
+    #[inline]
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
         w.opt_str("state", self.state);
@@ -932,6 +951,7 @@ impl Body for SendErrorBody<'_> {
 }
 
 impl Body for StateBody<'_> {
+    #[inline]
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
         w.name("old_state", self.old_state);
@@ -941,6 +961,7 @@ impl Body for StateBody<'_> {
 }
 
 impl Body for UdpSendBody<'_> {
+    #[inline]
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
         w.int("bytes", self.bytes);
@@ -949,6 +970,7 @@ impl Body for UdpSendBody<'_> {
 }
 
 impl Body for CongBody<'_> {
+    #[inline]
     fn fields(&self, w: &mut Fields, sockets: &mut Sockets) -> Result<(), sonic_rs::Error> {
         sockets.write(w, &self.socket);
         w.name("ca_state", self.ca_state);
