@@ -29,7 +29,11 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
         |ev| {
             let sk = read::tp::<u64>(ctx, lay!(retransmit_tp.skaddr))?;
             ev.header.sk = sk;
-            let family = read::tp::<u16>(ctx, lay!(retransmit_tp.family))?;
+            let family = if lay!(retransmit_tp.family) != ABSENT {
+                read::tp::<u16>(ctx, lay!(retransmit_tp.family))?
+            } else {
+                read::kernel::<u16>(sk, lay!(kernel.sk_family))?
+            };
             let mut flow = Flow {
                 sport: read::tp::<u16>(ctx, lay!(retransmit_tp.sport))?,
                 dport: read::tp::<u16>(ctx, lay!(retransmit_tp.dport))?,

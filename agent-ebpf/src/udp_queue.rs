@@ -78,12 +78,18 @@ struct QueueDrop {
     sk: u64,
     rc: i32,
     skb: u64,
-    /// Source of the datagram, when the record carries it (classic, 6.10+).
-    peer: Option<([u8; 16], u16, u16)>,
+    /// Source of the datagram (address, port, family), when the record carries it
+    /// (classic, 6.10+); family 0 when not. Plain values, not `Option`s: a `None`
+    /// leaves its payload uninitialized, and verifiers before 6.x refuse a program
+    /// that copies uninitialized stack.
+    peer: ([u8; 16], u16, u16),
     /// Local address and family, when the record carries them (classic, 6.10+).
-    local: Option<([u8; 16], u16)>,
+    local: ([u8; 16], u16),
     lport: u16,
 }
+
+const NO_PEER: ([u8; 16], u16, u16) = ([0; 16], 0, 0);
+const NO_LOCAL: ([u8; 16], u16) = ([0; 16], 0);
 
 /// Drops for one socket can arrive on several CPUs at once: the counts must be
 /// exact (they are compared with the kernel's own), so atomically. BPF has an
@@ -272,10 +278,12 @@ fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
         }
         (*st).last_ns = now;
     }
-    let peer = match d.peer {
-        Some(p) => Some(p),
-        None if d.skb != 0 => skb_peer(d.skb).ok(),
-        None => None,
+    let peer = if d.peer.2 != 0 {
+        Some(d.peer)
+    } else if d.skb != 0 {
+        skb_peer(d.skb).ok()
+    } else {
+        None
     };
     count_peer(st, peer);
     if d.sk != 0 {
@@ -292,9 +300,9 @@ fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
             (*st).flags |= udpq_flags::NO_SOCK;
             (*st).flow.sport = d.lport;
             (*st).flow.protocol = IPPROTO_UDP;
-            if let Some((addr, family)) = d.local {
-                (*st).flow.saddr = addr;
-                (*st).flow.family = family;
+            if d.local.1 != 0 {
+                (*st).flow.saddr = d.local.0;
+                (*st).flow.family = d.local.1;
             }
             (*st).queued = -1;
             (*st).rcvbuf = -1;
@@ -319,8 +327,8 @@ pub fn udp_queue_raw(ctx: RawTracePointContext) -> i32 {
         sk,
         rc: rc as i32,
         skb: 0,
-        peer: None,
-        local: None,
+        peer: NO_PEER,
+        local: NO_LOCAL,
         lport: 0,
     };
     match on_drop(d) {
@@ -339,8 +347,8 @@ pub fn udp_queue_raw_skb(ctx: RawTracePointContext) -> i32 {
         sk,
         rc: rc as i32,
         skb,
-        peer: None,
-        local: None,
+        peer: NO_PEER,
+        local: NO_LOCAL,
         lport: 0,
     };
     match on_drop(d) {
@@ -360,7 +368,7 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(udpq_tp);
     let rc = read::tp::<i32>(ctx, tp.rc)?;
     let (lport, peer, local) = if tp.lport != ABSENT {
-        (read::tp::<u16>(ctx, tp.lport)?, None, None)
+        (read::tp::<u16>(ctx, tp.lport)?, NO_PEER, NO_LOCAL)
     } else {
         // 6.10+: sport/saddr are the datagram's source, dport/daddr its destination
         // (this socket); the addresses as sockaddr_in (address at 4) or
@@ -378,8 +386,8 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
         let sport = read::tp::<u16>(ctx, tp.sport)?;
         (
             read::tp::<u16>(ctx, tp.dport)?,
-            Some((src, sport, family)),
-            Some((dst, family)),
+            (src, sport, family),
+            (dst, family),
         )
     };
     on_drop(QueueDrop {

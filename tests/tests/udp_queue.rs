@@ -476,9 +476,9 @@ fn the_classic_record_still_counts_exactly() {
     assert!(r.kernel_drops > 0);
     // Before 6.10 the record names neither the socket nor its address: the verdict
     // is about port 500 on an unknown address, outside the harness's selectors.
-    let old_layout = probe(&fin.out, "udp_queue")
-        .1
-        .contains("(rc, lport layout)");
+    let (state, note) = probe(&fin.out, "udp_queue");
+    println!("probe udp_queue: {state}: {note}");
+    let old_layout = note.contains("(rc, lport layout)");
     let out = if old_layout {
         fin.check_replay();
         fin.into_output()

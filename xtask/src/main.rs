@@ -70,10 +70,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// The kernel matrix: boot Debian's 6.1 and 6.12 kernels under qemu (TCG), run
+    /// The kernel matrix: boot Debian's 5.10, 6.1 and 6.12 kernels under qemu (TCG), run
     /// `sendsight check` and the end-to-end tests inside, print the table.
     Vmtest {
-        /// 6.1, 6.12 or all.
+        /// 5.10, 6.1, 6.12 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
         /// End-to-end test binaries (tests/tests/*.rs names) to run in each guest.

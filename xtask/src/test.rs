@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every test. Unit tests run anywhere; the end-to-end suite
 //! needs root and fails (never skips) without it. Then the kernel matrix: the
-//! end-to-end tests again inside Debian's 6.1 and 6.12 kernels under qemu
+//! end-to-end tests again inside Debian's 5.10, 6.1 and 6.12 kernels under qemu
 //! (`cargo xtask vmtest`), unless asked not to (`--no-vm`, SENDSIGHT_NO_VM=1).
 
 use std::time::{Duration, Instant};

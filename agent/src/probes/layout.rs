@@ -105,7 +105,8 @@ pub fn retransmit_tp(root: &Path) -> Result<RetransmitTp, LayoutError> {
         state: tp_field(&f, TP, "state", 4)?,
         sport: tp_field(&f, TP, "sport", 2)?,
         dport: tp_field(&f, TP, "dport", 2)?,
-        family: tp_field(&f, TP, "family", 2)?,
+        // Absent from older records (5.10): the family is then read from the socket.
+        family: tp_opt(&f, TP, "family", 2)?,
         saddr: tp_field(&f, TP, "saddr", 4)?,
         daddr: tp_field(&f, TP, "daddr", 4)?,
         saddr_v6: tp_field(&f, TP, "saddr_v6", 16)?,

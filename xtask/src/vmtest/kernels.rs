@@ -21,19 +21,38 @@ pub struct Series {
     /// Package name = prefix + number + suffix; the newest number wins.
     prefix: &'static str,
     suffix: &'static str,
+    /// Debian suites of its own (a sources.list body), read through a private apt
+    /// configuration under target/vmtest/apt/: the machine's sources stay untouched.
+    /// None: the machine's sources.
+    sources: Option<&'static str>,
 }
 
+/// The matrix (`all`, and what `cargo xtask test` runs), oldest first.
 pub const SERIES: &[Series] = &[
+    Series {
+        label: "5.10",
+        // Debian 11's kernel, from the bullseye suites on the same registry.
+        prefix: "linux-image-5.10.0-",
+        suffix: "-cloud-amd64",
+        sources: Some(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian bullseye main\n\
+             deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian-security bullseye-security main\n",
+        ),
+    },
     Series {
         label: "6.1",
         prefix: "linux-image-6.1.0-",
         suffix: "-cloud-amd64",
+        sources: None,
     },
     Series {
         label: "6.12",
         // bookworm carries 6.12 (the trixie kernel) in bookworm-security.
         prefix: "linux-image-6.12.",
         suffix: "+deb12-cloud-amd64",
+        sources: None,
     },
 ];
 
@@ -45,7 +64,45 @@ pub fn series(sel: &str) -> anyhow::Result<Vec<Series>> {
         .iter()
         .find(|s| s.label == sel)
         .map(|s| vec![*s])
-        .ok_or_else(|| anyhow::anyhow!("unknown kernel {sel:?}: 6.1, 6.12 or all"))
+        .ok_or_else(|| {
+            let labels: Vec<&str> = SERIES.iter().map(|s| s.label).collect();
+            anyhow::anyhow!("unknown kernel {sel:?}: {} or all", labels.join(", "))
+        })
+}
+
+/// apt options for the series' packages: none for the machine's sources; for its own,
+/// a private configuration whose lists are fetched once (`apt-get update` with it).
+fn apt_opts(s: &Series) -> anyhow::Result<Vec<String>> {
+    let Some(sources) = s.sources else {
+        return Ok(Vec::new());
+    };
+    let dir = vm_dir().join("apt").join(s.label);
+    let lists = dir.join("lists");
+    fs::create_dir_all(lists.join("partial"))?;
+    fs::create_dir_all(dir.join("cache"))?;
+    let list = dir.join("sources.list");
+    if fs::read_to_string(&list).ok().as_deref() != Some(sources) {
+        fs::write(&list, sources)?;
+        let _ = fs::remove_file(dir.join(".updated"));
+    }
+    let opts: Vec<String> = [
+        format!("Dir::Etc::SourceList={}", list.display()),
+        "Dir::Etc::SourceParts=/dev/null".into(),
+        format!("Dir::State::Lists={}", lists.display()),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect();
+    if !dir.join(".updated").exists() {
+        say(&format!(
+            "fetching the package lists of the {} kernels (once)",
+            s.label
+        ));
+        cmd::run(cmd::command("apt-get").args(&opts).args(["update", "-q"]))?;
+        fs::write(dir.join(".updated"), "")?;
+    }
+    Ok(opts)
 }
 
 pub struct Kernel {
@@ -75,8 +132,16 @@ fn series_number(s: &Series, name: &str) -> Option<u64> {
 }
 
 /// (package, candidate version) of every package of the series apt can install.
-fn apt_candidates(s: &Series) -> Vec<(u64, String, String)> {
-    let names: Vec<String> = cmd::output("apt-cache", &["pkgnames", s.prefix])
+fn apt_candidates(s: &Series, opts: &[String]) -> Vec<(u64, String, String)> {
+    let with = |args: &[&str]| -> Vec<String> {
+        opts.iter()
+            .cloned()
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    let args = with(&["pkgnames", s.prefix]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let names: Vec<String> = cmd::output("apt-cache", &args)
         .unwrap_or_default()
         .lines()
         .filter(|n| series_number(s, n).is_some())
@@ -85,8 +150,9 @@ fn apt_candidates(s: &Series) -> Vec<(u64, String, String)> {
     if names.is_empty() {
         return Vec::new();
     }
-    let mut args = vec!["policy"];
-    args.extend(names.iter().map(String::as_str));
+    let mut args = with(&["policy"]);
+    args.extend(names.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let policy = cmd::output("apt-cache", &args).unwrap_or_default();
     let mut out = Vec::new();
     let mut current: Option<String> = None;
@@ -111,11 +177,12 @@ fn kernel_cache() -> PathBuf {
 
 /// Newest kernel package of the series, downloaded and unpacked once.
 pub(super) fn obtain_kernel(s: &Series) -> anyhow::Result<Kernel> {
-    let mut cands = apt_candidates(s);
+    let opts = apt_opts(s)?;
+    let mut cands = apt_candidates(s, &opts);
     if cands.is_empty() && unsafe { libc::geteuid() } == 0 {
         say("no kernel packages in apt's lists; apt-get update");
-        cmd::run(cmd::command("apt-get").args(["update", "-q"]))?;
-        cands = apt_candidates(s);
+        cmd::run(cmd::command("apt-get").args(&opts).args(["update", "-q"]))?;
+        cands = apt_candidates(s, &opts);
     }
     let cache = kernel_cache();
     fs::create_dir_all(&cache)?;
@@ -137,7 +204,7 @@ pub(super) fn obtain_kernel(s: &Series) -> anyhow::Result<Kernel> {
     };
     let dir = cache.join(format!("{package}_{version}"));
     if !dir.join(".unpacked").exists() {
-        download_and_unpack(&package, &version, &dir)?;
+        download_and_unpack(&package, &version, &dir, &opts)?;
         // Older kernels of the series are superseded.
         for e in fs::read_dir(&cache)?.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -195,7 +262,12 @@ fn newest_cached(s: &Series) -> anyhow::Result<Option<Kernel>> {
         .transpose()
 }
 
-fn download_and_unpack(package: &str, version: &str, dir: &Path) -> anyhow::Result<()> {
+fn download_and_unpack(
+    package: &str,
+    version: &str,
+    dir: &Path,
+    opts: &[String],
+) -> anyhow::Result<()> {
     let dl = kernel_cache().join(".download");
     let _ = fs::remove_dir_all(&dl);
     fs::create_dir_all(&dl)?;
@@ -205,6 +277,7 @@ fn download_and_unpack(package: &str, version: &str, dir: &Path) -> anyhow::Resu
     let t = Instant::now();
     cmd::run(
         cmd::command("apt-get")
+            .args(opts)
             .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
             .arg(format!("{package}={version}"))
             .current_dir(&dl),

@@ -1,4 +1,4 @@
-//! `cargo xtask vmtest [--kernel 6.1|6.12|all]`: the kernel matrix. Boots Debian's
+//! `cargo xtask vmtest [--kernel 5.10|6.1|6.12|all]`: the kernel matrix. Boots Debian's
 //! cloud kernels under qemu (software emulation: TCG), runs `sendsight check` and
 //! the end-to-end suite inside, and prints kernel x probe x attach x state plus
 //! per-test results and the time each kernel took.
