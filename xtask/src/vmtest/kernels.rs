@@ -311,8 +311,13 @@ mod tests {
 
     #[test]
     fn series_numbers() {
-        let s61 = SERIES[0];
-        let s612 = SERIES[1];
+        let s510 = series("5.10").unwrap()[0];
+        let s61 = series("6.1").unwrap()[0];
+        let s612 = series("6.12").unwrap()[0];
+        assert_eq!(
+            series_number(&s510, "linux-image-5.10.0-46-cloud-amd64"),
+            Some(46)
+        );
         assert_eq!(
             series_number(&s61, "linux-image-6.1.0-56-cloud-amd64"),
             Some(56)
