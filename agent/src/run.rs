@@ -270,6 +270,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut loaded = probes::load(cfg.probes.clone())?;
+    // Loading parsed the kernel's BTF (megabytes, freed now): give the heap back rather
+    // than carry it as resident memory for the agent's whole life.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let clock = WallClock::from_system();
     let hz = crate::system::hz::kernel_hz();
     let kernel = crate::system::kernel_release();
