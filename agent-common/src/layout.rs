@@ -164,6 +164,9 @@ pub struct KernelStructs {
     pub regs_arg0: u16,
     pub regs_arg1: u16,
     pub regs_arg2: u16,
+    /// The syscall's return value (`ax`): read where the hook sees no return value
+    /// of its own (a call seccomp refused, seen at `__secure_computing`'s exit).
+    pub regs_ret: u16,
     // Receive-queue drops (udp_queue.rs)
     /// `sock.sk_rcvbuf` (int)
     pub sk_rcvbuf: u16,
@@ -294,6 +297,7 @@ impl Layout {
             regs_arg0: ABSENT,
             regs_arg1: ABSENT,
             regs_arg2: ABSENT,
+            regs_ret: ABSENT,
             sk_rcvbuf: ABSENT,
             sk_rmem_alloc: ABSENT,
             sk_drops: ABSENT,
@@ -377,9 +381,9 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 116);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 118);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 116 + 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 118 + 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 60);
 
 #[cfg(feature = "user")]

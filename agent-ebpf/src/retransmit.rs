@@ -1,12 +1,22 @@
-//! `tcp:tcp_retransmit_skb`: one record per retransmitted skb, with the socket's
-//! congestion and timer state at that moment.
+//! Retransmits: one record per retransmitted skb, with the socket's congestion and
+//! timer state at that moment. Two hooks, one record:
+//!
+//! - fexit on `int __tcp_retransmit_skb(struct sock *sk, struct sk_buff *skb, int
+//!   segs)`, preferred: every attempt (loss probes included, which call it directly)
+//!   with its return code on every kernel, and a trampoline does not hold the per-CPU
+//!   `bpf_prog_active` under which classic programs skip each other;
+//! - the classic `tcp:tcp_retransmit_skb` tracepoint (fired from the same function;
+//!   before 6.x only for attempts that went out, with no `err` field).
 
 use agent_common::{
     event::{AF_INET6, Flow, IPPROTO_TCP, Retransmit, retransmit_flags, retransmit_kind},
     kernel::ca_state::{TCP_CA_LOSS, TCP_CA_RECOVERY},
     layout::ABSENT,
 };
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
+};
 
 use crate::{
     emit::emit,
@@ -58,29 +68,56 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
                 ev.flags |= retransmit_flags::HAS_ERR;
             }
             let skb = read::tp::<u64>(ctx, lay!(retransmit_tp.skbaddr))?;
-            match skb_facts(skb) {
-                Ok((segs, len, seg_len, seq)) => {
-                    ev.segs = segs;
-                    ev.len = len;
-                    ev.seg_len = seg_len;
-                    ev.seq = seq;
-                }
-                Err(_) => {
-                    ev.segs = 1;
-                    ev.flags |= retransmit_flags::NO_SKB;
-                }
-            }
-            if sock_facts(ev, sk).is_err() {
-                ev.flags |= retransmit_flags::NO_SOCK;
-            }
-            // Softirq: the current task is whoever was interrupted; the owner is what
-            // the send path recorded.
-            ev.owner = sock::owner_of(sk);
-            ev.netns = sock::netns_of(sk);
+            fill_facts(ev, sk, skb);
             Ok(())
         },
     );
     Ok(0)
+}
+
+#[fexit]
+pub fn retransmit_exit(ctx: FExitContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let err: i32 = ctx.arg(3);
+    emit::<Retransmit>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_of(sk)?;
+            ev.flow.protocol = IPPROTO_TCP;
+            ev.err = err;
+            ev.flags |= retransmit_flags::HAS_ERR;
+            fill_facts(ev, sk, skb);
+            Ok(())
+        },
+    );
+    0
+}
+
+/// What both hooks read from the skb and the socket.
+#[inline(always)]
+fn fill_facts(ev: &mut Retransmit, sk: u64, skb: u64) {
+    match skb_facts(skb) {
+        Ok((segs, len, seg_len, seq)) => {
+            ev.segs = segs;
+            ev.len = len;
+            ev.seg_len = seg_len;
+            ev.seq = seq;
+        }
+        Err(_) => {
+            ev.segs = 1;
+            ev.flags |= retransmit_flags::NO_SKB;
+        }
+    }
+    if sock_facts(ev, sk).is_err() {
+        ev.flags |= retransmit_flags::NO_SOCK;
+    }
+    // Softirq: the current task is whoever was interrupted; the owner is what
+    // the send path recorded.
+    ev.owner = sock::owner_of(sk);
+    ev.netns = sock::netns_of(sk);
 }
 
 #[inline(always)]

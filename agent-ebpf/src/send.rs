@@ -4,11 +4,12 @@
 //!   keep the socket's owner current in `SOCKS` (through this CPU's `LAST_SEND`, no
 //!   helper call on a repeated send); a failure is parked in `PENDING` for its thread.
 //! - the syscall exits see send-family syscalls fail, including errors returned
-//!   before the socket layer (seccomp, bad fd, EFAULT): per syscall
-//!   (`syscalls:sys_exit_<name>`, only the send family pays) where the kernel allows
-//!   it, else the raw `sys_exit` (every syscall, one compare for successes). A failed
-//!   send-family call emits the event, merged with the parked socket-layer facts when
-//!   there are some.
+//!   before the socket layer (seccomp, bad fd, EFAULT): fexit on the send family's
+//!   syscall functions plus seccomp's verdict where the kernel has trampolines (only
+//!   those calls pay), else the raw `sys_exit` (every syscall, one compare for
+//!   successes), else per syscall (`syscalls:sys_exit_<name>`). A failed send-family
+//!   call emits the event, merged with the parked socket-layer facts when there are
+//!   some.
 //!
 //! Without a syscall exit the socket layer emits directly; without `sock_send_length`
 //! (kernels before 6.3) the syscall exit resolves the socket from the fd itself.
@@ -25,8 +26,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{fexit, raw_tracepoint, tracepoint},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 
 use crate::{
@@ -162,6 +163,76 @@ fn try_sys_exit_call(ctx: &TracePointContext) -> Result<u32, Fail> {
     }
     let nr: i32 = read::ctx_at(ctx, SYS_EXIT_NR);
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    failed_syscall(regs, nr, ret)
+}
+
+/// The fexit variant, preferred where the kernel has BPF trampolines: one program
+/// on each send-family syscall function (`__x64_sys_sendto(const struct pt_regs
+/// *regs)` and its siblings; the loader picks the names from BTF), so only those
+/// calls pay, and trampolines do not hold the per-CPU `bpf_prog_active` that makes
+/// classic programs skip each other. Seccomp refuses a call before its function
+/// runs: `secure_computing_exit` covers those.
+macro_rules! syscall_fexit {
+    ($($prog:ident => $slot:expr),+ $(,)?) => {$(
+        #[fexit]
+        pub fn $prog(ctx: FExitContext) -> i32 {
+            let ret: i64 = ctx.arg(1);
+            if ret >= 0 {
+                return 0;
+            }
+            let calls: [i32; 8] = cfg!(send_syscalls);
+            let regs: u64 = ctx.arg(0);
+            match failed_syscall(regs, calls[$slot], ret) {
+                Ok(r) | Err(r) => r as i32,
+            }
+        }
+    )+};
+}
+
+syscall_fexit! {
+    fexit_sendto => send_slot::SENDTO,
+    fexit_write => send_slot::WRITE,
+    fexit_sendmsg => send_slot::SENDMSG,
+    fexit_writev => send_slot::WRITEV,
+    fexit_sendmmsg => send_slot::SENDMMSG,
+    fexit_connect => send_slot::CONNECT,
+    fexit_bind => send_slot::BIND,
+}
+
+/// `int __secure_computing(const struct seccomp_data *sd)` returns -1 when a filter
+/// refused the call (its function never runs; the error the filter chose is already
+/// in the caller's `ax`). Runs only for tasks under a seccomp filter (containers).
+/// The caller's registers through `bpf_task_pt_regs` (5.15+; where the helper is
+/// missing this program fails to load and the raw `sys_exit` serves instead).
+#[fexit]
+pub fn secure_computing_exit(ctx: FExitContext) -> i32 {
+    seccomp_verdict(ctx.arg(1))
+}
+
+/// The same for `int __secure_computing(void)` (6.14+): the return value comes first.
+#[fexit]
+pub fn secure_computing_exit_void(ctx: FExitContext) -> i32 {
+    seccomp_verdict(ctx.arg(0))
+}
+
+#[inline(always)]
+fn seccomp_verdict(verdict: i32) -> i32 {
+    if verdict != -1 {
+        return 0;
+    }
+    match try_refused() {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+#[inline(never)]
+fn try_refused() -> Result<u32, Fail> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let ret = read::kernel::<i64>(regs, lay!(kernel.regs_ret))?;
+    if ret >= 0 {
+        return Ok(0);
+    }
+    let nr = read::kernel::<u64>(regs, lay!(kernel.regs_nr))? as i32;
     failed_syscall(regs, nr, ret)
 }
 

@@ -35,6 +35,8 @@ pub enum Command {
         /// BTF file to use instead of /sys/kernel/btf/vmlinux.
         #[arg(long, value_name = "FILE")]
         btf: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        attach: AttachArg,
     },
     /// Run the engine over a recording made with `run --record` (no privileges
     /// needed): the same verdicts, in the same order, as the live run.
@@ -165,6 +167,25 @@ pub struct RunArgs {
     /// Most sockets tracked at once; the oldest is forgotten (and counted) beyond.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_sockets: u64,
+    #[command(flatten)]
+    pub attach: AttachArg,
+}
+
+/// Forcing attach methods (`run` and `check` alike).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AttachArg {
+    /// Attach PROBE only by METHOD (fexit, tp-btf, raw-tracepoint, tracepoint)
+    /// instead of the best this kernel offers, e.g. `retransmit=tracepoint`;
+    /// comma-separated or repeated. A probe the kernel offers no such method for is
+    /// unavailable, and says so. Probes: those `sendsight check` lists.
+    #[arg(
+        long = "attach",
+        value_name = "PROBE=METHOD",
+        env = "SENDSIGHT_ATTACH",
+        value_delimiter = ',',
+        value_parser = clap::builder::ValueParser::new(str::parse::<sendsight::probes::table::Force>)
+    )]
+    pub force: Vec<sendsight::probes::table::Force>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -144,9 +144,10 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Replay { .. } | Command::Schema { .. } => unreachable!("handled above"),
-        Command::Check { json, btf } => {
+        Command::Check { json, btf, attach } => {
             let report = sendsight::check::check(Options {
                 btf,
+                force: attach.force,
                 ..Options::default()
             });
             if json {
@@ -185,6 +186,7 @@ fn main() -> ExitCode {
                     max_sockets: args.max_sockets.min(u32::MAX as u64) as u32,
                     btf: args.btf.clone(),
                     too_big_per_cpu_s: args.too_big_rate,
+                    force: args.attach.force.clone(),
                 },
                 limits: Limits {
                     max_sockets: args.max_sockets as usize,

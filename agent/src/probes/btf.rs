@@ -40,6 +40,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -73,6 +74,8 @@ pub struct Btf {
     strings: Vec<u8>,
     structs: HashMap<String, u32>,
     typedefs: HashMap<String, u32>,
+    /// Kernel functions (what fentry/fexit can attach to) by name.
+    funcs: HashMap<String, u32>,
 }
 
 /// Where a member lives inside its outermost struct.
@@ -179,8 +182,8 @@ impl Btf {
                 }
                 KIND_ENUM => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
-                | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 other => return Err(BtfError::Malformed(format!("unknown kind {other}"))),
             };
             at += extra;
@@ -197,6 +200,7 @@ impl Btf {
             strings,
             structs: HashMap::new(),
             typedefs: HashMap::new(),
+            funcs: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
@@ -207,6 +211,9 @@ impl Btf {
                 if name.starts_with("btf_trace_") {
                     btf.typedefs.insert(name.to_string(), id as u32);
                 }
+            } else if t.kind == KIND_FUNC && t.name != 0 {
+                let name = btf.string(t.name).to_string();
+                btf.funcs.entry(name).or_insert(id as u32);
             }
         }
         Ok(btf)
@@ -322,6 +329,22 @@ impl Btf {
                 .iter()
                 .skip(1)
                 .map(|p| self.type_name(p.ty, 0))
+                .collect(),
+        )
+    }
+
+    /// The prototype of kernel function `name` as `[return, params...]` type names,
+    /// or None when BTF has no such function (inlined, or not on this kernel).
+    /// fexit programs read arguments and the return value by position.
+    pub fn func_proto(&self, name: &str) -> Option<Vec<String>> {
+        let func = self.ty(*self.funcs.get(name)?)?;
+        let proto = self.ty(func.size_or_type)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        Some(
+            std::iter::once(self.type_name(proto.size_or_type, 0))
+                .chain(proto.members.iter().map(|p| self.type_name(p.ty, 0)))
                 .collect(),
         )
     }

@@ -187,24 +187,32 @@ pub fn icmp_send_tp(root: &Path) -> Result<(u16, u16, u16), LayoutError> {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn regs(r: &mut Resolver) -> (u16, u16, u16, u16) {
+fn regs(r: &mut Resolver) -> (u16, u16, u16, u16, u16) {
     (
         r.opt("pt_regs", "orig_ax", 8),
         r.opt("pt_regs", "di", 8),
         r.opt("pt_regs", "si", 8),
         r.opt("pt_regs", "dx", 8),
+        r.opt("pt_regs", "ax", 8),
     )
 }
 
 #[cfg(target_arch = "aarch64")]
-fn regs(r: &mut Resolver) -> (u16, u16, u16, u16) {
+fn regs(r: &mut Resolver) -> (u16, u16, u16, u16, u16) {
     let base = r.opt("user_pt_regs", "regs", 31 * 8);
     let arg = |n: u16| if base == ABSENT { ABSENT } else { base + 8 * n };
-    (r.opt("pt_regs", "syscallno", 4), arg(0), arg(1), arg(2))
+    // x0 carries both the first argument and the return value on arm64.
+    (
+        r.opt("pt_regs", "syscallno", 4),
+        arg(0),
+        arg(1),
+        arg(2),
+        arg(0),
+    )
 }
 
 pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
-    let (regs_nr, regs_arg0, regs_arg1, regs_arg2) = regs(r);
+    let (regs_nr, regs_arg0, regs_arg1, regs_arg2, regs_ret) = regs(r);
     KernelStructs {
         skb_len: r.opt("sk_buff", "len", 4),
         skb_cb: r.opt("sk_buff", "cb", 48),
@@ -254,6 +262,7 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         regs_arg0,
         regs_arg1,
         regs_arg2,
+        regs_ret,
         sk_rcvbuf: r.opt("sock", "sk_rcvbuf", 4),
         sk_rmem_alloc: r.opt("sock", "sk_backlog.rmem_alloc", 4),
         sk_drops: r.opt("sock", "sk_drops", 4),

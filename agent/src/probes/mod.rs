@@ -16,7 +16,7 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 
@@ -57,6 +57,8 @@ pub struct Options {
     /// Too-big records (anyone on the network can send those) each CPU may emit
     /// per second; the rest are counted.
     pub too_big_per_cpu_s: u32,
+    /// Probes forced to one attach method (`--attach`).
+    pub force: Vec<table::Force>,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             max_sockets: 65_536,
             too_big_per_cpu_s: Config::DEFAULT.net_events_per_cpu_s,
             btf: None,
+            force: Vec::new(),
         }
     }
 }
@@ -182,6 +185,11 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         lay: &mut lay,
     };
     let mut plans: Vec<table::Plan> = table::PROBES.iter().map(|p| p.plan(&mut env)).collect();
+    for f in &opts.force {
+        for p in plans.iter_mut().filter(|p| p.probe == f.probe) {
+            p.force(f.way);
+        }
+    }
 
     // The socket-layer program parks failures for the syscall exit only when that
     // hook is really there: if it is planned but fails to load or attach, everything
@@ -306,31 +314,69 @@ fn attach(ebpf: &mut Ebpf, plan: &table::Plan, btf: &TypedBtf) -> ProbeStatus {
         let note = format!("{why}; fallback: {}", plan.fallback);
         return status(first, State::Unavailable, note);
     }
+    // A kernel that refuses BPF trampolines outright (no verifier log: the program
+    // type is not there) does not offer fexit: choosing the next method is then not
+    // a degradation, only said. Any other failure is.
     let mut failures: Vec<String> = Vec::new();
+    let mut not_offered: Vec<String> = Vec::new();
     for method in &plan.methods {
+        let (gap, info) = match &method.note {
+            Some(table::Note::Gap(g)) => (Some(g.as_str()), None),
+            Some(table::Note::Info(i)) => (None, Some(i.as_str())),
+            None => (None, None),
+        };
+        let gaps: Vec<&str> = plan.degraded.as_deref().into_iter().chain(gap).collect();
         match attach_one(ebpf, method.program, &method.kind, btf) {
             Ok(()) if failures.is_empty() => {
-                let state = if plan.degraded.is_some() {
-                    State::Degraded
+                let (state, note) = if gaps.is_empty() {
+                    let info = info.or(plan.info.as_deref()).unwrap_or_default();
+                    (State::Attached, info.to_string())
                 } else {
-                    State::Attached
+                    (State::Degraded, gaps.join("; "))
                 };
-                let note = plan.degraded.clone().or(plan.info.clone());
-                return status(first, state, note.unwrap_or_default());
+                let note = if not_offered.is_empty() {
+                    note
+                } else {
+                    let why = format!("{}: {}", not_offered.join("; "), method.kind.describe());
+                    if note.is_empty() {
+                        why
+                    } else {
+                        format!("{why}; {note}")
+                    }
+                };
+                return status(method.kind.describe(), state, note);
             }
             Ok(()) => {
-                let note = format!(
+                let mut note = format!(
                     "{first} failed ({}); attached as {}",
                     failures.join("; then "),
                     method.kind.describe()
                 );
+                for g in gaps {
+                    note += &format!("; {g}");
+                }
                 return status(method.kind.describe(), State::Degraded, note);
             }
-            Err(e) => failures.push(e),
+            Err(Failure::NotOffered(e)) => not_offered.push(e),
+            Err(Failure::Failed(e)) => failures.push(e),
         }
     }
+    failures.extend(not_offered);
     let note = format!("{}; fallback: {}", failures.join("; then "), plan.fallback);
     status(first, State::Unavailable, note)
+}
+
+/// Why a method did not attach.
+enum Failure {
+    /// The kernel does not have this kind of program at all.
+    NotOffered(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Failed(e)
+    }
 }
 
 fn attach_one(
@@ -338,7 +384,10 @@ fn attach_one(
     program: &str,
     kind: &table::Kind,
     btf: &TypedBtf,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    if let table::Kind::Fexit(targets) = kind {
+        return attach_fexits(ebpf, targets, btf);
+    }
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
@@ -362,6 +411,7 @@ fn attach_one(
             tp.attach()
                 .map_err(|e| format!("attaching {program}: {e}"))?;
         }
+        table::Kind::Fexit(_) => unreachable!("attached by attach_fexits"),
         table::Kind::SyscallExits(names) => {
             let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             tp.load().map_err(|e| format!("loading {program}: {e}"))?;
@@ -374,11 +424,57 @@ fn attach_one(
                         for link in links {
                             let _ = tp.detach(link);
                         }
-                        return Err(format!("attaching {program} to sys_exit_{name}: {e}"));
+                        return Err(format!("attaching {program} to sys_exit_{name}: {e}").into());
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// fexit programs, all or none: those attached before a failure are detached again.
+fn attach_fexits(
+    ebpf: &mut Ebpf,
+    targets: &[(&'static str, String)],
+    btf: &TypedBtf,
+) -> Result<(), Failure> {
+    let mut done: Vec<(&str, aya::programs::fexit::FExitLinkId)> = Vec::new();
+    let mut result = Ok(());
+    for (program, func) in targets {
+        let r = (|| {
+            let btf = btf.get()?;
+            let prog: &mut FExit = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load(func, btf).map_err(|e| match &e {
+                aya::programs::ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } if verifier_log.to_string().trim().is_empty() => Failure::NotOffered(format!(
+                    "fexit not offered by this kernel ({program} on {func}: {io_error})"
+                )),
+                _ => Failure::Failed(format!("loading {program} on {func}: {e}")),
+            })?;
+            prog.attach()
+                .map_err(|e| Failure::Failed(format!("attaching {program} on {func}: {e}")))
+        })();
+        match r {
+            Ok(link) => done.push((program, link)),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        for (program, link) in done {
+            if let Some(Ok(p)) = ebpf.program_mut(program).map(<&mut FExit>::try_from) {
+                let _ = p.detach(link);
+            }
+        }
+    }
+    result
 }

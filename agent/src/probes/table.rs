@@ -18,6 +18,9 @@ pub enum Kind {
     Typed(&'static str),
     /// One program on `syscalls:sys_exit_<name>` for each of these names.
     SyscallExits(Vec<&'static str>),
+    /// fexit programs on kernel functions (BPF trampolines): `(program, function)`,
+    /// all or none.
+    Fexit(Vec<(&'static str, String)>),
 }
 
 impl Kind {
@@ -29,7 +32,73 @@ impl Kind {
             Kind::SyscallExits(names) => {
                 format!("tracepoints syscalls:sys_exit_{{{}}}", names.join(","))
             }
+            Kind::Fexit(f) => {
+                let names: Vec<&str> = f.iter().map(|(_, func)| func.as_str()).collect();
+                format!("fexit {}", names.join(","))
+            }
         }
+    }
+
+    pub fn way(&self) -> Way {
+        match self {
+            Kind::Tracepoint(..) | Kind::SyscallExits(_) => Way::Tracepoint,
+            Kind::Raw(_) => Way::RawTracepoint,
+            Kind::Typed(_) => Way::TpBtf,
+            Kind::Fexit(_) => Way::Fexit,
+        }
+    }
+}
+
+/// Attach methods by family, as `--attach PROBE=WAY` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Way {
+    /// BPF trampolines on kernel functions (5.5+ with BTF).
+    Fexit,
+    /// BTF-typed tracepoints.
+    TpBtf,
+    RawTracepoint,
+    /// Classic (perf) tracepoints.
+    Tracepoint,
+}
+
+impl Way {
+    pub fn name(self) -> &'static str {
+        match self {
+            Way::Fexit => "fexit",
+            Way::TpBtf => "tp-btf",
+            Way::RawTracepoint => "raw-tracepoint",
+            Way::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// `--attach PROBE=WAY` (and `SENDSIGHT_ATTACH`): one probe forced to one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Force {
+    pub probe: &'static str,
+    pub way: Way,
+}
+
+impl std::str::FromStr for Force {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use clap::ValueEnum as _;
+        let (probe, way) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected PROBE=METHOD, e.g. retransmit=tracepoint"))?;
+        let probe = PROBES
+            .iter()
+            .find(|p| p.name == probe.trim())
+            .map(|p| p.name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = PROBES.iter().map(|p| p.name).collect();
+                format!("no probe {probe:?} (probes: {})", names.join(", "))
+            })?;
+        let way = Way::from_str(way.trim(), true).map_err(|_| {
+            let ways: Vec<&str> = Way::value_variants().iter().map(|w| w.name()).collect();
+            format!("no attach method {way:?} (methods: {})", ways.join(", "))
+        })?;
+        Ok(Force { probe, way })
     }
 }
 
@@ -42,6 +111,9 @@ pub const SEND_SYSCALLS: &[&str] = &[
 pub struct Method {
     pub program: &'static str,
     pub kind: Kind,
+    /// Said when this method is the one attached: what it lacks that another would
+    /// give (a gap), or why it was chosen.
+    pub note: Option<Note>,
 }
 
 /// What a probe's resolver sees: the running kernel's tracefs and BTF, the struct
@@ -121,10 +193,32 @@ impl Probe {
     }
 }
 
+impl Plan {
+    /// Keeps only the methods of `way` (a forced `--attach`); none: blocked, saying
+    /// what this kernel offers instead.
+    pub fn force(&mut self, way: Way) {
+        let offered: Vec<&str> = self.methods.iter().map(|m| m.kind.way().name()).collect();
+        self.methods.retain(|m| m.kind.way() == way);
+        if self.methods.is_empty() && self.blocked.is_none() {
+            self.blocked = Some(format!(
+                "--attach {}={}: not offered for it on this kernel (offered: {})",
+                self.probe,
+                way.name(),
+                if offered.is_empty() {
+                    "none".into()
+                } else {
+                    offered.join(", ")
+                }
+            ));
+        }
+    }
+}
+
 fn classic(program: &'static str, group: &'static str, name: &'static str) -> Vec<Method> {
     vec![Method {
         program,
         kind: Kind::Tracepoint(group, name),
+        note: None,
     }]
 }
 
@@ -147,6 +241,7 @@ fn raw_then_classic(
         m.push(Method {
             program: raw_program,
             kind: Kind::Raw(tracepoint),
+            note: None,
         });
     }
     m.extend(classic(classic_program, group, tracepoint));
@@ -174,15 +269,36 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "retransmit",
         tracepoint: ("tcp", "tcp_retransmit_skb"),
-        methods: |_| classic("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+        methods: |env| {
+            let mut m = Vec::new();
+            if fexit_fits(
+                env.btf,
+                RETRANSMIT_FN,
+                &["struct sock *", "struct sk_buff *", "int"],
+            ) {
+                m.push(Method {
+                    program: "retransmit_exit",
+                    kind: Kind::Fexit(vec![("retransmit_exit", RETRANSMIT_FN.into())]),
+                    note: Some(Note::Info(
+                        "every attempt with its return code, loss probes included".into(),
+                    )),
+                });
+            }
+            let no_err = layout::retransmit_tp(env.root).is_ok_and(|t| t.err == ABSENT);
+            m.push(Method {
+                program: "tcp_retransmit_skb",
+                kind: Kind::Tracepoint("tcp", "tcp_retransmit_skb"),
+                note: no_err.then(|| {
+                    Note::Gap("no err field: failed retransmit attempts are not reported".into())
+                }),
+            });
+            m
+        },
         resolve: |env| {
             let t = layout::retransmit_tp(env.root).map_err(|e| e.to_string())?;
             env.lay.retransmit_tp = t;
             let k = env.kernel;
             let mut g = Vec::new();
-            if t.err == ABSENT {
-                g.push("no err field: failed retransmit attempts are not reported");
-            }
             if k.skb_cb == ABSENT || k.tcb_gso_segs == ABSENT {
                 g.push("skb layout unknown: segs assumed 1, sizes unknown");
             }
@@ -228,14 +344,32 @@ pub const PROBES: &[Probe] = &[
             // (`bpf_prog_active`), so a retransmit handled in a softirq that interrupts
             // a send's exit went unseen (the retransmit e2e test caught 45 segments
             // missing in 1 run of 3 with two agents). They stay the fallback.
-            let mut m = vec![Method {
+            let mut m = Vec::new();
+            if let Some(f) = syscall_fexits(env.btf) {
+                m.push(Method {
+                    program: f[0].0,
+                    kind: Kind::Fexit(f),
+                    note: Some(Note::Info(
+                        "fexit on the send family's syscall functions and seccomp's verdict: \
+                         no other syscall pays"
+                            .into(),
+                    )),
+                });
+            }
+            m.push(Method {
                 program: "sys_exit",
                 kind: Kind::Raw("sys_exit"),
-            }];
+                note: Some(Note::Info(
+                    "raw sys_exit: one compare on every syscall exit (the per-syscall events \
+                     would hide the classic probes' events from the softirqs they interrupt)"
+                        .into(),
+                )),
+            });
             if sys_exits_layout(env.root) == Ok((SYS_EXIT_NR, SYS_EXIT_RET)) {
                 m.push(Method {
                     program: "sys_exit_call",
                     kind: Kind::SyscallExits(SEND_SYSCALLS.to_vec()),
+                    note: None,
                 });
             }
             m
@@ -257,12 +391,7 @@ pub const PROBES: &[Probe] = &[
             if fd_walk.contains(&ABSENT) {
                 return Err("fd -> socket or pt_regs layout unknown in BTF".into());
             }
-            // Said when the preferred method attaches (a fallback says why instead).
-            Ok(Some(Note::Info(
-                "raw sys_exit: one compare on every syscall exit (the per-syscall events \
-                 would hide the classic probes' events from the softirqs they interrupt)"
-                    .into(),
-            )))
+            Ok(None)
         },
         fallback: "errors returned before the socket layer (seccomp, EBADF) are not seen",
     },
@@ -285,6 +414,7 @@ pub const PROBES: &[Probe] = &[
                 m.push(Method {
                     program: "netif_rx_btf",
                     kind: Kind::Typed("netif_receive_skb"),
+                    note: None,
                 });
             }
             m.extend(raw);
@@ -371,6 +501,7 @@ pub const PROBES: &[Probe] = &[
             vec![Method {
                 program: "sock_exceed_buf_raw",
                 kind: Kind::Raw("sock_exceed_buf_limit"),
+                note: None,
             }]
         },
         resolve: |env| {
@@ -397,6 +528,7 @@ pub const PROBES: &[Probe] = &[
             vec![Method {
                 program: "sock_recv_raw",
                 kind: Kind::Raw("sock_recv_length"),
+                note: None,
             }]
         },
         resolve: |env| {
@@ -416,6 +548,57 @@ pub const PROBES: &[Probe] = &[
                    not the reading thread)",
     },
 ];
+
+/// fexit on `__tcp_retransmit_skb`: where every retransmit attempt passes (the
+/// tracepoint fires there too), loss probes included, with its return code.
+const RETRANSMIT_FN: &str = "__tcp_retransmit_skb";
+
+/// The syscall functions' prefix on this architecture (`__x64_sys_sendto`).
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_FN_PREFIX: &str = "__x64_sys_";
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_FN_PREFIX: &str = "__arm64_sys_";
+
+/// Does BTF have `func` with these parameter types (fexit programs read them by
+/// position)?
+fn fexit_fits(btf: &Btf, func: &str, params: &[&str]) -> bool {
+    btf.func_proto(func).is_some_and(|p| {
+        p.len() == params.len() + 1 && p[1..].iter().zip(params).all(|(a, b)| a == b)
+    })
+}
+
+/// The send family's syscall functions (each `(const struct pt_regs *)`) and
+/// seccomp's verdict, `(program, function)`; None unless BTF has every one.
+fn syscall_fexits(btf: &Btf) -> Option<Vec<(&'static str, String)>> {
+    const PROGRAMS: [&str; 7] = [
+        "fexit_sendto",
+        "fexit_write",
+        "fexit_sendmsg",
+        "fexit_writev",
+        "fexit_sendmmsg",
+        "fexit_connect",
+        "fexit_bind",
+    ];
+    let mut f = Vec::new();
+    for (program, call) in PROGRAMS.iter().zip(SEND_SYSCALLS) {
+        let func = format!("{SYSCALL_FN_PREFIX}{call}");
+        if !fexit_fits(btf, &func, &["const struct pt_regs *"]) {
+            return None;
+        }
+        f.push((*program, func));
+    }
+    // `(const struct seccomp_data *sd)` until 6.14, `(void)` since: the return value
+    // follows the arguments, so each shape has its program.
+    let seccomp = if fexit_fits(btf, "__secure_computing", &["const struct seccomp_data *"]) {
+        "secure_computing_exit"
+    } else if fexit_fits(btf, "__secure_computing", &[]) {
+        "secure_computing_exit_void"
+    } else {
+        return None;
+    };
+    f.push((seccomp, "__secure_computing".into()));
+    Some(f)
+}
 
 /// The one record layout of the send family's `sys_exit_<name>` events (`Err`:
 /// some are missing or disagree; the raw `sys_exit` serves then).
@@ -460,11 +643,13 @@ fn udp_queue_methods(env: &Env) -> Vec<Method> {
         m.push(Method {
             program: "udp_queue_raw_skb",
             kind: Kind::Raw("udp_fail_queue_rcv_skb"),
+            note: None,
         });
     } else if raw {
         m.push(Method {
             program: "udp_queue_raw",
             kind: Kind::Raw("udp_fail_queue_rcv_skb"),
+            note: None,
         });
     }
     if classic_ok || m.is_empty() {
