@@ -306,30 +306,50 @@ fn check_reports_every_probe() {
         .iter()
         .find(|p| p["probe"] == "retransmit")
         .unwrap();
-    // Degraded only for the documented gap: kernels whose tcp_retransmit_skb record
-    // has no `err` field (Debian's 6.1 and 6.12 among them).
-    let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(format!("{root}/events/tcp/tcp_retransmit_skb/format")).ok()
-        });
-    let has_err = format.as_deref().is_none_or(|f| f.contains(" err;"));
-    if has_err {
+    // fexit where the kernel has trampolines (every attempt with its return code:
+    // no gap); else the tracepoint, degraded only for the documented gap: kernels
+    // whose tcp_retransmit_skb record has no `err` field (Debian's 6.1 and 6.12).
+    let note = retransmit["note"].as_str().unwrap();
+    if retransmit["attach"] == "fexit __tcp_retransmit_skb" {
         assert_eq!(retransmit["state"], "attached", "{retransmit}");
+        assert!(note.contains("return code"), "{retransmit}");
     } else {
-        assert_eq!(retransmit["state"], "degraded", "{retransmit}");
-        let note = retransmit["note"].as_str().unwrap();
-        assert!(
-            note.starts_with("no err field") && !note.contains("; "),
-            "degraded for more than the missing err field: {retransmit}"
+        assert_eq!(
+            retransmit["attach"], "tracepoint tcp:tcp_retransmit_skb",
+            "{retransmit}"
         );
+        // The reason fexit was not chosen comes first: the kernel refused the
+        // program type (not a verifier rejection, which would be a failure).
+        let rest = match note.strip_prefix("fexit not offered by this kernel (") {
+            Some(r) => r
+                .split_once(": tracepoint tcp:tcp_retransmit_skb")
+                .map_or("?", |x| x.1),
+            None => note,
+        };
+        let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|root| {
+                std::fs::read_to_string(format!("{root}/events/tcp/tcp_retransmit_skb/format")).ok()
+            });
+        let has_err = format.as_deref().is_none_or(|f| f.contains(" err;"));
+        if has_err {
+            assert_eq!(retransmit["state"], "attached", "{retransmit}");
+            assert_eq!(rest, "", "{retransmit}");
+        } else {
+            assert_eq!(retransmit["state"], "degraded", "{retransmit}");
+            let gap = rest.trim_start_matches("; ");
+            assert!(
+                gap.starts_with("no err field") && !gap.contains("; "),
+                "degraded for more than the missing err field: {retransmit}"
+            );
+        }
     }
-    assert_eq!(retransmit["attach"], "tracepoint tcp:tcp_retransmit_skb");
     assert!(v["kernel"].as_str().unwrap().len() > 1);
 
-    // Failed sends are watched at the raw syscall exit, not the per-syscall (classic)
-    // events: while a classic program runs, the kernel skips the other classic
-    // programs on that CPU, retransmits among them.
+    // Failed sends are watched by fexit on the send family where the kernel has
+    // trampolines (and bpf_task_pt_regs), else at the raw syscall exit, never by the
+    // per-syscall (classic) events unless forced: while a classic program runs, the
+    // kernel skips the other classic programs on that CPU, retransmits among them.
     let send_syscall = v["probes"]
         .as_array()
         .unwrap()
@@ -337,8 +357,82 @@ fn check_reports_every_probe() {
         .find(|p| p["probe"] == "send_syscall")
         .unwrap();
     assert_eq!(send_syscall["state"], "attached", "{send_syscall}");
-    assert_eq!(
-        send_syscall["attach"], "raw_tracepoint sys_exit",
-        "{send_syscall}"
+    let attach = send_syscall["attach"].as_str().unwrap();
+    let fexit = retransmit["attach"] == "fexit __tcp_retransmit_skb";
+    let task_regs = !send_syscall["note"]
+        .as_str()
+        .unwrap()
+        .contains("no bpf_task_pt_regs helper");
+    if fexit && task_regs {
+        assert!(
+            attach.starts_with("fexit __x64_sys_sendto,")
+                && attach.ends_with(",__secure_computing"),
+            "{send_syscall}"
+        );
+    } else {
+        assert_eq!(attach, "raw_tracepoint sys_exit", "{send_syscall}");
+    }
+}
+
+/// `--attach PROBE=METHOD` forces one family: (flag, probe, expected attach, state).
+#[test]
+fn attach_flag_forces_a_method() {
+    require_root();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "retransmit=tracepoint",
+            "retransmit",
+            "tracepoint tcp:tcp_retransmit_skb",
+            "",
+        ),
+        (
+            "icmp_rx=raw-tracepoint",
+            "icmp_rx",
+            "raw_tracepoint netif_receive_skb",
+            "attached",
+        ),
+        // Not a method this probe has: unavailable, naming what it offers.
+        ("udp_mem_limit=fexit", "udp_mem_limit", "", "unavailable"),
+    ];
+    for (flag, probe, attach, state) in cases {
+        let out = Command::new(binary())
+            .args(["check", "--json", "--attach", flag])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+        let p = v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["probe"] == *probe)
+            .unwrap();
+        if !attach.is_empty() {
+            assert_eq!(p["attach"], *attach, "--attach {flag}: {p}");
+        }
+        if !state.is_empty() {
+            assert_eq!(p["state"], *state, "--attach {flag}: {p}");
+        }
+        if *state == "unavailable" {
+            let note = p["note"].as_str().unwrap();
+            assert!(
+                note.starts_with(&format!(
+                    "--attach {flag}: not offered for it on this kernel (offered: raw-tracepoint)"
+                )),
+                "{p}"
+            );
+        }
+    }
+    // A bad flag is a usage error naming what exists, before anything is loaded.
+    let out = Command::new(binary())
+        .args(["check", "--attach", "retransmit=kprobe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "no attach method \"kprobe\" (methods: fexit, tp-btf, raw-tracepoint, tracepoint)"
+        ),
+        "{err}"
     );
 }

@@ -345,7 +345,8 @@ pub const PROBES: &[Probe] = &[
             // a send's exit went unseen (the retransmit e2e test caught 45 segments
             // missing in 1 run of 3 with two agents). They stay the fallback.
             let mut m = Vec::new();
-            if let Some(f) = syscall_fexits(env.btf) {
+            let fexits = syscall_fexits(env.btf);
+            if let Ok(f) = fexits.clone() {
                 m.push(Method {
                     program: f[0].0,
                     kind: Kind::Fexit(f),
@@ -359,11 +360,11 @@ pub const PROBES: &[Probe] = &[
             m.push(Method {
                 program: "sys_exit",
                 kind: Kind::Raw("sys_exit"),
-                note: Some(Note::Info(
-                    "raw sys_exit: one compare on every syscall exit (the per-syscall events \
-                     would hide the classic probes' events from the softirqs they interrupt)"
-                        .into(),
-                )),
+                note: Some(Note::Info(format!(
+                    "{}raw sys_exit: one compare on every syscall exit (the per-syscall events \
+                     would hide the classic probes' events from the softirqs they interrupt)",
+                    fexits.err().map(|e| format!("{e}; ")).unwrap_or_default()
+                ))),
             });
             if sys_exits_layout(env.root) == Ok((SYS_EXIT_NR, SYS_EXIT_RET)) {
                 m.push(Method {
@@ -568,8 +569,8 @@ fn fexit_fits(btf: &Btf, func: &str, params: &[&str]) -> bool {
 }
 
 /// The send family's syscall functions (each `(const struct pt_regs *)`) and
-/// seccomp's verdict, `(program, function)`; None unless BTF has every one.
-fn syscall_fexits(btf: &Btf) -> Option<Vec<(&'static str, String)>> {
+/// seccomp's verdict, `(program, function)`; Err: why not on this kernel.
+fn syscall_fexits(btf: &Btf) -> Result<Vec<(&'static str, String)>, String> {
     const PROGRAMS: [&str; 7] = [
         "fexit_sendto",
         "fexit_write",
@@ -579,11 +580,21 @@ fn syscall_fexits(btf: &Btf) -> Option<Vec<(&'static str, String)>> {
         "fexit_connect",
         "fexit_bind",
     ];
+    // A call seccomp refused is read from the task's saved registers.
+    if btf.func_proto("bpf_task_pt_regs").is_none() {
+        return Err(
+            "fexit unused: no bpf_task_pt_regs helper (5.15+) to see the calls \
+                    seccomp refuses"
+                .into(),
+        );
+    }
     let mut f = Vec::new();
     for (program, call) in PROGRAMS.iter().zip(SEND_SYSCALLS) {
         let func = format!("{SYSCALL_FN_PREFIX}{call}");
         if !fexit_fits(btf, &func, &["const struct pt_regs *"]) {
-            return None;
+            return Err(format!(
+                "fexit unused: no {func}(const struct pt_regs *) in BTF"
+            ));
         }
         f.push((*program, func));
     }
@@ -594,10 +605,10 @@ fn syscall_fexits(btf: &Btf) -> Option<Vec<(&'static str, String)>> {
     } else if fexit_fits(btf, "__secure_computing", &[]) {
         "secure_computing_exit_void"
     } else {
-        return None;
+        return Err("fexit unused: __secure_computing has an unknown prototype".into());
     };
     f.push((seccomp, "__secure_computing".into()));
-    Some(f)
+    Ok(f)
 }
 
 /// The one record layout of the send family's `sys_exit_<name>` events (`Err`:
