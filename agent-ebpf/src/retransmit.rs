@@ -1,12 +1,13 @@
-//! Retransmits: one record per retransmitted skb, with the socket's congestion and
-//! timer state at that moment. Two hooks, one record:
+//! `tcp_retransmit_skb`: one record per retransmitted skb, with the socket's
+//! congestion and timer state at that moment. The raw tracepoint is preferred: it
+//! does not hold the per-CPU `bpf_prog_active` under which classic programs skip
+//! each other (a retransmit in a softirq interrupting another classic program was
+//! lost); the classic record is the fallback.
 //!
-//! - fexit on `int __tcp_retransmit_skb(struct sock *sk, struct sk_buff *skb, int
-//!   segs)`, preferred: every attempt (loss probes included, which call it directly)
-//!   with its return code on every kernel, and a trampoline does not hold the per-CPU
-//!   `bpf_prog_active` under which classic programs skip each other;
-//! - the classic `tcp:tcp_retransmit_skb` tracepoint (fired from the same function;
-//!   before 6.x only for attempts that went out, with no `err` field).
+//! Not fexit on `__tcp_retransmit_skb` (which would give the return code on kernels
+//! whose tracepoint has no `err`): its callers in the same file may inline it, and a
+//! trampoline sees only the out-of-line calls. Debian's 6.1 guest showed 1 record for
+//! 490 retransmitted segments.
 
 use agent_common::{
     event::{AF_INET6, Flow, IPPROTO_TCP, Retransmit, retransmit_flags, retransmit_kind},
@@ -14,8 +15,8 @@ use agent_common::{
     layout::ABSENT,
 };
 use aya_ebpf::{
-    macros::{fexit, tracepoint},
-    programs::{FExitContext, TracePointContext},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
@@ -75,11 +76,13 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
     Ok(0)
 }
 
-#[fexit]
-pub fn retransmit_exit(ctx: FExitContext) -> i32 {
+/// `TP_PROTO(const struct sock *sk, const struct sk_buff *skb[, int err])` by
+/// position (checked against BTF by the loader; `err` where the classic record has
+/// it, the same kernel's tracepoint).
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn retransmit_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
-    let err: i32 = ctx.arg(3);
     emit::<Retransmit>(
         sk,
         0,
@@ -87,8 +90,11 @@ pub fn retransmit_exit(ctx: FExitContext) -> i32 {
         |ev| {
             ev.flow = sock::flow_of(sk)?;
             ev.flow.protocol = IPPROTO_TCP;
-            ev.err = err;
-            ev.flags |= retransmit_flags::HAS_ERR;
+            if lay!(retransmit_tp.err) != ABSENT {
+                let err: i64 = ctx.arg(2);
+                ev.err = err as i32;
+                ev.flags |= retransmit_flags::HAS_ERR;
+            }
             fill_facts(ev, sk, skb);
             Ok(())
         },

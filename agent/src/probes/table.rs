@@ -126,6 +126,7 @@ pub struct Env<'a> {
 }
 
 /// What a resolver says about a probe that can run.
+#[derive(Clone)]
 pub enum Note {
     /// A documented gap: the probe runs degraded.
     Gap(String),
@@ -270,28 +271,34 @@ pub const PROBES: &[Probe] = &[
         name: "retransmit",
         tracepoint: ("tcp", "tcp_retransmit_skb"),
         methods: |env| {
-            let mut m = Vec::new();
-            if fexit_fits(
+            // The raw tracepoint reads `err` by position: only where the kernel's
+            // prototype and record agree on having it.
+            let err = layout::retransmit_tp(env.root).is_ok_and(|t| t.err != ABSENT);
+            let args: &[&str] = if err {
+                &["const struct sock *", "const struct sk_buff *", "int"]
+            } else {
+                &["const struct sock *", "const struct sk_buff *"]
+            };
+            let exact = env
+                .btf
+                .raw_tracepoint_args("tcp_retransmit_skb")
+                .is_some_and(|a| a.len() == args.len());
+            let mut m = raw_then_classic(
                 env.btf,
-                RETRANSMIT_FN,
-                &["struct sock *", "struct sk_buff *", "int"],
-            ) {
-                m.push(Method {
-                    program: "retransmit_exit",
-                    kind: Kind::Fexit(vec![("retransmit_exit", RETRANSMIT_FN.into())]),
-                    note: Some(Note::Info(
-                        "every attempt with its return code, loss probes included".into(),
-                    )),
-                });
+                ("retransmit_raw", "tcp_retransmit_skb"),
+                args,
+                "tcp_retransmit_skb",
+                "tcp",
+            );
+            if !exact && m.len() > 1 {
+                m.remove(0);
             }
-            let no_err = layout::retransmit_tp(env.root).is_ok_and(|t| t.err == ABSENT);
-            m.push(Method {
-                program: "tcp_retransmit_skb",
-                kind: Kind::Tracepoint("tcp", "tcp_retransmit_skb"),
-                note: no_err.then(|| {
-                    Note::Gap("no err field: failed retransmit attempts are not reported".into())
-                }),
+            let no_err = (!err).then(|| {
+                Note::Gap("no err field: failed retransmit attempts are not reported".into())
             });
+            for method in &mut m {
+                method.note = no_err.clone();
+            }
             m
         },
         resolve: |env| {
@@ -549,10 +556,6 @@ pub const PROBES: &[Probe] = &[
                    not the reading thread)",
     },
 ];
-
-/// fexit on `__tcp_retransmit_skb`: where every retransmit attempt passes (the
-/// tracepoint fires there too), loss probes included, with its return code.
-const RETRANSMIT_FN: &str = "__tcp_retransmit_skb";
 
 /// The syscall functions' prefix on this architecture (`__x64_sys_sendto`).
 #[cfg(target_arch = "x86_64")]
