@@ -510,6 +510,11 @@ fn main() -> anyhow::Result<()> {
         bail!("the benchmarks load eBPF programs and create namespaces: run as root");
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--tax-only") {
+        // The kernel matrix runs this inside a guest (`cargo xtask vmtest --bench-tax`).
+        print!("{}", tax::guest_table()?);
+        return Ok(());
+    }
     if let Some(path) = std::env::args().skip_while(|a| a != "--synthetic").nth(1) {
         // Just write a recording (for profiling `sendsight replay`): the pipeline one,
         // or with `--sockets N` the memory one (N sockets, one event each).
@@ -592,7 +597,11 @@ fn main() -> anyhow::Result<()> {
     );
 
     eprintln!("bench: 1b/6 syscall tax (nothing / floor / agent, alternating)...");
-    let rounds = tax::measure(if quick { 5 } else { 7 })?;
+    let rounds = tax::measure(
+        if quick { 5 } else { 7 },
+        &tax::Attached::ALL,
+        tax::Calls::HOST,
+    )?;
     md += "### 1b. Syscall tax: ns per call, nothing / floor / agent attached\n\n\
            | round | getppid: nothing | floor | agent | 64 B UDP send: nothing | floor | agent |\n\
            |---|---:|---:|---:|---:|---:|---:|\n";
@@ -609,8 +618,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let col =
-        |f: fn(&tax::Round) -> [f64; 3], i: usize| median(rounds.iter().map(|r| f(r)[i]).collect());
-    let (null, udp) = (|r: &tax::Round| r.null_ns, |r: &tax::Round| r.udp_ns);
+        |f: fn(&tax::Round) -> &[f64], i: usize| median(rounds.iter().map(|r| f(r)[i]).collect());
+    let (null, udp): (fn(&tax::Round) -> &[f64], fn(&tax::Round) -> &[f64]) =
+        (|r| &r.null_ns, |r| &r.udp_ns);
     let tax_ratio = median(
         rounds
             .iter()

@@ -17,24 +17,38 @@ use anyhow::{Context, bail};
 use super::{At, del_netns, floor, ids, new_ids, sh, start_agent, stop};
 
 const NS: &str = "ssb-tax";
-const NULL_CALLS: u64 = 2_000_000;
-const SENDS: u64 = 200_000;
 
 #[derive(Clone, Copy)]
 pub enum Attached {
     Nothing,
     Floor,
-    Agent,
+    /// The agent, with these extra flags (e.g. a forced attach method).
+    Agent(&'static [&'static str]),
 }
 
 impl Attached {
-    pub const ALL: [Attached; 3] = [Attached::Nothing, Attached::Floor, Attached::Agent];
+    /// The host bench's three columns.
+    pub const ALL: [Attached; 3] = [Attached::Nothing, Attached::Floor, Attached::Agent(&[])];
 }
 
-/// ns per call, indexed like [`Attached::ALL`].
+/// Calls timed per measurement.
+#[derive(Clone, Copy)]
+pub struct Calls {
+    pub null: u64,
+    pub sends: u64,
+}
+
+impl Calls {
+    pub const HOST: Calls = Calls {
+        null: 2_000_000,
+        sends: 200_000,
+    };
+}
+
+/// ns per call, indexed like the configurations measured.
 pub struct Round {
-    pub null_ns: [f64; 3],
-    pub udp_ns: [f64; 3],
+    pub null_ns: Vec<f64>,
+    pub udp_ns: Vec<f64>,
 }
 
 /// A namespace whose datagrams leave through the real IP output path and are
@@ -132,16 +146,19 @@ fn attach(a: Attached) -> anyhow::Result<Guard> {
             )?;
             Guard::Floor(f)
         }
-        Attached::Agent => {
+        Attached::Agent(extra) => {
             let before = ids();
-            let agent = start_agent(&["--output", "file:/dev/null"])?;
+            let mut args = vec!["--output", "file:/dev/null"];
+            args.extend_from_slice(extra);
+            let agent = start_agent(&args)?;
             new_ids(&before, 8)?;
             Guard::Agent(agent)
         }
     })
 }
 
-pub fn measure(rounds: usize) -> anyhow::Result<Vec<Round>> {
+/// `rounds` rounds over `configs`, the order reversed every other round.
+pub fn measure(rounds: usize, configs: &[Attached], calls: Calls) -> anyhow::Result<Vec<Round>> {
     // Statistics add two clock reads to every program run: not what a host pays.
     let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     if stats.trim() == "1" {
@@ -154,18 +171,18 @@ pub fn measure(rounds: usize) -> anyhow::Result<Vec<Round>> {
     let mut out = Vec::new();
     for r in 0..rounds {
         let mut round = Round {
-            null_ns: [0.0; 3],
-            udp_ns: [0.0; 3],
+            null_ns: vec![0.0; configs.len()],
+            udp_ns: vec![0.0; configs.len()],
         };
-        let mut order: Vec<usize> = (0..3).collect();
+        let mut order: Vec<usize> = (0..configs.len()).collect();
         if r % 2 == 1 {
             order.reverse();
         }
         for i in order {
-            let guard = attach(Attached::ALL[i])?;
+            let guard = attach(configs[i])?;
             std::thread::sleep(Duration::from_millis(200));
-            round.null_ns[i] = null_syscall(NULL_CALLS);
-            round.udp_ns[i] = sink.send(SENDS)?;
+            round.null_ns[i] = null_syscall(calls.null);
+            round.udp_ns[i] = sink.send(calls.sends)?;
             if let Guard::Agent(a) = guard {
                 stop(a);
             }
@@ -173,4 +190,63 @@ pub fn measure(rounds: usize) -> anyhow::Result<Vec<Round>> {
         out.push(round);
     }
     Ok(out)
+}
+
+/// The syscall tax on this kernel as a markdown table: nothing attached, the floor,
+/// the agent as it chooses, and the agent with its send-error hook forced onto the
+/// raw `sys_exit` (what kernels without trampolines get). Meant for emulated
+/// guests: fewer calls per timing, more rounds, ratios within each round.
+pub fn guest_table() -> anyhow::Result<String> {
+    const CONFIGS: [Attached; 4] = [
+        Attached::Nothing,
+        Attached::Floor,
+        Attached::Agent(&[]),
+        Attached::Agent(&["--attach", "send_syscall=raw-tracepoint"]),
+    ];
+    let arg = |name: &str, default: u64| -> anyhow::Result<u64> {
+        match std::env::args().skip_while(|a| a != name).nth(1) {
+            Some(v) => v.parse().with_context(|| format!("{name} {v:?}")),
+            None => Ok(default),
+        }
+    };
+    let rounds = arg("--rounds", 6)? as usize;
+    let calls = Calls {
+        null: arg("--calls", 200_000)?,
+        sends: arg("--calls", 200_000)? / 10,
+    };
+    let kernel = sendsight::system::kernel_release();
+    let rs = measure(rounds, &CONFIGS, calls)?;
+    let mut md = format!(
+        "Kernel {kernel}: ns per call; {} getppid and {} 64-byte UDP sends per timing; \
+         {rounds} rounds, the order reversed every other round.\n\n\
+         | round | getppid: nothing | floor | agent | agent, raw sys_exit | UDP send: nothing | floor | agent | agent, raw sys_exit |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        calls.null, calls.sends
+    );
+    for (i, r) in rs.iter().enumerate() {
+        md += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            i + 1,
+            r.null_ns[0],
+            r.null_ns[1],
+            r.null_ns[2],
+            r.null_ns[3],
+            r.udp_ns[0],
+            r.udp_ns[1],
+            r.udp_ns[2],
+            r.udp_ns[3]
+        );
+    }
+    let med = |f: &dyn Fn(&Round) -> f64| super::median(rs.iter().map(f).collect());
+    md += &format!(
+        "\nMedian of the rounds' ratios to nothing attached: getppid with the agent \
+         **{:.3}**, with the agent on the raw sys_exit **{:.3}**, with the floor {:.3}; \
+         UDP send with the agent **{:.3}**, on the raw sys_exit {:.3}.\n",
+        med(&|r| r.null_ns[2] / r.null_ns[0]),
+        med(&|r| r.null_ns[3] / r.null_ns[0]),
+        med(&|r| r.null_ns[1] / r.null_ns[0]),
+        med(&|r| r.udp_ns[2] / r.udp_ns[0]),
+        med(&|r| r.udp_ns[3] / r.udp_ns[0]),
+    );
+    Ok(md)
 }
