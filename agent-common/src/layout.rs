@@ -174,6 +174,8 @@ pub struct KernelStructs {
     pub sk_rmem_alloc: u16,
     /// `sock.sk_drops` (atomic_t)
     pub sk_drops: u16,
+    /// `sock.sk_err` (int): what `inet_sk_error_report` reports.
+    pub sk_err: u16,
     /// `sock.sk_drop_counters` (6.18+: per-NUMA drop counters UDP adds to sk_drops).
     pub sk_drop_counters: u16,
     pub ndc_drops0: u16,
@@ -301,6 +303,7 @@ impl Layout {
             sk_rcvbuf: ABSENT,
             sk_rmem_alloc: ABSENT,
             sk_drops: ABSENT,
+            sk_err: ABSENT,
             sk_drop_counters: ABSENT,
             ndc_drops0: ABSENT,
             ndc_drops1: ABSENT,
@@ -381,9 +384,9 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 118);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 120);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 118 + 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 120 + 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 60);
 
 #[cfg(feature = "user")]

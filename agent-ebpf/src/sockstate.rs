@@ -1,10 +1,17 @@
-//! Socket context: state changes, error reports, congestion-state changes.
+//! Socket context: state changes, error reports, congestion-state changes. Each as a
+//! raw tracepoint where BTF confirms the prototype (arguments by position, the flow
+//! read from the socket), the classic record otherwise: a classic program is skipped
+//! while another classic program runs on the CPU (`bpf_prog_active`), and these fire
+//! in softirqs that interrupt the send path.
 
 use agent_common::{
     event::{CongState, IPPROTO_TCP, SocketError, SocketState},
     kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT},
 };
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 
 use crate::{
     emit::emit,
@@ -28,6 +35,30 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let sk = read::tp::<u64>(ctx, tp.skaddr)?;
     let old = read::tp::<i32>(ctx, tp.extra1)? as u8;
     let new = read::tp::<i32>(ctx, tp.extra2)? as u8;
+    state_changed(sk, old, new, || sock::flow_from_tp(ctx, &tp, IPPROTO_TCP))
+}
+
+/// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn set_state_raw(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old: u64 = ctx.arg(1);
+    let new: u64 = ctx.arg(2);
+    if read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8 != IPPROTO_TCP {
+        return 0;
+    }
+    match state_changed(sk, old as u8, new as u8, || sock::flow_of(sk)) {
+        Ok(r) | Err(r) => r as i32,
+    }
+}
+
+#[inline(always)]
+fn state_changed(
+    sk: u64,
+    old: u8,
+    new: u8,
+    flow: impl FnOnce() -> Result<agent_common::event::Flow, Fail>,
+) -> Result<u32, Fail> {
     // connect() moves CLOSE -> SYN_SENT in the caller's context: the earliest
     // moment the owner is known, before the first send.
     if new == TCP_SYN_SENT {
@@ -38,7 +69,8 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
         0,
         #[inline(always)]
         |ev| {
-            ev.flow = sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)?;
+            ev.flow = flow()?;
+            ev.flow.protocol = IPPROTO_TCP;
             ev.flow.state = new;
             ev.old_state = old;
             ev.new_state = new;
@@ -75,6 +107,43 @@ fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
         },
     );
     Ok(0)
+}
+
+/// `TP_PROTO(const struct sock *sk)`: the error is the socket's `sk_err`, as the
+/// classic record has it.
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn error_report_raw(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    emit::<SocketError>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_of(sk)?;
+            ev.errno = read::kernel::<i32>(sk, lay!(kernel.sk_err))?;
+            Ok(())
+        },
+    );
+    0
+}
+
+/// `TP_PROTO(struct sock *sk, const u8 ca_state)`.
+#[raw_tracepoint(tracepoint = "tcp_cong_state_set")]
+pub fn cong_state_raw(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let state: u64 = ctx.arg(1);
+    emit::<CongState>(
+        sk,
+        0,
+        #[inline(always)]
+        |ev| {
+            ev.flow = sock::flow_of(sk)?;
+            ev.flow.protocol = IPPROTO_TCP;
+            ev.state = state as u8;
+            Ok(())
+        },
+    );
+    0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_cong_state_set")]

@@ -266,6 +266,7 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         sk_rcvbuf: r.opt("sock", "sk_rcvbuf", 4),
         sk_rmem_alloc: r.opt("sock", "sk_backlog.rmem_alloc", 4),
         sk_drops: r.opt("sock", "sk_drops", 4),
+        sk_err: r.opt("sock", "sk_err", 4),
         // 6.18+ only: not missing elsewhere, so not noted.
         sk_drop_counters: member(r.btf, "sock", "sk_drop_counters", 8).unwrap_or(ABSENT),
         ndc_drops0: member(r.btf, "numa_drop_counters", "drops0", 4).unwrap_or(ABSENT),

@@ -458,7 +458,15 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "socket_state",
         tracepoint: ("sock", "inet_sock_set_state"),
-        methods: |_| classic("inet_sock_set_state", "sock", "inet_sock_set_state"),
+        methods: |env| {
+            raw_then_classic(
+                env.btf,
+                ("set_state_raw", "inet_sock_set_state"),
+                &["const struct sock *", "const int", "const int"],
+                "inet_sock_set_state",
+                "sock",
+            )
+        },
         resolve: |env| {
             let tp = ("sock", "inet_sock_set_state");
             let fields = (Some(("oldstate", 4)), Some(("newstate", 4)));
@@ -470,7 +478,20 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "socket_error",
         tracepoint: ("sock", "inet_sk_error_report"),
-        methods: |_| classic("inet_sk_error_report", "sock", "inet_sk_error_report"),
+        methods: |env| {
+            // The raw variant reads the error from the socket.
+            let mut m = raw_then_classic(
+                env.btf,
+                ("error_report_raw", "inet_sk_error_report"),
+                &["const struct sock *"],
+                "inet_sk_error_report",
+                "sock",
+            );
+            if env.kernel.sk_err == ABSENT && m.len() > 1 {
+                m.remove(0);
+            }
+            m
+        },
         resolve: |env| {
             let tp = ("sock", "inet_sk_error_report");
             env.lay.error_report_tp = flow_layout(env.root, tp, false, (Some(("error", 4)), None))?;
@@ -481,7 +502,15 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "cong_state",
         tracepoint: ("tcp", "tcp_cong_state_set"),
-        methods: |_| classic("tcp_cong_state_set", "tcp", "tcp_cong_state_set"),
+        methods: |env| {
+            raw_then_classic(
+                env.btf,
+                ("cong_state_raw", "tcp_cong_state_set"),
+                &["struct sock *", "const u8"],
+                "tcp_cong_state_set",
+                "tcp",
+            )
+        },
         resolve: |env| {
             let tp = ("tcp", "tcp_cong_state_set");
             env.lay.cong_state_tp =
