@@ -137,11 +137,18 @@ impl Engine {
         let lookup = self.lookup.take();
         self.sockets.forget_closed(ts);
         let t = &mut self.sockets;
-        // An event other than a late error report for a closed socket's address is
-        // a new socket that reuses it.
+        // An event other than a late report for a closed socket (an error report, a
+        // too-big message, or anything with its own flow) is a new socket that
+        // reuses its address.
         if !matches!(event, Event::SocketError(_) | Event::IcmpTooBig(_))
             && event.header().sk != 0
-            && t.is_closed(event.header().sk)
+            && t.reused(
+                event.header().sk,
+                // A state change after CLOSE is always a new socket's.
+                event
+                    .flow()
+                    .filter(|_| !matches!(event, Event::SocketState(_))),
+            )
         {
             t.forget(event.header().sk);
         }

@@ -284,6 +284,20 @@ impl SocketTable {
         }
     }
 
+    /// A closed socket at `sk` whose flow is not `flow`: the address was reused by a
+    /// new socket. An event with the closed socket's own flow is late news of it (a
+    /// writer blocked in send() hears of the timeout after the state went CLOSE; the
+    /// kernel cannot reuse the address while that writer's fd holds the socket).
+    pub fn reused(&self, sk: u64, flow: Option<&agent_common::event::Flow>) -> bool {
+        if !self.is_closed(sk) {
+            return false;
+        }
+        let same = |e: &Entry| {
+            flow.is_some_and(|f| f.family != 0 && e.flow_key() == Some(FlowKey::from(f)))
+        };
+        !self.by_sk.get(&sk).map(|e| &**e).is_some_and(same)
+    }
+
     pub fn is_closed(&self, sk: u64) -> bool {
         // Every closed socket is in `closed` (until forgotten): most of the time
         // none is, and the lookup is skipped.
@@ -326,6 +340,26 @@ mod tests {
         assert_ne!(a, b);
         t.forget(0xa);
         assert_ne!(t.id_for(0xa), a);
+    }
+
+    #[test]
+    fn closed_socket_hears_late_news_of_its_own_flow_only() {
+        let mut t = SocketTable::new(8);
+        let flow = |sport| Flow {
+            sport,
+            dport: 80,
+            family: 2,
+            ..Flow::default()
+        };
+        t.learn(0xa, &flow(1000), &Owner::default());
+        assert!(!t.reused(0xa, Some(&flow(2000))), "open: never reused");
+        t.close(0xa, 1);
+        // A send that failed after the close (a writer blocked in send()).
+        assert!(!t.reused(0xa, Some(&flow(1000))));
+        // Another flow, or none: a new socket at the old address.
+        assert!(t.reused(0xa, Some(&flow(2000))));
+        assert!(t.reused(0xa, None));
+        assert!(t.reused(0xa, Some(&Flow::default())));
     }
 
     #[test]
