@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod layout;
+pub mod misses;
 pub mod table;
 pub mod tracefs;
 
@@ -125,6 +126,12 @@ impl Loaded {
             }
         }
         out
+    }
+
+    /// Program runs the kernel skipped so far (`recursion_misses`, 5.12+: None
+    /// before, and after `detach`).
+    pub fn skipped_runs(&self) -> Option<u64> {
+        self.ebpf.as_ref().and_then(misses::total)
     }
 
     /// Send failures still parked for their syscall exit (at exit: never delivered).
