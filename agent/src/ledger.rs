@@ -29,14 +29,18 @@ pub enum Source {
     /// Socket-layer send failures still waiting for their syscall exit when the
     /// agent stopped.
     SendParkedAtExit,
+    /// Program runs the kernel skipped (`recursion_misses`: a program nesting in
+    /// itself, or a classic one while another ran on the CPU): each an event unseen.
+    ProgramRunsSkipped,
 }
 
-const AGENT: [Source; 5] = [
+const AGENT: [Source; 6] = [
     Source::Decode,
     Source::SocketsEvicted,
     Source::Sink,
     Source::RateLimited,
     Source::SendParkedAtExit,
+    Source::ProgramRunsSkipped,
 ];
 
 impl Source {
@@ -54,6 +58,7 @@ impl Source {
             Source::Sink => "sink",
             Source::RateLimited => "rate_limited",
             Source::SendParkedAtExit => "send_error_parked",
+            Source::ProgramRunsSkipped => "program_runs_skipped",
         }
     }
 

@@ -409,6 +409,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 if let Some(m) = &state.pipe.metrics {
                     m.sockets.set(state.pipe.engine.sockets.len() as i64);
                 }
+                if let Some(n) = loaded.skipped_runs() {
+                    state.pipe.ledger.set(Source::ProgramRunsSkipped, n);
+                }
                 state.bookkeeping(loaded.lost_counts())
             }
             _ = sleep => break Stop::Duration,
@@ -432,6 +435,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
+    // The last read of what the kernel skipped: after `detach` the programs are gone.
+    if let Some(n) = loaded.skipped_runs() {
+        state.pipe.ledger.set(Source::ProgramRunsSkipped, n);
+    }
     loaded.detach();
     // Programs already running when the links went finish on their own: give them
     // a moment before the last drain and the last read of the counters.

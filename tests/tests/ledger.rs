@@ -99,12 +99,13 @@ fn replay(path: &Path) -> (Vec<Value>, String) {
 }
 
 fn kernel_only(l: &Losses) -> Losses {
-    const AGENT: [&str; 5] = [
+    const AGENT: [&str; 6] = [
         "decode",
         "sockets_evicted",
         "sink",
         "rate_limited",
         "send_error_parked",
+        "program_runs_skipped",
     ];
     l.iter()
         .filter(|(k, _)| !AGENT.contains(&k.as_str()))
