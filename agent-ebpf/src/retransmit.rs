@@ -6,7 +6,7 @@ use agent_common::{
     kernel::ca_state::{TCP_CA_LOSS, TCP_CA_RECOVERY},
     layout::ABSENT,
 };
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     emit::emit,
@@ -23,6 +23,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
     emit::<Retransmit>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]

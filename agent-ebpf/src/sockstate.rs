@@ -4,7 +4,7 @@ use agent_common::{
     event::{CongState, IPPROTO_TCP, SocketError, SocketState},
     kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT},
 };
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     emit::emit,
@@ -34,6 +34,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
         sock::claim(sk);
     }
     emit::<SocketState>(
+        ctx.as_ptr(),
         sk,
         0,
         #[inline(always)]
@@ -65,6 +66,7 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(error_report_tp);
     emit::<SocketError>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]
@@ -87,6 +89,7 @@ pub fn tcp_cong_state_set(ctx: TracePointContext) -> u32 {
 fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(cong_state_tp);
     emit::<CongState>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]
