@@ -807,6 +807,8 @@ pub struct StartBody<'a> {
     pub tracefs: &'a str,
     /// Kernel HZ (jiffies per second), when known.
     pub hz: Option<u32>,
+    /// How records travel from the programs to the agent, and why that way.
+    pub transport: &'a crate::probes::transport::Chosen,
     /// Each probe's state.
     #[schemars(length(min = 1))]
     pub probes: &'a [crate::probes::ProbeStatus],
