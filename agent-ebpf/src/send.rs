@@ -369,6 +369,10 @@ fn socket_layer_error(ctx: Ctx, sk: u64, errno: i32, ts_ns: u64) {
 
 /// One send failure: the socket's flow (when it resolves), and what the caller knows.
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined: the arguments are the caller's values, no call frame"
+)]
 fn send_error(
     ctx: Ctx,
     sk: u64,

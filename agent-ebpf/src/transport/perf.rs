@@ -61,9 +61,7 @@ impl<R: Default> Slot<R> {
         if level >= LEVELS {
             return None;
         }
-        let Some(rec) = SCRATCH.get_ptr_mut(level) else {
-            return None;
-        };
+        let rec = SCRATCH.get_ptr_mut(level)?;
         unsafe { *nest = level + 1 };
         Some(Self {
             rec: rec.cast(),
