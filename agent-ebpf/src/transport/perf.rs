@@ -1,6 +1,6 @@
 //! The perf event array transport, for kernels without the BPF ring buffer (before
-//! 5.8: early RHEL 8, Ubuntu 20.04's 5.4). One buffer per CPU, so records reach the
-//! agent in per-CPU order (it orders by timestamp as it does for the ring); a record
+//! 5.8: early RHEL 8, Ubuntu 20.04's 5.4). One buffer per CPU, so records keep
+//! their order within a CPU only (the ring keeps it across CPUs); a record
 //! cannot be filled in place, so it is built in a per-CPU scratch value (the
 //! 512-byte stack has no room for the larger ones) and copied out by
 //! `bpf_perf_event_output`, which needs the program's context (hence `Ctx` through
