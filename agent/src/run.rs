@@ -464,6 +464,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     {
         eprintln!("sendsight: error: {e}");
     }
+    state.pipe.perf_buffer_lost = ingest.transport_lost();
     let mono = WallClock::monotonic_now();
     let summary = state
         .pipe

@@ -23,6 +23,15 @@ fn perf_buffers_delivered_plus_lost_equals_failures() {
     let out = flood(&["--transport", "perf"], 21);
     assert_eq!(out.of_type("start")[0]["transport"]["kind"], "perf");
     // The buffers' own lost-sample count is reported next to the programs'.
+    // The buffers' own count is a cross-check in the summary, never added to the
+    // programs' (it can only be lower: a buffer reports losses with its next sample).
+    let buffers = out.summary()["perf_buffer_lost"].as_u64();
+    // Every kind's: the buffers count every record lost, not only send errors.
+    let programs = out.summary()["lost_total"].as_u64().unwrap_or(0);
+    assert!(
+        buffers.is_some_and(|b| b <= programs),
+        "perf_buffer_lost {buffers:?} vs the programs' {programs}"
+    );
     let cross = out.stderr.lines().find(|l| l.contains("perf buffers: "));
     println!("{}", cross.unwrap_or_default());
     assert!(

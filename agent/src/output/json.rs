@@ -846,6 +846,12 @@ pub struct SummaryBody {
     /// send_error verdicts held back by the per-socket rate limit (1/s per errno);
     /// every send_error event is still printed.
     pub send_verdicts_rate_limited: u64,
+    /// Over perf buffers only: the samples the buffers themselves reported lost (the
+    /// kernel's count). A cross-check of the programs' count in `lost`, never added
+    /// to it; it can be lower (a buffer reports its losses only with its next
+    /// sample), not higher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perf_buffer_lost: Option<u64>,
 }
 
 /// The fields of an event line's body, written after the envelope's.
