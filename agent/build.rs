@@ -28,8 +28,9 @@ fn main() -> anyhow::Result<()> {
             "cargo::warning=not building the eBPF object: {why}; the binary will refuse to run"
         );
         fs::write(&object, b"").context("writing empty eBPF placeholder")?;
-        fs::write(out_dir.join("agent-ebpf-floor"), b"")
-            .context("writing empty eBPF placeholder")?;
+        for other in ["agent-ebpf-floor", "agent-ebpf-perf"] {
+            fs::write(out_dir.join(other), b"").context("writing empty eBPF placeholder")?;
+        }
         return Ok(());
     }
 

@@ -11,13 +11,14 @@ use agent_common::{
     loss::slot,
 };
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 use crate::{
-    emit::emit,
+    emit::{Ctx, emit},
     maps::{count_lost, net_budget},
     read::{self, Fail},
 };
@@ -33,10 +34,10 @@ const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// Emits a too-big record within the bound on network-sourced records (see
 /// `maps::net_budget`); over it, counts it. The closure must be `#[inline(always)]`.
 #[inline(always)]
-fn emit_bounded(fill: impl FnOnce(&mut IcmpTooBig) -> Result<(), Fail>) {
+fn emit_bounded(ctx: Ctx, fill: impl FnOnce(&mut IcmpTooBig) -> Result<(), Fail>) {
     let now = unsafe { bpf_ktime_get_ns() };
     if net_budget(now) {
-        emit::<IcmpTooBig>(0, now, fill);
+        emit::<IcmpTooBig>(ctx, 0, now, fill);
     } else {
         count_lost(slot::ICMP_BOUNDED);
     }
@@ -55,14 +56,17 @@ pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
 }
 
 fn try_receive(ctx: &TracePointContext) -> Result<u32, Fail> {
-    on_receive(read::tp::<u64>(ctx, lay!(skb_tp.netif_skbaddr))?)
+    on_receive(
+        ctx.as_ptr(),
+        read::tp::<u64>(ctx, lay!(skb_tp.netif_skbaddr))?,
+    )
 }
 
 /// Raw-tracepoint variant, `TP_PROTO(struct sk_buff *skb)`: no trace record, no
 /// helper to read the argument. Preferred wherever it attaches.
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
 pub fn netif_rx_raw(ctx: RawTracePointContext) -> i32 {
-    match on_receive(ctx.arg(0)) {
+    match on_receive(ctx.as_ptr(), ctx.arg(0)) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -88,7 +92,7 @@ pub fn netif_rx_btf(ctx: BtfTracePointContext) -> i32 {
     }
     let off = lay!(kernel.skb_data);
     let ip: u64 = unsafe { btf_field(skb, off) };
-    match on_candidate(skb, len, proto, ip) {
+    match on_candidate(ctx.as_ptr(), skb, len, proto, ip) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -103,7 +107,7 @@ unsafe fn btf_field<T: Copy>(base: u64, offset: u16) -> T {
 /// most 576 (IPv4) / 1280 (IPv6) bytes long; bulk data is longer, IPv4 ACKs are
 /// shorter: the length dismisses most packets first.
 #[inline(always)]
-fn on_receive(skb: u64) -> Result<u32, Fail> {
+fn on_receive(ctx: Ctx, skb: u64) -> Result<u32, Fail> {
     let len = read::kernel::<u32>(skb, lay!(kernel.skb_len))?;
     if !(56..=1280).contains(&len) {
         return Ok(0);
@@ -125,12 +129,12 @@ fn on_receive(skb: u64) -> Result<u32, Fail> {
     } else {
         read::kernel::<u64>(skb, lay!(kernel.skb_data))?
     };
-    on_candidate(skb, len, proto, ip)
+    on_candidate(ctx, skb, len, proto, ip)
 }
 
 /// An IP packet of a too-big message's length; `ip` is its network header.
 #[inline(always)]
-fn on_candidate(skb: u64, len: u32, proto: u16, ip: u64) -> Result<u32, Fail> {
+fn on_candidate(ctx: Ctx, skb: u64, len: u32, proto: u16, ip: u64) -> Result<u32, Fail> {
     // The exact bounds per family (IPv6 ACKs, 72 bytes, get here).
     let fits = match proto {
         ETH_P_IP => (56..=576).contains(&len),
@@ -166,6 +170,7 @@ fn on_candidate(skb: u64, len: u32, proto: u16, ip: u64) -> Result<u32, Fail> {
         (icmp, h)
     };
     emit_bounded(
+        ctx,
         #[inline(always)]
         |ev| {
             ev.icmp_type = h[0];
@@ -248,6 +253,7 @@ fn try_icmp_send(ctx: &TracePointContext) -> Result<u32, Fail> {
     let head = read::kernel::<u64>(skb, lay!(kernel.skb_head))?;
     let ip = head + read::kernel::<u16>(skb, lay!(kernel.skb_network_header))? as u64;
     emit_bounded(
+        ctx.as_ptr(),
         #[inline(always)]
         |ev| {
             ev.icmp_type = ty as u8;

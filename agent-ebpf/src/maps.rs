@@ -1,18 +1,16 @@
-//! Every map the programs share (the globals are in `globals`). Sizes here are defaults: the agent
+//! Every map the programs share but the transport's (`transport`; the globals are
+//! in `globals`). Sizes here are defaults: the agent
 //! overrides them at load time from its flags (`--ring-bytes`, `--max-sockets`).
 
+use crate::transport;
 use agent_common::{
     event::{PendingSend, SockInfo},
     loss,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
-
-/// All events, all programs: one ring keeps the global order the agent's timeline needs.
-#[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Reservation failures per program (see `agent_common::loss::slot`), per CPU.
 #[map]
@@ -43,23 +41,6 @@ pub struct LastSend {
 #[map]
 pub static PENDING: HashMap<u32, PendingSend> = HashMap::with_max_entries(4096, 0);
 
-// bpf_ringbuf_query() and bpf_ringbuf_submit() flags (include/uapi/linux/bpf.h).
-const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-
-/// Submit flags: no wakeup while little waits in the ring (the agent polls on a
-/// short timer anyway), a forced one when it fills up.
-#[inline(always)]
-pub fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg!(wakeup_bytes) as u64 {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
-}
-
 /// Count one lost event for `slot`. Never fails: a counter must not turn into a
 /// second loss.
 #[inline(always)]
@@ -75,13 +56,14 @@ pub fn count_lost(slot: u32) {
 #[map]
 pub static NET_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
-/// May a network-sourced record (a too-big message anyone can send) go into the
-/// ring now? Only while the ring is at most half full, and within the per-CPU
-/// budget per second: a flood then costs its own records, never the retransmits
-/// and send errors that share the ring. Refusals are counted by the caller.
+/// May a network-sourced record (a too-big message anyone can send) go out now?
+/// Only while the transport has room to spare (`transport::room_for_net`), and
+/// within the per-CPU budget per second: a flood then costs its own records, never
+/// the retransmits and send errors that share the transport. Refusals are counted
+/// by the caller.
 #[inline(always)]
 pub fn net_budget(now_ns: u64) -> bool {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) * 2 > EVENTS.query(BPF_RB_RING_SIZE) {
+    if !transport::room_for_net() {
         return false;
     }
     let Some(b) = NET_BUDGET.get_ptr_mut(0) else {

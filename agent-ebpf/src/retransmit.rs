@@ -15,6 +15,7 @@ use agent_common::{
     layout::ABSENT,
 };
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -34,6 +35,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<u32, Fail> {
     emit::<Retransmit>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]
@@ -84,6 +86,7 @@ pub fn retransmit_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
     emit::<Retransmit>(
+        ctx.as_ptr(),
         sk,
         0,
         #[inline(always)]

@@ -22,6 +22,7 @@ use agent_common::{
     loss::slot,
 };
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
@@ -31,7 +32,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::emit,
+    emit::{Ctx, emit},
     maps::{PENDING, SOCKS, count_lost},
     read::{self, Fail},
     sock,
@@ -52,7 +53,7 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
 fn try_sock_send_length(ctx: &TracePointContext) -> Result<u32, Fail> {
     let ret = read::tp::<i32>(ctx, lay!(send_tp.ret))?;
     let sk = read::tp::<u64>(ctx, lay!(send_tp.sk))?;
-    on_send(sk, ret)
+    on_send(ctx.as_ptr(), sk, ret)
 }
 
 /// The same hook as a raw tracepoint: `TP_PROTO(struct sock *sk, int ret, int
@@ -63,27 +64,27 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Result<u32, Fail> {
 pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    match on_send(sk, ret as i32) {
+    match on_send(ctx.as_ptr(), sk, ret as i32) {
         Ok(r) | Err(r) => r as i32,
     }
 }
 
 #[inline(always)]
-fn on_send(sk: u64, ret: i32) -> Result<u32, Fail> {
+fn on_send(ctx: Ctx, sk: u64, ret: i32) -> Result<u32, Fail> {
     if ret >= 0 {
         // The hot path (every successful send on the host).
         if sock::sent_on(sk) && ret > cfg!(udp_large_bytes) as i32 {
-            large_udp(sk, ret as u32);
+            large_udp(ctx, sk, ret as u32);
         }
         return Ok(0);
     }
-    send_failed(sk, ret)
+    send_failed(ctx, sk, ret)
 }
 
 /// Out of line (a BPF subprogram): the hot path above stays a few instructions in
 /// one place instead of jumping across kilobytes of code it never runs.
 #[inline(never)]
-fn send_failed(sk: u64, ret: i32) -> Result<u32, Fail> {
+fn send_failed(ctx: Ctx, sk: u64, ret: i32) -> Result<u32, Fail> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == cfg!(self_tgid) {
         return Ok(0);
@@ -100,14 +101,14 @@ fn send_failed(sk: u64, ret: i32) -> Result<u32, Fail> {
     }
     let tid = pid_tgid as u32;
     if cfg!(sys_exit_attached) == 0 {
-        socket_layer_error(sk, errno, 0);
+        socket_layer_error(ctx, sk, errno, 0);
         return Ok(0);
     }
     // A failure still parked for this thread never met its syscall exit (io_uring,
     // sendfile, kernel-internal sends): emit it now rather than overwrite it.
     if let Some(old) = unsafe { PENDING.get(&tid) } {
         let old = *old;
-        socket_layer_error(old.sk, old.errno, old.ts_ns);
+        socket_layer_error(ctx, old.sk, old.errno, old.ts_ns);
     }
     let pending = PendingSend {
         sk,
@@ -117,7 +118,7 @@ fn send_failed(sk: u64, ret: i32) -> Result<u32, Fail> {
     };
     if PENDING.insert(&tid, &pending, 0).is_err() {
         count_lost(slot::PENDING_FULL);
-        socket_layer_error(sk, errno, 0);
+        socket_layer_error(ctx, sk, errno, 0);
     }
     Ok(0)
 }
@@ -137,7 +138,7 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<u32, Fail> {
     }
     let regs: u64 = ctx.arg(0);
     let nr = read::kernel::<u64>(regs, lay!(kernel.regs_nr))? as i32;
-    failed_syscall(regs, nr, ret)
+    failed_syscall(ctx.as_ptr(), regs, nr, ret)
 }
 
 /// The per-syscall variant, preferred: attached to `syscalls:sys_exit_<name>` for
@@ -163,7 +164,7 @@ fn try_sys_exit_call(ctx: &TracePointContext) -> Result<u32, Fail> {
     }
     let nr: i32 = read::ctx_at(ctx, SYS_EXIT_NR);
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    failed_syscall(regs, nr, ret)
+    failed_syscall(ctx.as_ptr(), regs, nr, ret)
 }
 
 /// The fexit variant, preferred where the kernel has BPF trampolines: one program
@@ -182,7 +183,7 @@ macro_rules! syscall_fexit {
             }
             let calls: [i32; 8] = cfg!(send_syscalls);
             let regs: u64 = ctx.arg(0);
-            match failed_syscall(regs, calls[$slot], ret) {
+            match failed_syscall(ctx.as_ptr(), regs, calls[$slot], ret) {
                 Ok(r) | Err(r) => r as i32,
             }
         }
@@ -206,40 +207,40 @@ syscall_fexit! {
 /// missing this program fails to load and the raw `sys_exit` serves instead).
 #[fexit]
 pub fn secure_computing_exit(ctx: FExitContext) -> i32 {
-    seccomp_verdict(ctx.arg(1))
+    seccomp_verdict(ctx.as_ptr(), ctx.arg(1))
 }
 
 /// The same for `int __secure_computing(void)` (6.14+): the return value comes first.
 #[fexit]
 pub fn secure_computing_exit_void(ctx: FExitContext) -> i32 {
-    seccomp_verdict(ctx.arg(0))
+    seccomp_verdict(ctx.as_ptr(), ctx.arg(0))
 }
 
 #[inline(always)]
-fn seccomp_verdict(verdict: i32) -> i32 {
+fn seccomp_verdict(ctx: Ctx, verdict: i32) -> i32 {
     if verdict != -1 {
         return 0;
     }
-    match try_refused() {
+    match try_refused(ctx) {
         Ok(r) | Err(r) => r as i32,
     }
 }
 
 #[inline(never)]
-fn try_refused() -> Result<u32, Fail> {
+fn try_refused(ctx: Ctx) -> Result<u32, Fail> {
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     let ret = read::kernel::<i64>(regs, lay!(kernel.regs_ret))?;
     if ret >= 0 {
         return Ok(0);
     }
     let nr = read::kernel::<u64>(regs, lay!(kernel.regs_nr))? as i32;
-    failed_syscall(regs, nr, ret)
+    failed_syscall(ctx, regs, nr, ret)
 }
 
 /// A send-family syscall `nr` returned `ret` < 0; `regs` are the caller's saved
 /// registers (its arguments).
 #[inline(always)]
-fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
+fn failed_syscall(ctx: Ctx, regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
     let mut which = usize::MAX;
     let calls: [i32; 8] = cfg!(send_syscalls);
     for (i, n) in calls.iter().enumerate() {
@@ -260,7 +261,7 @@ fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
         return Ok(0);
     }
     if which == send_slot::CONNECT || which == send_slot::BIND {
-        return connect_or_bind(regs, which, nr, errno);
+        return connect_or_bind(ctx, regs, which, nr, errno);
     }
     let parked = unsafe { PENDING.get(&tid) }.copied();
     if parked.is_some() {
@@ -280,19 +281,22 @@ fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
     if errno == EAGAIN {
         return Ok(0);
     }
+    // A plain value, `BYTES_UNKNOWN` for none: with an `Option` LLVM loads the payload
+    // before testing the tag, an uninitialized stack read 5.10's verifier refuses.
     let bytes = match which {
         send_slot::SENDTO | send_slot::WRITE => {
-            read::kernel::<u64>(regs, lay!(kernel.regs_arg2)).ok()
+            read::kernel_or::<u64>(regs, lay!(kernel.regs_arg2), BYTES_UNKNOWN)
         }
-        send_slot::SENDMSG => read::kernel::<u64>(regs, lay!(kernel.regs_arg1))
-            .ok()
-            .and_then(|msg| msghdr_len(msg).ok()),
-        _ => None,
+        send_slot::SENDMSG => match read::kernel::<u64>(regs, lay!(kernel.regs_arg1)) {
+            Ok(msg) => msghdr_len(msg).unwrap_or(BYTES_UNKNOWN),
+            Err(_) => BYTES_UNKNOWN,
+        },
+        _ => BYTES_UNKNOWN,
     };
     if sk == 0 {
         source = send_source::SYSCALL;
     }
-    send_error(sk, errno, bytes, nr, source, sock::current_owner(), 0);
+    send_error(ctx, sk, errno, bytes, nr, source, sock::current_owner(), 0);
     Ok(0)
 }
 
@@ -300,7 +304,7 @@ fn failed_syscall(regs: u64, nr: i32, ret: i64) -> Result<u32, Fail> {
 /// line like `send_failed`: the hot path's own frame stays small, so each slow path
 /// fits the 512 bytes kernels before 6.13 allow for a whole call chain.
 #[inline(never)]
-fn large_udp(sk: u64, bytes: u32) {
+fn large_udp(ctx: Ctx, sk: u64, bytes: u32) {
     let now_s = (unsafe { bpf_ktime_get_ns() } / 1_000_000_000) as u32;
     // The entry carries the once-per-second mark (LRU may have dropped it).
     sock::claim(sk);
@@ -312,6 +316,7 @@ fn large_udp(sk: u64, bytes: u32) {
         info.udp_reported_s = now_s;
     }
     emit::<UdpSend>(
+        ctx,
         sk,
         0,
         #[inline(always)]
@@ -328,7 +333,7 @@ fn large_udp(sk: u64, bytes: u32) {
 /// A failed connect() or bind() on an IP socket: the address it asked for comes
 /// from the user's sockaddr (the socket has no peer yet, or no port).
 #[inline(always)]
-fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, Fail> {
+fn connect_or_bind(ctx: Ctx, regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, Fail> {
     // Not failures: a non-blocking connect in progress, an interrupted call.
     if errno == EINPROGRESS || errno == EALREADY || errno == EINTR || errno == EAGAIN {
         return Ok(0);
@@ -350,6 +355,7 @@ fn connect_or_bind(regs: u64, which: usize, nr: i32, errno: i32) -> Result<u32, 
         ip = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.map_err(|_| 1u32)?;
     }
     emit::<SendError>(
+        ctx,
         sk,
         0,
         #[inline(always)]
@@ -420,13 +426,17 @@ fn sk_of_fd(fd: i64) -> Result<u64, Fail> {
     read::kernel::<u64>(socket, lay!(kernel.socket_sk))
 }
 
+/// `send_error`'s byte count when the call's arguments did not give one.
+const BYTES_UNKNOWN: u64 = u64::MAX;
+
 /// A failure seen only in the socket layer (no syscall exit to add its details).
 #[inline(always)]
-fn socket_layer_error(sk: u64, errno: i32, ts_ns: u64) {
+fn socket_layer_error(ctx: Ctx, sk: u64, errno: i32, ts_ns: u64) {
     send_error(
+        ctx,
         sk,
         errno,
-        None,
+        BYTES_UNKNOWN,
         -1,
         send_source::SOCKET,
         sock::current_owner(),
@@ -436,16 +446,22 @@ fn socket_layer_error(sk: u64, errno: i32, ts_ns: u64) {
 
 /// One send failure: the socket's flow (when it resolves), and what the caller knows.
 #[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined: the arguments are the caller's values, no call frame"
+)]
 fn send_error(
+    ctx: Ctx,
     sk: u64,
     errno: i32,
-    bytes: Option<u64>,
+    bytes: u64,
     syscall: i32,
     source: u32,
     owner: Owner,
     ts_ns: u64,
 ) {
     emit::<SendError>(
+        ctx,
         sk,
         ts_ns,
         #[inline(always)]
@@ -456,8 +472,8 @@ fn send_error(
             }
             ev.owner = owner;
             ev.errno = errno;
-            if let Some(b) = bytes {
-                ev.bytes = b.min(u32::MAX as u64) as u32;
+            if bytes != BYTES_UNKNOWN {
+                ev.bytes = bytes.min(u32::MAX as u64) as u32;
                 ev.flags |= send_flags::BYTES_KNOWN;
             }
             ev.syscall = syscall;

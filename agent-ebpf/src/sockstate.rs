@@ -9,12 +9,13 @@ use agent_common::{
     kernel::tcp_state::{CLOSE as TCP_CLOSE, SYN_SENT as TCP_SYN_SENT},
 };
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
-    emit::emit,
+    emit::{Ctx, emit},
     read::{self, Fail},
     sock,
 };
@@ -35,7 +36,9 @@ fn try_set_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let sk = read::tp::<u64>(ctx, tp.skaddr)?;
     let old = read::tp::<i32>(ctx, tp.extra1)? as u8;
     let new = read::tp::<i32>(ctx, tp.extra2)? as u8;
-    state_changed(sk, old, new, || sock::flow_from_tp(ctx, &tp, IPPROTO_TCP))
+    state_changed(ctx.as_ptr(), sk, old, new, || {
+        sock::flow_from_tp(ctx, &tp, IPPROTO_TCP)
+    })
 }
 
 /// `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
@@ -47,13 +50,14 @@ pub fn set_state_raw(ctx: RawTracePointContext) -> i32 {
     if read::kernel_or::<u16>(sk, lay!(kernel.sk_protocol), 0) as u8 != IPPROTO_TCP {
         return 0;
     }
-    match state_changed(sk, old as u8, new as u8, || sock::flow_of(sk)) {
+    match state_changed(ctx.as_ptr(), sk, old as u8, new as u8, || sock::flow_of(sk)) {
         Ok(r) | Err(r) => r as i32,
     }
 }
 
 #[inline(always)]
 fn state_changed(
+    ctx: Ctx,
     sk: u64,
     old: u8,
     new: u8,
@@ -65,6 +69,7 @@ fn state_changed(
         sock::claim(sk);
     }
     emit::<SocketState>(
+        ctx,
         sk,
         0,
         #[inline(always)]
@@ -97,6 +102,7 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(error_report_tp);
     emit::<SocketError>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]
@@ -115,6 +121,7 @@ fn try_error_report(ctx: &TracePointContext) -> Result<u32, Fail> {
 pub fn error_report_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     emit::<SocketError>(
+        ctx.as_ptr(),
         sk,
         0,
         #[inline(always)]
@@ -133,6 +140,7 @@ pub fn cong_state_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let state: u64 = ctx.arg(1);
     emit::<CongState>(
+        ctx.as_ptr(),
         sk,
         0,
         #[inline(always)]
@@ -156,6 +164,7 @@ pub fn tcp_cong_state_set(ctx: TracePointContext) -> u32 {
 fn try_cong_state(ctx: &TracePointContext) -> Result<u32, Fail> {
     let tp = lay!(cong_state_tp);
     emit::<CongState>(
+        ctx.as_ptr(),
         0,
         0,
         #[inline(always)]

@@ -34,19 +34,18 @@ use agent_common::{
     loss::slot,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
-    },
+    EbpfContext as _,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
-    maps::{EVENTS, SOCKS, count_lost, submit_flags},
+    emit::{Ctx, Undelivered},
+    maps::{SOCKS, count_lost},
     read::{self, Fail},
-    sock,
+    sock, transport,
 };
 
 /// Socket -> its drop state (and the record it is emitted as). LRU: a socket that
@@ -203,7 +202,7 @@ fn inode_of(sk: u64) -> u64 {
 /// Emits the entry when the rate bound allows (always for its first drop); counts
 /// the suppressed emission otherwise.
 #[inline(always)]
-fn maybe_emit(key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
+fn maybe_emit(ctx: Ctx, key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
     let last = unsafe { (*st).last_emit_ns };
     let interval = cfg!(udpq_interval_ms) as u64 * 1_000_000;
     if last != 0 && now.wrapping_sub(last) < interval {
@@ -241,24 +240,15 @@ fn maybe_emit(key: u64, sk: u64, st: *mut UdpQueueDrop, now: u64) {
         (*st).header.ts_ns = now;
         (*st).header.sk = key;
     }
-    let Some(mut out) = EVENTS.reserve::<UdpQueueDrop>(0) else {
-        count_lost(slot::UDP_QUEUE);
-        return;
-    };
-    let dst = unsafe {
-        core::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), size_of::<UdpQueueDrop>())
-    };
-    match unsafe { bpf_probe_read_kernel_buf(st as *const u8, dst) } {
-        Ok(()) => out.submit(submit_flags()),
-        Err(_) => {
-            out.discard(0);
-            count_lost(slot::UDP_QUEUE_UNREADABLE);
-        }
+    match transport::output_from(ctx, st) {
+        Ok(()) => {}
+        Err(Undelivered::Full) => count_lost(slot::UDP_QUEUE),
+        Err(Undelivered::Unreadable) => count_lost(slot::UDP_QUEUE_UNREADABLE),
     }
 }
 
 #[inline(always)]
-fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
+fn on_drop(ctx: Ctx, d: QueueDrop) -> Result<u32, Fail> {
     if d.rc >= 0 || d.key == 0 {
         return Ok(0);
     }
@@ -312,7 +302,7 @@ fn on_drop(d: QueueDrop) -> Result<u32, Fail> {
         let len = read::kernel_or::<u32>(d.skb, lay!(kernel.skb_len), 0);
         unsafe { (*st).last_len = len };
     }
-    maybe_emit(d.key, d.sk, st, now);
+    maybe_emit(ctx, d.key, d.sk, st, now);
     Ok(0)
 }
 
@@ -331,7 +321,7 @@ pub fn udp_queue_raw(ctx: RawTracePointContext) -> i32 {
         local: NO_LOCAL,
         lport: 0,
     };
-    match on_drop(d) {
+    match on_drop(ctx.as_ptr(), d) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -351,7 +341,7 @@ pub fn udp_queue_raw_skb(ctx: RawTracePointContext) -> i32 {
         local: NO_LOCAL,
         lport: 0,
     };
-    match on_drop(d) {
+    match on_drop(ctx.as_ptr(), d) {
         Ok(r) | Err(r) => r as i32,
     }
 }
@@ -390,15 +380,18 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
             (dst, family),
         )
     };
-    on_drop(QueueDrop {
-        key: PORT_KEY | lport as u64,
-        sk: 0,
-        rc,
-        skb: 0,
-        peer,
-        local,
-        lport,
-    })
+    on_drop(
+        ctx.as_ptr(),
+        QueueDrop {
+            key: PORT_KEY | lport as u64,
+            sk: 0,
+            rc,
+            skb: 0,
+            peer,
+            local,
+            lport,
+        },
+    )
 }
 
 /// `TP_PROTO(struct sock *sk, struct proto *prot, long allocated, int kind)`: a
@@ -407,13 +400,13 @@ fn try_classic(ctx: &TracePointContext) -> Result<u32, Fail> {
 pub fn sock_exceed_buf_raw(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let kind: i64 = ctx.arg(3);
-    match on_limit(sk, kind) {
+    match on_limit(ctx.as_ptr(), sk, kind) {
         Ok(r) | Err(r) => r as i32,
     }
 }
 
 #[inline(always)]
-fn on_limit(sk: u64, kind: i64) -> Result<u32, Fail> {
+fn on_limit(ctx: Ctx, sk: u64, kind: i64) -> Result<u32, Fail> {
     if read::kernel::<u16>(sk, lay!(kernel.sk_protocol))? as u8 != IPPROTO_UDP {
         return Ok(0);
     }
@@ -432,7 +425,7 @@ fn on_limit(sk: u64, kind: i64) -> Result<u32, Fail> {
     if kind == SK_MEM_SEND && SOCKS.get_ptr(&sk).is_none() {
         sock::claim(sk);
     }
-    maybe_emit(sk, sk, st, unsafe { bpf_ktime_get_ns() });
+    maybe_emit(ctx, sk, sk, st, unsafe { bpf_ktime_get_ns() });
     Ok(0)
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     privileges,
-    probes::{self, Options, ProbeStatus, State, btf::VMLINUX, tracefs},
+    probes::{self, Options, ProbeStatus, State, btf::VMLINUX, tracefs, transport::Chosen},
     system::hz,
 };
 
@@ -18,6 +18,9 @@ pub struct Report {
     pub tracefs: String,
     pub capabilities: String,
     pub hz: Option<u32>,
+    /// The transport the agent would use here, and why (unknown when loading failed
+    /// before it was chosen).
+    pub transport: Option<Chosen>,
     pub probes: Vec<ProbeStatus>,
     /// Kernel struct members this kernel lacks (each degrades some field).
     pub missing_members: Vec<String>,
@@ -54,6 +57,7 @@ pub fn check(opts: Options) -> Report {
         tracefs: String::new(),
         capabilities,
         hz: hz::kernel_hz(),
+        transport: None,
         probes: Vec::new(),
         missing_members: Vec::new(),
         ok: false,
@@ -66,6 +70,7 @@ pub fn check(opts: Options) -> Report {
                 tracefs::Found::MountedByUs(p) => format!("{} (mounted by sendsight)", p.display()),
             };
             report.ok = loaded.core_ok();
+            report.transport = Some(loaded.transport.clone());
             report.probes = loaded.report.clone();
             report.missing_members = loaded.missing_members.clone();
             loaded.detach();
@@ -97,6 +102,9 @@ pub fn render_text(r: &Report) -> String {
         r.hz.map_or("unknown (rto_ms will be null)".to_string(), |h| h
             .to_string())
     );
+    if let Some(t) = &r.transport {
+        out += &format!("transport     {} ({})\n", t.kind.name(), t.why);
+    }
     if let Some(e) = &r.error {
         out += &format!("error         {e}\n");
     }

@@ -35,6 +35,10 @@ pub enum Command {
         /// BTF file to use instead of /sys/kernel/btf/vmlinux.
         #[arg(long, value_name = "FILE")]
         btf: Option<std::path::PathBuf>,
+        /// The transport to check: auto, ring or perf (as `run --transport`).
+        /// Overrides SENDSIGHT_TRANSPORT. [default: auto]
+        #[arg(long, value_enum, value_name = "TRANSPORT")]
+        transport: Option<sendsight::probes::transport::Want>,
         #[command(flatten)]
         attach: AttachArg,
     },
@@ -95,9 +99,16 @@ pub struct RunArgs {
     /// Default: run until SIGINT or SIGTERM.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
-    /// Size of the kernel ring buffer in bytes: a power of two, at least 4096.
+    /// Size of the kernel ring buffer in bytes: a power of two, at least 4096. With
+    /// perf buffers, their total: split evenly over the online CPUs, each rounded
+    /// down to a power of two pages (at least one page).
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
     pub ring_bytes: u32,
+    /// How records reach the agent: the BPF ring buffer (5.8+), perf buffers (one per
+    /// CPU; older kernels), or auto: the ring where the kernel has it. Overrides
+    /// SENDSIGHT_TRANSPORT. [default: auto]
+    #[arg(long, value_enum, value_name = "TRANSPORT")]
+    pub transport: Option<sendsight::probes::transport::Want>,
     /// Also write the raw event stream to this file, for `sendsight replay`: a new
     /// file (an existing one or a symbolic link there is refused), mode 0600, with
     /// no kernel addresses in it.

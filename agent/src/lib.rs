@@ -28,3 +28,8 @@ pub mod system;
 /// Empty when the build had no bpf-linker; `probes::load` refuses it with a fix.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The same programs over perf buffers, for kernels without the BPF ring buffer
+/// (`probes::Transport`).
+pub static EBPF_OBJECT_PERF: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-perf"));

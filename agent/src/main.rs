@@ -10,7 +10,7 @@ use sendsight::{
     engine::Limits,
     output::text::{self, TextWriter},
     privileges,
-    probes::Options,
+    probes::{Options, transport},
     run::{RunConfig, run},
 };
 
@@ -112,6 +112,15 @@ fn schema(line_type: Option<&str>, list: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The transport asked for: the flag, else `SENDSIGHT_TRANSPORT`; a bad value of
+/// the variable is a usage error (the flag's are clap's).
+fn transport_request(flag: Option<transport::Want>) -> Result<transport::Request, ExitCode> {
+    transport::Request::new(flag, std::env::var_os(transport::ENV).as_deref()).map_err(|e| {
+        eprintln!("sendsight: error: {e}");
+        ExitCode::from(exit::USAGE)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -144,9 +153,19 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Replay { .. } | Command::Schema { .. } => unreachable!("handled above"),
-        Command::Check { json, btf, attach } => {
+        Command::Check {
+            json,
+            btf,
+            transport,
+            attach,
+        } => {
+            let transport = match transport_request(transport) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
             let report = sendsight::check::check(Options {
                 btf,
+                transport,
                 force: attach.force,
                 ..Options::default()
             });
@@ -183,6 +202,10 @@ fn main() -> ExitCode {
                 duration: args.duration,
                 probes: Options {
                     ring_bytes: args.ring_bytes,
+                    transport: match transport_request(args.transport) {
+                        Ok(t) => t,
+                        Err(code) => return code,
+                    },
                     max_sockets: args.max_sockets.min(u32::MAX as u64) as u32,
                     btf: args.btf.clone(),
                     too_big_per_cpu_s: args.too_big_rate,

@@ -98,6 +98,8 @@ pub struct Pipeline {
     sockets: json::Sockets,
     /// The engine's output for one event, kept for its allocation.
     emits: Vec<Emit>,
+    /// Over perf buffers: their own lost-sample count (`SummaryBody::perf_buffer_lost`).
+    pub perf_buffer_lost: Option<u64>,
 }
 
 impl Pipeline {
@@ -117,6 +119,7 @@ impl Pipeline {
             own: shaping.own,
             sockets: json::Sockets::new(),
             emits: Vec::new(),
+            perf_buffer_lost: None,
         }
     }
 
@@ -267,6 +270,7 @@ impl Pipeline {
                 sockets_seen: self.engine.sockets.seen,
                 verdicts: self.verdicts.clone(),
                 send_verdicts_rate_limited: self.send_verdicts_rate_limited(),
+                perf_buffer_lost: self.perf_buffer_lost,
             },
         );
         out

@@ -59,8 +59,8 @@ enum Stop {
     /// Writing the output failed (not a reader that went away): the run ends with
     /// this error, after the stderr summary.
     OutputFailed(SinkError),
-    /// Waiting on the ring failed.
-    Ring(std::io::Error),
+    /// Waiting on the transport failed.
+    Transport(std::io::Error),
 }
 
 struct State {
@@ -358,6 +358,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 kernel: &kernel,
                 tracefs: &tracefs,
                 hz,
+                transport: &loaded.transport,
                 probes: &loaded.report,
             },
         );
@@ -365,8 +366,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         state.out.flush().ok();
     }
 
-    let events = loaded.events.take().context("ring buffer already taken")?;
-    let mut ingest = Ingest::new(events).context("registering the ring buffer with tokio")?;
+    let events = loaded.events.take().context("transport already taken")?;
+    eprintln!(
+        "sendsight: transport {} ({}){}",
+        loaded.transport.kind.name(),
+        loaded.transport.why,
+        match &events {
+            probes::Events::Ring(_) => String::new(),
+            probes::Events::Perf { buffers, pages, .. } => {
+                format!(", {pages} page(s) per CPU on {} CPUs", buffers.len())
+            }
+        }
+    );
+    let mut ingest = Ingest::new(events).context("registering the transport with tokio")?;
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.loss_interval);
     // The programs skip the wakeup for small amounts of data (it costs µs per
@@ -394,7 +406,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                         batch.drain(|bytes| state.handle(bytes));
                         state.failed.take().map_or_else(|| state.out.flush(), Err)
                     }
-                    Err(e) => break Stop::Ring(e),
+                    Err(e) => break Stop::Transport(e),
                 }
             }
             _ = poll.tick() => {
@@ -446,7 +458,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     // What is still parked never meets its syscall exit now (the maps outlive the
     // programs; nothing moves them any more).
     let parked = loaded.pending_count();
-    let writable = matches!(stop, Stop::Duration | Stop::Signal(_) | Stop::Ring(_));
+    let writable = matches!(stop, Stop::Duration | Stop::Signal(_) | Stop::Transport(_));
     // The output gone, what is left is still judged, recorded and counted.
     state.dead = !writable;
     ingest.drain_now(|bytes| state.handle(bytes));
@@ -459,6 +471,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     {
         eprintln!("sendsight: error: {e}");
     }
+    state.pipe.perf_buffer_lost = ingest.transport_lost();
     let mono = WallClock::monotonic_now();
     let summary = state
         .pipe
@@ -477,6 +490,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     // itself may be what was lost).
     state.pipe.ledger.set(Source::Sink, state.sink_lost());
     eprintln!("{}", state.pipe.stderr_summary());
+    if let Some(buffers) = ingest.transport_lost() {
+        eprintln!(
+            "sendsight: {}",
+            perf_cross_check(buffers, &loaded.lost_counts())
+        );
+    }
     let why = match stop {
         Stop::Duration => "duration over".to_string(),
         Stop::Signal(s) => format!("{s} received"),
@@ -485,9 +504,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             eprintln!("sendsight: all programs detached");
             return Err(e.into());
         }
-        Stop::Ring(e) => {
+        Stop::Transport(e) => {
             eprintln!("sendsight: all programs detached");
-            return Err(anyhow::Error::new(e).context("waiting on the ring buffer"));
+            return Err(anyhow::Error::new(e).context("waiting on the transport"));
         }
     };
     match r {
@@ -496,4 +515,40 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     eprintln!("sendsight: {why}; all programs detached");
     Ok(())
+}
+
+/// The perf buffers' own count of lost samples next to the programs' count of
+/// outputs that found no room. The ledger has only the programs' count (per record
+/// kind, so exact per kind); the buffers' is a cross-check, never added to it. The
+/// programs' count can be higher (a fourth nested program on one CPU, a full
+/// `UDPQ` state map are counted in the same slots), never lower.
+fn perf_cross_check(buffers: u64, kernel: &[u64; slot::COUNT as usize]) -> String {
+    let programs: u64 = [
+        slot::RETRANSMIT,
+        slot::SEND_ERROR,
+        slot::ICMP,
+        slot::SOCKET_STATE,
+        slot::SOCKET_ERROR,
+        slot::CONG_STATE,
+        slot::UDP_SEND,
+        slot::UDP_QUEUE,
+    ]
+    .iter()
+    .map(|&s| kernel[s as usize])
+    .sum();
+    let verdict = match buffers.cmp(&programs) {
+        std::cmp::Ordering::Equal => "equal",
+        std::cmp::Ordering::Less => {
+            "they differ: a buffer reports its losses only with its next sample, and the \
+             programs also count nesting and UDP state-map refusals there"
+        }
+        std::cmp::Ordering::Greater => {
+            "they differ: the buffers lost more than the programs counted, the loss \
+             figures are short by the difference"
+        }
+    };
+    format!(
+        "perf buffers: {buffers} samples lost (the kernel's count); the programs counted \
+         {programs} outputs without room (the ledger's count): {verdict}"
+    )
 }

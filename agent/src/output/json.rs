@@ -807,6 +807,8 @@ pub struct StartBody<'a> {
     pub tracefs: &'a str,
     /// Kernel HZ (jiffies per second), when known.
     pub hz: Option<u32>,
+    /// How records travel from the programs to the agent, and why that way.
+    pub transport: &'a crate::probes::transport::Chosen,
     /// Each probe's state.
     #[schemars(length(min = 1))]
     pub probes: &'a [crate::probes::ProbeStatus],
@@ -844,6 +846,12 @@ pub struct SummaryBody {
     /// send_error verdicts held back by the per-socket rate limit (1/s per errno);
     /// every send_error event is still printed.
     pub send_verdicts_rate_limited: u64,
+    /// Over perf buffers only: the samples the buffers themselves reported lost (the
+    /// kernel's count). A cross-check of the programs' count in `lost`, never added
+    /// to it; it can be lower (a buffer reports its losses only with its next
+    /// sample), not higher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perf_buffer_lost: Option<u64>,
 }
 
 /// The fields of an event line's body, written after the envelope's.

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod misses;
 pub mod table;
 pub mod tracefs;
+pub mod transport;
 
 use agent_common::{
     event::{PendingSend, UdpQueueDrop},
@@ -16,12 +17,16 @@ use agent_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{
+        HashMap, MapData, PerCpuArray, PerfEventArray, RingBuf,
+        perf::{PerfBufferError, PerfEventArrayBuffer},
+    },
     programs::{BtfTracePoint, FExit, RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 
-use crate::EBPF_OBJECT;
+use crate::{EBPF_OBJECT, EBPF_OBJECT_PERF};
+use transport::{Chosen, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -43,13 +48,23 @@ pub enum ProbeError {
         name: &'static str,
         error: aya::maps::MapError,
     },
+    #[error("listing the online CPUs ({path}): {error}")]
+    OnlineCpus {
+        path: &'static str,
+        error: std::io::Error,
+    },
+    #[error("perf buffer of CPU {cpu}: {error}")]
+    PerfBuffer { cpu: u32, error: PerfBufferError },
 }
 
 /// Tunables of the kernel side.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// EVENTS ring buffer size in bytes (power of two, multiple of the page size).
+    /// EVENTS ring buffer size in bytes (power of two, multiple of the page size);
+    /// with perf buffers, their total (`transport::perf_pages`).
     pub ring_bytes: u32,
+    /// The transport asked for (`--transport`, `SENDSIGHT_TRANSPORT`).
+    pub transport: transport::Request,
     /// Entries of the kernel's socket -> owner/counters map.
     pub max_sockets: u32,
     /// BTF to use instead of /sys/kernel/btf/vmlinux (e.g. from BTFHub for kernels
@@ -66,6 +81,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             ring_bytes: 1 << 20,
+            transport: transport::Request::default(),
             max_sockets: 65_536,
             too_big_per_cpu_s: Config::DEFAULT.net_events_per_cpu_s,
             btf: None,
@@ -98,12 +114,26 @@ pub struct ProbeStatus {
     pub note: String,
 }
 
+/// Where the programs' records arrive (`transport`).
+pub enum Events {
+    Ring(RingBuf<MapData>),
+    /// One buffer per online CPU. The array is kept with them: dropping it clears
+    /// its entries, and the programs' output would fail from then on.
+    Perf {
+        array: PerfEventArray<MapData>,
+        buffers: Vec<PerfEventArrayBuffer>,
+        pages: usize,
+    },
+}
+
 /// Loaded and attached programs plus the maps the agent reads.
 pub struct Loaded {
     /// Dropping it detaches and unloads every program (aya owns the links).
     ebpf: Option<Ebpf>,
+    /// The transport in use and why.
+    pub transport: Chosen,
     /// Taken by the ingest stage.
-    pub events: Option<RingBuf<MapData>>,
+    pub events: Option<Events>,
     pub lost: PerCpuArray<MapData, u64>,
     /// Socket-layer send failures waiting for their syscall exit, per thread.
     pub pending: HashMap<MapData, u32, PendingSend>,
@@ -170,7 +200,12 @@ fn send_syscalls() -> [i32; 8] {
 }
 
 pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
-    if EBPF_OBJECT.is_empty() {
+    let chosen = transport::choose(opts.transport, transport::kernel_has_ring);
+    let object = match chosen.kind {
+        Transport::Ring => EBPF_OBJECT,
+        Transport::Perf => EBPF_OBJECT_PERF,
+    };
+    if object.is_empty() {
         return Err(ProbeError::NoObject);
     }
     let found = tracefs::ensure_mounted()?;
@@ -218,13 +253,17 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
             net_events_per_cpu_s: opts.too_big_per_cpu_s,
             ..Config::DEFAULT
         };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("LAYOUT", &lay, true)
             .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .map_max_entries("SOCKS", opts.max_sockets)
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
+            .map_max_entries("SOCKS", opts.max_sockets);
+        // A perf event array has one entry per CPU (aya sizes it); its buffers are
+        // sized when they are opened, below.
+        if chosen.kind == Transport::Ring {
+            loader.map_max_entries("EVENTS", opts.ring_bytes);
+        }
+        let mut ebpf = loader.load(object).map_err(ProbeError::Load)?;
         let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p, &typed)).collect();
         let sys_exit_failed = report
             .iter()
@@ -243,10 +282,33 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     let mut ebpf = ebpf;
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
-    let events = RingBuf::try_from(events).map_err(|error| ProbeError::Map {
+    let map_error = |error| ProbeError::Map {
         name: "EVENTS",
         error,
-    })?;
+    };
+    let events = match chosen.kind {
+        Transport::Ring => Events::Ring(RingBuf::try_from(events).map_err(map_error)?),
+        Transport::Perf => {
+            let mut array = PerfEventArray::try_from(events).map_err(map_error)?;
+            let cpus = aya::util::online_cpus()
+                .map_err(|(path, error)| ProbeError::OnlineCpus { path, error })?;
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+            let pages = transport::perf_pages(opts.ring_bytes, cpus.len(), page);
+            let mut buffers = Vec::with_capacity(cpus.len());
+            for cpu in cpus {
+                let buffer = PerfEventArrayBuffer::open(cpu, pages)
+                    .map_err(|error| ProbeError::PerfBuffer { cpu, error })?;
+                array.set(cpu, &buffer).map_err(map_error)?;
+                buffers.push(buffer);
+            }
+            Events::Perf {
+                array,
+                buffers,
+                pages,
+            }
+        }
+    };
     let lost = ebpf.take_map("LOST").ok_or(ProbeError::NoMap("LOST"))?;
     let lost = PerCpuArray::try_from(lost).map_err(|error| ProbeError::Map {
         name: "LOST",
@@ -266,6 +328,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     })?;
     Ok(Loaded {
         ebpf: Some(ebpf),
+        transport: chosen,
         events: Some(events),
         lost,
         pending,
