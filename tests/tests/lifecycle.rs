@@ -22,6 +22,11 @@ const OURS: &[&str] = &[
     "tcp_cong_state_",
 ];
 
+/// The fewest of `OURS` any kernel of the matrix attaches (Debian's 5.10: retransmit,
+/// the raw sys_exit, netif_receive_skb and inet_sock_set_state): what shows the
+/// counting sees the agent's programs at all.
+const MIN_LOADED: usize = 4;
+
 /// IDs of loaded programs with our names. Another agent on the machine (an
 /// operator's, or a leftover of another suite) may have some: compare IDs, not names.
 fn loaded_ours() -> std::collections::BTreeSet<u32> {
@@ -40,7 +45,7 @@ fn sigterm_detaches_everything_and_second_signal_is_immediate() {
     let during: std::collections::BTreeSet<u32> =
         loaded_ours().difference(&before).copied().collect();
     assert!(
-        during.len() >= 6,
+        during.len() >= MIN_LOADED,
         "expected our programs loaded while running, got {during:?}"
     );
     let out = agent.stop_with(libc::SIGTERM);
@@ -71,7 +76,7 @@ fn sigterm_detaches_everything_and_second_signal_is_immediate() {
     let second: std::collections::BTreeSet<u32> =
         loaded_ours().difference(&before).copied().collect();
     assert!(
-        second.len() >= 6,
+        second.len() >= MIN_LOADED,
         "expected our programs loaded while running, got {second:?}"
     );
     unsafe { libc::kill(agent.pid() as i32, libc::SIGINT) };
