@@ -57,3 +57,50 @@ pub fn sh(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Does this kernel have the tracepoint? None when no tracefs is mounted to ask.
+pub fn tracepoint_exists(group: &str, name: &str) -> Option<bool> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|root| root.join("events").is_dir())
+        .map(|root| root.join("events").join(group).join(name).is_dir())
+}
+
+/// A probe's entry in the agent's `start` line.
+pub fn started_probe<'a>(out: &'a agent::Output, probe: &str) -> &'a serde_json::Value {
+    let start = out.of_type("start");
+    assert_eq!(start.len(), 1, "one start line; stderr: {}", out.stderr);
+    start[0]["probes"]
+        .as_array()
+        .expect("start line lists its probes")
+        .iter()
+        .find(|p| p["probe"] == probe)
+        .unwrap_or_else(|| panic!("{probe} missing from the start line: {}", start[0]))
+}
+
+/// Whether the agent sees sends at the socket layer: the `sock:sock_send_length`
+/// tracepoint (Linux 6.3+), the one source of successful sends (`udp_send`) and of
+/// the "socket" source of send errors. On kernels without it (Debian's 5.10 and 6.1)
+/// the agent must report `send_socket` unavailable; strict both ways: where the
+/// tracepoint exists the agent must have attached it.
+pub fn socket_sends_seen(out: &agent::Output) -> bool {
+    let probe = started_probe(out, "send_socket");
+    let state = probe["state"].as_str().unwrap_or("?");
+    let exists = tracepoint_exists("sock", "sock_send_length");
+    if exists == Some(false)
+        || (exists.is_none()
+            && probe["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("does not exist")))
+    {
+        assert_eq!(state, "unavailable", "no sock_send_length here: {probe}");
+        false
+    } else {
+        assert_ne!(
+            state, "unavailable",
+            "sock:sock_send_length exists but the agent did not attach it: {probe}"
+        );
+        true
+    }
+}

@@ -9,6 +9,7 @@ use sendsight_tests::{
     agent::{Output, binary},
     require_root,
     scenarios::{self, SendFailure},
+    socket_sends_seen, tracepoint_exists,
 };
 use serde_json::Value;
 
@@ -71,50 +72,14 @@ fn assert_send_error(out: &Output, f: &SendFailure, sources: &[&str]) -> Value {
     l.clone()
 }
 
-/// Does this kernel have the tracepoint? None when no tracefs is mounted to ask.
-fn tracepoint_exists(group: &str, name: &str) -> Option<bool> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .map(std::path::Path::new)
-        .find(|root| root.join("events").is_dir())
-        .map(|root| root.join("events").join(group).join(name).is_dir())
-}
-
-/// A probe's entry in the agent's `start` line.
-fn started_probe<'a>(out: &'a Output, probe: &str) -> &'a Value {
-    let start = out.of_type("start");
-    assert_eq!(start.len(), 1, "one start line; stderr: {}", out.stderr);
-    start[0]["probes"]
-        .as_array()
-        .expect("start line lists its probes")
-        .iter()
-        .find(|p| p["probe"] == probe)
-        .unwrap_or_else(|| panic!("{probe} missing from the start line: {}", start[0]))
-}
-
-/// The sources a send error must carry here. The socket-layer source is the
-/// `sock:sock_send_length` tracepoint (Linux 6.3+): on kernels without it (Debian's
-/// 6.1) the agent reports `send_socket` unavailable and falls back to the syscall
-/// exits alone, so only "syscall" can appear. Strict both ways: where the
-/// tracepoint exists the agent must have attached it and report both sources.
+/// The sources a send error must carry here: "socket" only where the agent sees the
+/// socket layer's sends (`sock:sock_send_length`, 6.3+; see
+/// [`sendsight_tests::socket_sends_seen`]), else the syscall exits' alone.
 fn sources_on_this_kernel<'a>(out: &Output, sources: &[&'a str]) -> Vec<&'a str> {
-    let probe = started_probe(out, "send_socket");
-    let state = probe["state"].as_str().unwrap_or("?");
-    let exists = tracepoint_exists("sock", "sock_send_length");
-    if exists == Some(false)
-        || (exists.is_none()
-            && probe["note"]
-                .as_str()
-                .is_some_and(|n| n.contains("does not exist")))
-    {
-        assert_eq!(state, "unavailable", "no sock_send_length here: {probe}");
-        sources.iter().copied().filter(|s| *s != "socket").collect()
-    } else {
-        assert_ne!(
-            state, "unavailable",
-            "sock:sock_send_length exists but the agent did not attach it: {probe}"
-        );
+    if socket_sends_seen(out) {
         sources.to_vec()
+    } else {
+        sources.iter().copied().filter(|s| *s != "socket").collect()
     }
 }
 

@@ -29,8 +29,12 @@ use sendsight_tests::{
 };
 use serde_json::Value;
 
+/// The source tree: `$SENDSIGHT_SOURCE_DIR` where the tests run without it (the kernel
+/// matrix's guests ship `schema/` and the fixtures there), else this workspace.
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("SENDSIGHT_SOURCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// Every line type the agent prints, one schema file each (the agent's own list),

@@ -76,8 +76,9 @@ enum Command {
         /// 5.10, 6.1, 6.12 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
-        /// End-to-end test binaries (tests/tests/*.rs names) to run in each guest.
-        #[arg(long, value_delimiter = ',', default_values_t = vmtest::DEFAULT_TESTS.iter().map(|s| s.to_string()))]
+        /// End-to-end test binaries (tests/tests/*.rs names) to run in each guest
+        /// (default: all of them).
+        #[arg(long, value_delimiter = ',', default_values_t = vmtest::default_tests())]
         tests: Vec<String>,
         /// Limit per kernel, in seconds (boot to power-off); over it the kernel fails.
         #[arg(long, default_value_t = vmtest::DEFAULT_TIMEOUT_S)]

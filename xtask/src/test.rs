@@ -38,10 +38,7 @@ pub fn test(args: &[String], vm: bool) -> anyhow::Result<()> {
     }
     let runs = vmtest::run_matrix(&vmtest::Options {
         series: vmtest::SERIES.to_vec(),
-        tests: vmtest::DEFAULT_TESTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        tests: vmtest::default_tests(),
         timeout: Duration::from_secs(vmtest::DEFAULT_TIMEOUT_S),
     });
     let check = vmtest::host_check();

@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     kernels::Kernel,
-    report::{KernelRun, MARK, parse_console},
+    report::{KernelRun, MARK, parse_console, to_marker},
     say, vm_dir,
 };
 
@@ -143,7 +143,7 @@ pub(super) fn boot(k: &Kernel, initrd: &Path, timeout: Duration) -> KernelRun {
     }
     // The output of each failed (or flaky) test, for the terminal (CI logs).
     for t in run.tests.iter().filter(|t| t.result != "PASS") {
-        let begin = format!("{MARK}BEGIN {} ", t.name);
+        let begin = format!("{MARK}BEGIN {} ", to_marker(&t.name));
         if let Some(start) = lines.iter().position(|l| l.contains(&begin)) {
             eprintln!("---- {} on {}: {} ----", t.name, run.label, t.result);
             for l in lines[start + 1..]

@@ -11,12 +11,31 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{PER_TEST_TIMEOUT_S, modules::ModuleTree};
+use super::{PASSES, PER_TEST_TIMEOUT_S, Pass, modules::ModuleTree};
 use crate::cmd;
 
 /// Tools the tests run, by name, from the host (Debian's packages, as installed by
-/// `cargo xtask setup`): they shadow busybox's applets of the same name.
-const HOST_TOOLS: &[&str] = &["ip", "nft", "setpriv", "sysctl"];
+/// `cargo xtask setup`): they shadow busybox's applets of the same name, which lack
+/// options the tests use (`ping -M do`, `unshare --propagation`, `ss -i`).
+const HOST_TOOLS: &[&str] = &[
+    "ip", "nft", "setpriv", "sysctl", "ss", "ping", "unshare", "rsyslogd", "dash",
+];
+
+/// /bin/sh: busybox's shell runs its own applet for a command of the same name
+/// even where a real tool is first in PATH (`sh -c 'exec setpriv ...'` got
+/// busybox's setpriv), so the shell is the host's dash.
+const SHELL: &str = "dash";
+
+/// rsyslogd's loadable modules the operability test's TCP input needs (it loads
+/// them from the directory it was built with).
+const RSYSLOG_MODULES: (&str, &[&str]) = (
+    "/usr/lib/x86_64-linux-gnu/rsyslog",
+    &["imtcp", "lmnet", "lmnetstrms", "lmnsd_ptcp", "lmtcpsrv"],
+);
+
+/// Source files tests read (the checked-in schemas, the recorded fixtures), shipped
+/// under /src: the guest's SENDSIGHT_SOURCE_DIR.
+const SOURCE_DIRS: &[&str] = &["schema", "agent/tests/fixtures"];
 
 enum Node {
     Dir,
@@ -122,7 +141,7 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
     );
     let applets = cmd::output(busybox.to_str().unwrap(), &["--list"]).context("busybox --list")?;
     for a in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
-        if HOST_TOOLS.contains(&a) || a == "busybox" {
+        if HOST_TOOLS.contains(&a) || a == "busybox" || a == "sh" {
             continue;
         }
         put(
@@ -131,6 +150,11 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
             Node::Symlink("busybox".into()),
         );
     }
+    put(
+        &mut nodes,
+        "bin/sh",
+        Node::Symlink(format!("../usr/sbin/{SHELL}")),
+    );
     put(
         &mut nodes,
         "sbin/modprobe",
@@ -144,7 +168,7 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
 
     // Dynamic executables and their libraries.
     let mut dynamic: Vec<(String, PathBuf)> = Vec::new();
-    let agent = cmd::root().join("target/debug/sendsight");
+    let agent = cmd::root().join("target/release/sendsight");
     dynamic.push(("sendsight".into(), stripped(&agent, &stage, "sendsight")?));
     for (name, exe) in tests {
         dynamic.push((format!("tests/{name}"), stripped(exe, &stage, name)?));
@@ -155,6 +179,16 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
             format!("{tool} not found on this host (`cargo xtask setup` installs it)")
         })?;
         dynamic.push((format!("usr/sbin/{tool}"), fs::canonicalize(&p)?));
+    }
+    for m in RSYSLOG_MODULES.1 {
+        let p = Path::new(RSYSLOG_MODULES.0).join(format!("{m}.so"));
+        if !p.exists() {
+            bail!(
+                "{} not found (`cargo xtask setup` installs rsyslog)",
+                p.display()
+            );
+        }
+        dynamic.push((p.to_string_lossy().into_owned(), p));
     }
     let mut libs = BTreeSet::new();
     for (dst, src) in &dynamic {
@@ -188,11 +222,30 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
         "etc/group",
         Node::Bytes(b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644),
     );
+    put(
+        &mut nodes,
+        "etc/hostname",
+        Node::Bytes(b"vmtest\n".to_vec(), 0o644),
+    );
+    for d in SOURCE_DIRS {
+        let src = cmd::root().join(d);
+        for e in fs::read_dir(&src).with_context(|| format!("{}", src.display()))? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                let name = e.file_name();
+                put(
+                    &mut nodes,
+                    &format!("src/{d}/{}", name.to_string_lossy()),
+                    Node::File(e.path(), 0o644),
+                );
+            }
+        }
+    }
     let names: Vec<&str> = tests.iter().map(|(n, _)| n.as_str()).collect();
     put(
         &mut nodes,
-        "vmtest/tests",
-        Node::Bytes(format!("{}\n", names.join("\n")).into_bytes(), 0o644),
+        "vmtest/runs",
+        Node::Bytes(runs_file(&names, PASSES).into_bytes(), 0o644),
     );
     put(
         &mut nodes,
@@ -202,6 +255,19 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
     Ok(Common { nodes })
 }
 
+/// What /init runs, one test binary a line: `<binary> <pass or -> [NAME=value...]`;
+/// the plain runs first, then each pass over those of its binaries selected.
+fn runs_file(names: &[&str], passes: &[Pass]) -> String {
+    let mut out: String = names.iter().map(|n| format!("{n} -\n")).collect();
+    for p in passes {
+        for t in p.tests.iter().filter(|t| names.contains(t)) {
+            let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out += &format!("{t} {} {}\n", p.name, env.join(" "));
+        }
+    }
+    out
+}
+
 fn init_script() -> String {
     format!(
         r#"#!/bin/sh
@@ -209,7 +275,7 @@ fn init_script() -> String {
 # run `sendsight check` and the end-to-end tests, print markers, power off.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-export HOME=/root TMPDIR=/tmp SENDSIGHT_BIN=/sendsight RUST_BACKTRACE=1
+export HOME=/root TMPDIR=/tmp SENDSIGHT_BIN=/sendsight SENDSIGHT_SOURCE_DIR=/src RUST_BACKTRACE=1
 up() {{ cut -d' ' -f1 /proc/uptime; }}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -228,16 +294,24 @@ while read m; do
   insmod /lib/modules/$KVER/$m || echo "SENDSIGHT-VMTEST-ERROR insmod $m failed"
 done < /vmtest/modules.load
 ip link set lo up
+# Debian's kernels default to 3 (CONFIG_SECURITY_PERF_EVENTS_RESTRICT), under which
+# perf_event_open needs CAP_SYS_ADMIN rather than CAP_PERFMON; the capability set the
+# README documents (and `capabilities` checks) is for 2, the upstream default.
+sysctl -qw kernel.perf_event_paranoid=2
 echo "SENDSIGHT-VMTEST-BOOTED $KVER $(up)"
 echo SENDSIGHT-VMTEST-CHECK-JSON-BEGIN
 /sendsight check --json
 echo "SENDSIGHT-VMTEST-CHECK-JSON-END $? $(up)"
 /sendsight check
-for bin in $(cat /vmtest/tests); do
-  for t in $(/tests/$bin --list --format=terse 2>/dev/null | sed -n 's/: test$//p'); do
-    echo "SENDSIGHT-VMTEST-BEGIN $bin::$t $(up)"
+while read bin pass envs; do
+  tag=
+  [ "$pass" = - ] || tag="[$pass]"
+  tests=$(/tests/$bin --list --format=terse </dev/null 2>/dev/null | sed -n 's/: test$//p')
+  [ -n "$tests" ] || echo "SENDSIGHT-VMTEST-ERROR /tests/$bin lists no tests"
+  for t in $tests; do
+    echo "SENDSIGHT-VMTEST-BEGIN $bin::$t$tag $(up)"
     s=$(up)
-    timeout -s KILL {PER_TEST_TIMEOUT_S} /tests/$bin --exact "$t" --test-threads=1 </dev/null
+    timeout -s KILL {PER_TEST_TIMEOUT_S} env $envs /tests/$bin --exact "$t" --test-threads=1 </dev/null
     rc=$?
     case $rc in
       0) r=PASS ;;
@@ -245,16 +319,16 @@ for bin in $(cat /vmtest/tests); do
       *)
         # Once more: emulation stalls a vCPU now and then (spurious RTOs). A pass
         # on the second try is reported as FLAKY, never silently as PASS.
-        echo "SENDSIGHT-VMTEST-RETRY $bin::$t $(up)"
-        if timeout -s KILL {PER_TEST_TIMEOUT_S} /tests/$bin --exact "$t" --test-threads=1 </dev/null; then
+        echo "SENDSIGHT-VMTEST-RETRY $bin::$t$tag $(up)"
+        if timeout -s KILL {PER_TEST_TIMEOUT_S} env $envs /tests/$bin --exact "$t" --test-threads=1 </dev/null; then
           r=FLAKY
         else
           r=FAIL
         fi ;;
     esac
-    echo "SENDSIGHT-VMTEST-RESULT $bin::$t $r $s $(up)"
+    echo "SENDSIGHT-VMTEST-RESULT $bin::$t$tag $r $s $(up)"
   done
-done
+done < /vmtest/runs
 echo "SENDSIGHT-VMTEST-DONE $(up)"
 sync
 poweroff -f
@@ -383,6 +457,19 @@ pub(super) fn write_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_run_after_the_plain_runs_and_only_selected_binaries() {
+        let passes = [Pass {
+            name: "perf",
+            env: &[("SENDSIGHT_TRANSPORT", "perf"), ("X", "1")],
+            tests: &["flood", "verdicts"],
+        }];
+        assert_eq!(
+            runs_file(&["cli", "verdicts"], &passes),
+            "cli -\nverdicts -\nverdicts perf SENDSIGHT_TRANSPORT=perf X=1\n"
+        );
+    }
 
     #[test]
     fn cpio_newc_layout() {

@@ -118,7 +118,7 @@ pub(super) fn parse_console(lines: &[String], run: &mut KernelRun) {
                 first_test.get_or_insert(s);
                 last_end = Some(e);
                 run.tests.push(TestRow {
-                    name: f[1].to_string(),
+                    name: from_marker(f[1]),
                     result: f[2].to_string(),
                     secs: e - s,
                 });
@@ -129,6 +129,17 @@ pub(super) fn parse_console(lines: &[String], run: &mut KernelRun) {
     if let (Some(s), Some(e)) = (first_test, last_end) {
         run.tests_s = Some(e - s);
     }
+}
+
+/// A test's name as the markers write it, `bin::test` or `bin::test[pass]` (one
+/// word), as the tables show it: `bin::test [pass]`.
+fn from_marker(name: &str) -> String {
+    name.replacen('[', " [", 1)
+}
+
+/// The inverse of [`from_marker`].
+pub(super) fn to_marker(name: &str) -> String {
+    name.replacen(" [", "[", 1)
 }
 
 fn read_check(v: &Value, run: &mut KernelRun) {
@@ -196,6 +207,7 @@ mod tests {
             "SENDSIGHT-VMTEST-RESULT probes::b FAIL 12.25 20.25",
             "SENDSIGHT-VMTEST-RETRY verdicts::c 21.00",
             "SENDSIGHT-VMTEST-RESULT verdicts::c FLAKY 20.25 24.25",
+            "SENDSIGHT-VMTEST-RESULT verdicts::c[perf] PASS 24.25 24.50",
             "SENDSIGHT-VMTEST-DONE 25.00",
         ]
         .map(String::from);
@@ -207,11 +219,13 @@ mod tests {
         assert_eq!(run.check_ok, Some(true));
         assert_eq!(run.probes.len(), 1);
         assert_eq!(run.probes[0].state, "unavailable");
-        assert_eq!(run.tests.len(), 3);
+        assert_eq!(run.tests.len(), 4);
+        assert_eq!(run.tests[3].name, "verdicts::c [perf]");
+        assert_eq!(to_marker(&run.tests[3].name), "verdicts::c[perf]");
         assert_eq!(run.tests[0].secs, 2.25);
         assert_eq!(run.tests[1].result, "FAIL");
         assert!(run.tests[2].ok(), "FLAKY passes, and shows");
-        assert_eq!(run.tests_s, Some(14.25));
+        assert_eq!(run.tests_s, Some(14.5));
         assert!(run.errors.is_empty(), "{:?}", run.errors);
         assert!(!run.passed());
         run.tests.remove(1);
