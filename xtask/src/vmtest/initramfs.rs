@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{PASSES, PER_TEST_TIMEOUT_S, Pass, modules::ModuleTree};
+use super::{PER_TEST_TIMEOUT_S, Pass, modules::ModuleTree};
 use crate::cmd;
 
 /// Tools the tests run, by name, from the host (Debian's packages, as installed by
@@ -241,12 +241,6 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
             }
         }
     }
-    let names: Vec<&str> = tests.iter().map(|(n, _)| n.as_str()).collect();
-    put(
-        &mut nodes,
-        "vmtest/runs",
-        Node::Bytes(runs_file(&names, PASSES).into_bytes(), 0o644),
-    );
     put(
         &mut nodes,
         "init",
@@ -257,7 +251,7 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
 
 /// What /init runs, one test binary a line: `<binary> <pass or -> [NAME=value...]`;
 /// the plain runs first, then each pass over those of its binaries selected.
-fn runs_file(names: &[&str], passes: &[Pass]) -> String {
+pub(super) fn runs_file(names: &[&str], passes: &[Pass]) -> String {
     let mut out: String = names.iter().map(|n| format!("{n} -\n")).collect();
     for p in passes {
         for t in p.tests.iter().filter(|t| names.contains(t)) {
@@ -385,12 +379,19 @@ impl<W: std::io::Write> Cpio<W> {
     }
 }
 
+/// `runs`: this kernel's `vmtest/runs` ([`runs_file`]).
 pub(super) fn write_initramfs(
     path: &Path,
     common: &Common,
     modules: &ModuleTree,
+    runs: &str,
 ) -> anyhow::Result<()> {
     let mut extra = BTreeMap::new();
+    put(
+        &mut extra,
+        "vmtest/runs",
+        Node::Bytes(runs.as_bytes().to_vec(), 0o644),
+    );
     let moddir = format!("lib/modules/{}", modules.release);
     for (rel, file) in &modules.files {
         put(

@@ -25,6 +25,9 @@ pub struct Series {
     /// configuration under target/vmtest/apt/: the machine's sources stay untouched.
     /// None: the machine's sources.
     sources: Option<&'static str>,
+    /// Test binaries not run on this kernel yet, and why: open work, shown in the
+    /// matrix as OPEN rows (never as a pass).
+    pub open: &'static [(&'static str, &'static str)],
 }
 
 /// The matrix (`all`, and what `cargo xtask test` runs), oldest first.
@@ -40,12 +43,30 @@ pub const SERIES: &[Series] = &[
              deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
              http://deb.debian.org/debian-security bullseye-security main\n",
         ),
+        open: &[
+            (
+                "capabilities",
+                "before 5.11 map memory counts against RLIMIT_MEMLOCK: the minimal \
+                 capability set cannot create the maps as nobody",
+            ),
+            (
+                "field",
+                "no sock:inet_sk_error_report before 5.14 (no disconnect verdicts); \
+                 early-loss counts differ: expectations per kernel not written yet",
+            ),
+            (
+                "schema",
+                "the live-output test expects socket_error and cong_state lines, whose \
+                 tracepoints 5.10 lacks",
+            ),
+        ],
     },
     Series {
         label: "6.1",
         prefix: "linux-image-6.1.0-",
         suffix: "-cloud-amd64",
         sources: None,
+        open: &[],
     },
     Series {
         label: "6.12",
@@ -53,6 +74,7 @@ pub const SERIES: &[Series] = &[
         prefix: "linux-image-6.12.",
         suffix: "+deb12-cloud-amd64",
         sources: None,
+        open: &[],
     },
 ];
 
