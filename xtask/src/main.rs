@@ -83,6 +83,11 @@ enum Command {
         /// Limit per kernel, in seconds (boot to power-off); over it the kernel fails.
         #[arg(long, default_value_t = vmtest::DEFAULT_TIMEOUT_S)]
         timeout: u64,
+        /// Instead of the tests: the syscall tax inside each guest (`sendsight-bench
+        /// --tax-only`: nothing, floor, the agent, the agent on the raw sys_exit,
+        /// alternating rounds), printed and written to target/vmtest/tax-<kernel>.md.
+        #[arg(long)]
+        bench_tax: bool,
     },
 }
 
@@ -121,12 +126,14 @@ fn main() -> anyhow::Result<()> {
             kernel,
             tests,
             timeout,
+            bench_tax,
         } => {
             setup::setup(Purpose::Vmtest)?;
             vmtest::vmtest(&vmtest::Options {
                 series: vmtest::series(&kernel)?,
-                tests,
+                tests: if bench_tax { Vec::new() } else { tests },
                 timeout: std::time::Duration::from_secs(timeout),
+                bench_tax,
             })
         }
     }

@@ -40,6 +40,7 @@ pub fn test(args: &[String], vm: bool) -> anyhow::Result<()> {
         series: vmtest::SERIES.to_vec(),
         tests: vmtest::default_tests(),
         timeout: Duration::from_secs(vmtest::DEFAULT_TIMEOUT_S),
+        bench_tax: false,
     });
     let check = vmtest::host_check();
     let runs = match runs {

@@ -170,6 +170,12 @@ pub(super) fn common_tree(dir: &Path, tests: &[(String, PathBuf)]) -> anyhow::Re
     let mut dynamic: Vec<(String, PathBuf)> = Vec::new();
     let agent = cmd::root().join("target/release/sendsight");
     dynamic.push(("sendsight".into(), stripped(&agent, &stage, "sendsight")?));
+    // `--bench-tax` runs it; it finds the agent beside itself.
+    let bench = cmd::root().join("target/release/sendsight-bench");
+    dynamic.push((
+        "sendsight-bench".into(),
+        stripped(&bench, &stage, "sendsight-bench")?,
+    ));
     for (name, exe) in tests {
         dynamic.push((format!("tests/{name}"), stripped(exe, &stage, name)?));
     }
@@ -298,6 +304,12 @@ echo SENDSIGHT-VMTEST-CHECK-JSON-BEGIN
 echo "SENDSIGHT-VMTEST-CHECK-JSON-END $? $(up)"
 /sendsight check
 while read bin pass envs; do
+  if [ "$bin" = @bench ]; then
+    echo "SENDSIGHT-VMTEST-BENCH-BEGIN $(up)"
+    /sendsight-bench $pass $envs </dev/null
+    echo "SENDSIGHT-VMTEST-BENCH-END $? $(up)"
+    continue
+  fi
   tag=
   [ "$pass" = - ] || tag="[$pass]"
   tests=$(/tests/$bin --list --format=terse </dev/null 2>/dev/null | sed -n 's/: test$//p')

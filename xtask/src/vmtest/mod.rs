@@ -94,7 +94,13 @@ pub struct Options {
     pub series: Vec<Series>,
     pub tests: Vec<String>,
     pub timeout: Duration,
+    /// The syscall tax inside each guest instead of the tests.
+    pub bench_tax: bool,
 }
+
+/// What /init runs for `--bench-tax` (its `@bench` line): rounds alternate the order
+/// of the four configurations; fewer calls per timing than on the host (emulation).
+const BENCH_TAX: &str = "@bench --tax-only --rounds 6 --calls 100000\n";
 
 fn vm_dir() -> PathBuf {
     cmd::root().join("target/vmtest")
@@ -103,6 +109,9 @@ fn vm_dir() -> PathBuf {
 /// Runs the matrix and prints it; Err when any kernel failed in any way.
 pub fn vmtest(opts: &Options) -> anyhow::Result<()> {
     let runs = run_matrix(opts)?;
+    if opts.bench_tax {
+        return bench_tables(&runs);
+    }
     let host = host_check();
     print_matrix(Some(&host), &runs);
     verdict(&runs)
@@ -175,7 +184,12 @@ pub fn run_matrix(opts: &Options) -> anyhow::Result<Vec<KernelRun>> {
             .map(|(n, _)| n.as_str())
             .filter(|n| !k.series.open.iter().any(|(o, _)| o == n))
             .collect();
-        write_initramfs(&initrd, &common, &tree, &runs_file(&names, PASSES))?;
+        let runs_text = if opts.bench_tax {
+            BENCH_TAX.to_string()
+        } else {
+            runs_file(&names, PASSES)
+        };
+        write_initramfs(&initrd, &common, &tree, &runs_text)?;
         say(&format!(
             "initramfs for {} ready ({} MiB, {:.1} s)",
             k.release,
@@ -195,6 +209,48 @@ pub fn run_matrix(opts: &Options) -> anyhow::Result<Vec<KernelRun>> {
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// The tax tables the guests printed (between the BENCH markers of each console
+/// log), shown and written to target/vmtest/tax-<kernel>.md; Err for a guest that
+/// printed none.
+fn bench_tables(runs: &[KernelRun]) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for r in runs {
+        let log = r
+            .log
+            .as_ref()
+            .and_then(|p| fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let table: Vec<&str> = log
+            .lines()
+            .skip_while(|l| !l.contains("SENDSIGHT-VMTEST-BENCH-BEGIN"))
+            .skip(1)
+            .take_while(|l| !l.contains("SENDSIGHT-VMTEST-BENCH-END"))
+            .collect();
+        if table.iter().any(|l| l.starts_with("Median")) {
+            let text = table.join("\n");
+            println!("\n## {} ({})\n\n{text}", r.label, r.release);
+            fs::write(vm_dir().join(format!("tax-{}.md", r.label)), text + "\n")?;
+        } else {
+            missing.push(format!(
+                "{}: no table (log {})",
+                r.label,
+                r.log
+                    .as_ref()
+                    .map_or("none".into(), |p| p.display().to_string())
+            ));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "the syscall tax was not measured:\n  {}",
+            missing.join("\n  ")
+        )
+    }
 }
 
 /// An exclusive flock on `path`, held until the file is dropped; waits (saying so)
