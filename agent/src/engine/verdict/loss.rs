@@ -94,12 +94,11 @@ mod tests {
     use super::*;
 
     fn rt(seq: u32, kind: u8) -> Retransmit {
-        Retransmit {
-            seq,
-            kind,
-            segs: 1,
-            ..Retransmit::default()
-        }
+        let mut e = Retransmit::default();
+        e.seq = seq;
+        e.kind = kind;
+        e.segs = 1;
+        e
     }
 
     /// Two drops retransmitted fast, one again, and a loss probe: two segments lost
