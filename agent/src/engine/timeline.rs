@@ -27,12 +27,6 @@ pub struct LossWindow {
     pub max_seg: u32,
     /// snd_una advanced between two retransmits of the window.
     pub progressed: u32,
-    /// Segments lost: retransmits of sequence numbers not among the last few
-    /// retransmitted, loss probes left out (a probe is not a loss; a segment sent a
-    /// second and third time is one loss).
-    pub lost: u32,
-    /// The last sequence numbers counted in `lost`.
-    pub recent_seqs: [u32; 4],
 }
 
 /// Kept compact (32 bytes): a socket keeps [`KEEP_RETRANSMITS`] of these, and the

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::engine::timeline::{LossWindow, Timeline};
 
-/// Segments lost (with progress) within the window before the verdict.
+/// Retransmits (with progress) within the window before the verdict.
 pub const MIN_RETRANSMITS: u64 = 3;
 pub const HIGH_RETRANSMITS: u64 = 20;
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -30,11 +30,6 @@ pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
     }
     w.retransmits += 1;
     w.segs += u64::from(e.segs);
-    if e.kind != retransmit_kind::TLP && !w.recent_seqs[..(w.lost as usize).min(4)].contains(&e.seq)
-    {
-        w.recent_seqs[w.lost as usize % 4] = e.seq;
-        w.lost += 1;
-    }
     match e.kind {
         retransmit_kind::RTO => w.rto += 1,
         retransmit_kind::FAST => w.fast += 1,
@@ -59,7 +54,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
     // lossy path), and never judged from inside a stall that has not moved.
     let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
     let w = t.loss_window;
-    if w.progressed < 2 || u64::from(w.lost) < MIN_RETRANSMITS || pmtu_involved || stalled {
+    if w.progressed < 2 || w.retransmits < MIN_RETRANSMITS || pmtu_involved || stalled {
         return;
     }
     let confidence = if w.retransmits >= HIGH_RETRANSMITS {
@@ -87,36 +82,4 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
         }),
     );
     out.push(v);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rt(seq: u32, kind: u8) -> Retransmit {
-        let mut e = Retransmit::default();
-        e.seq = seq;
-        e.kind = kind;
-        e.segs = 1;
-        e
-    }
-
-    /// Two drops retransmitted fast, one again, and a loss probe: two segments lost
-    /// (below the verdict's three), four retransmits.
-    #[test]
-    fn lost_counts_segments_not_retransmits() {
-        let mut t = Timeline::default();
-        for (seq, kind) in [
-            (100, retransmit_kind::FAST),
-            (200, retransmit_kind::FAST),
-            (100, retransmit_kind::FAST),
-            (900, retransmit_kind::TLP),
-        ] {
-            note(&mut t, &rt(seq, kind), true);
-        }
-        assert_eq!(t.loss_window.retransmits, 4);
-        assert_eq!(t.loss_window.lost, 2);
-        note(&mut t, &rt(300, retransmit_kind::RTO), true);
-        assert_eq!(t.loss_window.lost, 3);
-    }
 }
