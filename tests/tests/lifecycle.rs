@@ -20,11 +20,23 @@ const OURS: &[&str] = &[
     "inet_sock_set_s",
     "inet_sk_error_r",
     "tcp_cong_state_",
+    "retransmit_raw",
+    "set_state_raw",
+    "error_report_ra",
+    "cong_state_raw",
+    "fexit_sendto",
+    "fexit_write",
+    "fexit_sendmsg",
+    "fexit_writev",
+    "fexit_sendmmsg",
+    "fexit_connect",
+    "fexit_bind",
+    "secure_computin",
 ];
 
-/// The fewest of `OURS` any kernel of the matrix attaches (Debian's 5.10: retransmit,
-/// the raw sys_exit, netif_receive_skb and inet_sock_set_state): what shows the
-/// counting sees the agent's programs at all.
+/// The fewest of `OURS` any kernel of the matrix attaches (Debian's 5.10: the raw
+/// retransmit, sys_exit and inet_sock_set_state, and netif_receive_skb's tp_btf):
+/// what shows the counting sees the agent's programs at all.
 const MIN_LOADED: usize = 4;
 
 /// IDs of loaded programs with our names. Another agent on the machine (an

@@ -565,7 +565,7 @@ fn main() -> anyhow::Result<()> {
     // The receive hook under whichever variant the kernel took (tp_btf, raw, classic).
     let rx = find("sendsight", "netif_rx_");
     let send = find("sendsight", "sock_send_raw");
-    let rt = find("sendsight", "tcp_retransmit_");
+    let rt = find("sendsight", "retransmit_raw").min(find("sendsight", "tcp_retransmit_"));
     let bt_rows: Vec<&(String, String, f64, u64)> =
         c.rows.iter().filter(|r| r.0 == "bpftrace").collect();
     md += &format!(
