@@ -208,3 +208,23 @@ pub fn stuck_sender(
         send_then_abort(s, bytes, hold)
     })
 }
+
+/// A `TcpExt` counter of the calling thread's network namespace
+/// (`/proc/thread-self/net/netstat`: /proc/self would be the main thread's).
+pub fn tcp_ext(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let mut lines = text.lines();
+    while let (Some(keys), Some(values)) = (lines.next(), lines.next()) {
+        if !keys.starts_with("TcpExt:") {
+            continue;
+        }
+        let found = keys
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(k, _)| *k == name);
+        if let Some((_, v)) = found {
+            return v.parse().unwrap_or(0);
+        }
+    }
+    panic!("TcpExt {name} not in /proc/thread-self/net/netstat");
+}
