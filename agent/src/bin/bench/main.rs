@@ -617,10 +617,9 @@ fn main() -> anyhow::Result<()> {
             r.udp_ns[2]
         );
     }
-    let col =
-        |f: fn(&tax::Round) -> &[f64], i: usize| median(rounds.iter().map(|r| f(r)[i]).collect());
-    let (null, udp): (fn(&tax::Round) -> &[f64], fn(&tax::Round) -> &[f64]) =
-        (|r| &r.null_ns, |r| &r.udp_ns);
+    type Column = fn(&tax::Round) -> &[f64];
+    let col = |f: Column, i: usize| median(rounds.iter().map(|r| f(r)[i]).collect());
+    let (null, udp): (Column, Column) = (|r| &r.null_ns, |r| &r.udp_ns);
     let tax_ratio = median(
         rounds
             .iter()
