@@ -346,7 +346,28 @@ pub struct SocketState {
     pub netns: u32,
     pub old_state: u8,
     pub new_state: u8,
-    pub _reserved: [u8; 2],
+    /// The socket's `sk_err` at a move to CLOSE, where no error-report hook exists
+    /// (`Config::errors_at_close`), else 0. The agent reads a nonzero one as a
+    /// [`SocketError`] just before this change: errnos fit a byte, and the state
+    /// program has no stack left for a second record on 5.10's verifier.
+    pub sk_err: u8,
+    pub _reserved: u8,
+}
+
+impl SocketState {
+    /// The error report this change carries, if any.
+    pub fn error(&self) -> Option<SocketError> {
+        (self.sk_err != 0).then(|| SocketError {
+            header: Header {
+                kind: Kind::SocketError as u16,
+                len: size_of::<SocketError>() as u16,
+                ..self.header
+            },
+            flow: self.flow,
+            errno: self.sk_err.into(),
+            _reserved: 0,
+        })
+    }
 }
 
 /// `sock:inet_sk_error_report`: an error was reported on a socket. The tracepoint

@@ -352,6 +352,10 @@ pub struct Config {
     /// Receive-queue drops: at most one `udp_queue_drop` record per socket per this
     /// many milliseconds (the first drop is always emitted).
     pub udpq_interval_ms: u32,
+    /// 1 when no error-report hook exists (before 5.14): a TCP socket's `sk_err` is
+    /// then read as it moves to CLOSE, where the kernel's error paths (tcp_reset,
+    /// tcp_write_err) have already set it.
+    pub errors_at_close: u32,
 }
 
 impl Config {
@@ -364,6 +368,7 @@ impl Config {
         udp_large_bytes: 1400,
         net_events_per_cpu_s: 5000,
         udpq_interval_ms: 100,
+        errors_at_close: 0,
     };
 }
 
@@ -387,7 +392,7 @@ const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelStructs>() == 120);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
 const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 120 + 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 60);
+const _: () = assert!(core::mem::size_of::<Config>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -81,6 +81,12 @@ fn state_changed(
             ev.new_state = new;
             ev.owner = sock::owner_of(sk);
             ev.netns = sock::netns_of(sk);
+            // Without an error-report hook, the error a socket dies of: the paths
+            // that kill it (reset, retransmission timeout, refused connect) set it
+            // before the move to CLOSE.
+            if new == TCP_CLOSE && cfg!(errors_at_close) != 0 {
+                ev.sk_err = read::kernel_or::<i32>(sk, lay!(kernel.sk_err), 0) as u8;
+            }
             Ok(())
         },
     );

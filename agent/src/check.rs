@@ -44,7 +44,7 @@ pub fn check(opts: Options) -> Report {
         Err(e) => format!("missing: {btf_path}: {e}"),
     };
     let capabilities = match privileges::effective() {
-        Ok(set) => match privileges::missing_for_tracing(set) {
+        Ok(set) => match privileges::missing_for_tracing(set, opts.ring_bytes.into()) {
             None => format!("ok (effective {set:#x})"),
             Some(why) => why,
         },

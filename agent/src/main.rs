@@ -68,9 +68,11 @@ fn say_once(e: &anyhow::Error) -> String {
 }
 
 /// Missing capabilities are one line and exit 77, before anything is attempted.
-fn refuse_without_privileges() -> Option<ExitCode> {
+/// `ring_bytes`: the event ring asked for (kernels before 5.11 charge it to
+/// RLIMIT_MEMLOCK).
+fn refuse_without_privileges(ring_bytes: u32) -> Option<ExitCode> {
     match privileges::effective() {
-        Ok(caps) => privileges::missing_for_tracing(caps).map(|why| {
+        Ok(caps) => privileges::missing_for_tracing(caps, ring_bytes.into()).map(|why| {
             eprintln!("sendsight: error: {why}");
             ExitCode::from(exit::NOPERM)
         }),
@@ -148,7 +150,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(code) = refuse_without_privileges() {
+    let ring_bytes = match &cli.command {
+        Command::Run(args) => args.ring_bytes,
+        _ => Options::default().ring_bytes,
+    };
+    if let Some(code) = refuse_without_privileges(ring_bytes) {
         return code;
     }
     match cli.command {

@@ -148,31 +148,15 @@ impl Pipeline {
             }
             Ok(event) => {
                 let ts = event.header().ts_ns;
-                self.counts.add(&event);
-                if let Some(m) = &self.metrics {
-                    m.event(event.kind_name());
+                // A move to CLOSE may carry the error the socket died of (kernels
+                // without an error-report hook): that report comes first, as the
+                // hook would have made it.
+                if let Event::SocketState(st) = &event
+                    && let Some(err) = st.error()
+                {
+                    self.event(Event::SocketError(err), out);
                 }
-                let mut emits = std::mem::take(&mut self.emits);
-                self.engine.on_event_into(event, &mut emits);
-                for mut e in emits.drain(..) {
-                    if let (Emit::Verdict(v), Some(enrich)) = (&mut e, self.enrich) {
-                        enrich(v);
-                    }
-                    if let Emit::Verdict(v) = &e {
-                        *self.verdicts.entry(v.kind().name()).or_default() += 1;
-                        if let Some(m) = &self.metrics {
-                            m.verdict(v.kind().name());
-                        }
-                    }
-                    if !self.filter.allows(&e) {
-                        continue;
-                    }
-                    if !self.rate.admit(&e) {
-                        continue;
-                    }
-                    self.sockets.emit_into(out, &self.clock, self.units, &e);
-                }
-                self.emits = emits;
+                self.event(event, out);
                 Some(ts)
             }
             Err(e) => {
@@ -186,6 +170,35 @@ impl Pipeline {
                 None
             }
         }
+    }
+
+    /// One decoded event through the engine; its lines appended to `out`.
+    fn event(&mut self, event: Event, out: &mut Vec<u8>) {
+        self.counts.add(&event);
+        if let Some(m) = &self.metrics {
+            m.event(event.kind_name());
+        }
+        let mut emits = std::mem::take(&mut self.emits);
+        self.engine.on_event_into(event, &mut emits);
+        for mut e in emits.drain(..) {
+            if let (Emit::Verdict(v), Some(enrich)) = (&mut e, self.enrich) {
+                enrich(v);
+            }
+            if let Emit::Verdict(v) = &e {
+                *self.verdicts.entry(v.kind().name()).or_default() += 1;
+                if let Some(m) = &self.metrics {
+                    m.verdict(v.kind().name());
+                }
+            }
+            if !self.filter.allows(&e) {
+                continue;
+            }
+            if !self.rate.admit(&e) {
+                continue;
+            }
+            self.sockets.emit_into(out, &self.clock, self.units, &e);
+        }
+        self.emits = emits;
     }
 
     /// Whether a raw record is about a connection to one of the agent's own
@@ -332,6 +345,58 @@ mod tests {
         assert_eq!(l.len(), 2, "the step itself prints nothing");
         assert_eq!(l[0]["ts_ns"], 5_000_001_000i64);
         assert_eq!(l[1]["ts_ns"], 3_606_000_000_000i64);
+    }
+
+    /// A move to CLOSE carrying `sk_err` (no error-report hook on the kernel) is the
+    /// error report first, then the state change; without it, only the change.
+    #[test]
+    fn a_close_carrying_its_error_is_reported_as_one() {
+        use agent_common::event::{Flow, SocketState};
+        let mut p = Pipeline::new(
+            WallClock::with_offset(0),
+            Units { hz: None },
+            Limits::default(),
+            Shaping::default(),
+        );
+        let close = |sport: u16, sk_err: u8| {
+            encode(&SocketState {
+                header: Header::new::<SocketState>(0, 7_000, 0x10 + sport as u64),
+                flow: Flow {
+                    saddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    daddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    sport,
+                    dport: 80,
+                    family: 2,
+                    protocol: 6,
+                    state: 7,
+                },
+                old_state: 1,
+                new_state: 7,
+                sk_err,
+                ..SocketState::default()
+            })
+        };
+        let mut out = Vec::new();
+        p.record(&close(40000, 104), &mut out);
+        p.record(&close(40001, 0), &mut out);
+        let l = lines(&out);
+        let kinds: Vec<(&str, u64)> = l
+            .iter()
+            .filter(|l| l["type"] != "verdict")
+            .map(|l| (l["type"].as_str().unwrap(), l["local"]["port"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("socket_error", 40000),
+                ("socket_state", 40000),
+                ("socket_state", 40001)
+            ],
+            "{l:?}"
+        );
+        let err = &l.iter().find(|l| l["type"] == "socket_error").unwrap();
+        assert_eq!(err["errno_name"], "ECONNRESET", "{err}");
+        assert_eq!(p.counts.total(), 3, "the error report is counted as an event");
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! The minimal set, found by running the agent under setpriv with smaller and smaller
 //! sets (README, "Privileges"): CAP_BPF, CAP_PERFMON, and CAP_DAC_READ_SEARCH
 //! because tracefs is mounted root-only (mode 0700). Mounting tracefs would also need
-//! CAP_SYS_ADMIN: these tests mount it first, as a deployment should.
+//! CAP_SYS_ADMIN: these tests mount it first, as a deployment should. Before 5.11
+//! the kernel charges map memory to RLIMIT_MEMLOCK: there, with the 64 KiB limit
+//! these tests give the agent (Linux's default before 5.16), the set also needs
+//! CAP_SYS_RESOURCE; from 5.11 the same limit must not matter.
 //!
 //! Topologies use nets 60..=61.
 
 use std::{
     net::SocketAddr,
-    os::unix::fs::PermissionsExt,
+    os::unix::{fs::PermissionsExt, process::CommandExt as _},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -28,12 +31,34 @@ use sendsight_tests::{
 use serde_json::Value;
 
 const NOBODY: u32 = 65534;
-/// setpriv's names (capabilities(7) without the CAP_ prefix, lower case).
-const MINIMAL: [&str; 3] = ["bpf", "perfmon", "dac_read_search"];
+/// The memlock limit the agent gets (soft and hard): Linux's default before 5.16.
+const MEMLOCK: u64 = 64 << 10;
+
+/// Does this kernel charge map memory to RLIMIT_MEMLOCK (before 5.11)?
+fn charges_memlock() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    (major, minor) < (5, 11)
+}
+
+/// The minimal set on this kernel, in setpriv's names (capabilities(7) without the
+/// CAP_ prefix, lower case).
+fn minimal() -> Vec<&'static str> {
+    let mut set = vec!["bpf", "perfmon", "dac_read_search"];
+    if charges_memlock() {
+        set.push("sys_resource");
+    }
+    set
+}
 
 fn cap_number(name: &str) -> u32 {
     match name {
         "dac_read_search" => 2,
+        "sys_resource" => 24,
         "perfmon" => 38,
         "bpf" => 39,
         _ => panic!("unknown capability {name}"),
@@ -82,7 +107,8 @@ impl Drop for NobodyBinary {
 }
 
 /// `setpriv` to nobody with exactly `caps` as inheritable, ambient and bounding sets:
-/// after exec the agent's effective set is `caps` and nothing else.
+/// after exec the agent's effective set is `caps` and nothing else, and its memlock
+/// limit is [`MEMLOCK`].
 fn as_nobody(bin: &Path, caps: &[&str], args: &[&str]) -> Command {
     let list: String = std::iter::once("-all".to_string())
         .chain(caps.iter().map(|c| format!("+{c}")))
@@ -97,6 +123,19 @@ fn as_nobody(bin: &Path, caps: &[&str], args: &[&str]) -> Command {
         .arg(format!("--bounding-set={list}"))
         .arg(bin)
         .args(args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: MEMLOCK,
+                rlim_max: MEMLOCK,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     c
 }
 
@@ -161,11 +200,12 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
         ));
 
     let bin = NobodyBinary::new("minimal");
+    let minimal = minimal();
     // setpriv execs the agent: the child's pid is the agent's.
-    let mut agent = Agent::spawn(as_nobody(&bin.bin, &MINIMAL, &["run"]), true);
+    let mut agent = Agent::spawn(as_nobody(&bin.bin, &minimal, &["run"]), true);
     // It really is nobody, with exactly the minimal set in effect.
     let (uid, cap_eff) = identity(agent.pid());
-    let want: u64 = MINIMAL.iter().map(|c| 1u64 << cap_number(c)).sum();
+    let want: u64 = minimal.iter().map(|c| 1u64 << cap_number(c)).sum();
     assert!(
         uid.split_whitespace().all(|u| u == NOBODY.to_string()),
         "Uid: {uid}"
@@ -201,7 +241,7 @@ fn nobody_with_the_minimal_set_attaches_everything_and_sees_retransmits() {
     println!("probes as nobody: {ours:?}");
     assert_eq!(
         ours, root_states,
-        "as nobody with {MINIMAL:?} the probes must end up as they do for root"
+        "as nobody with {minimal:?} the probes must end up as they do for root"
     );
     // What a kernel lacks is unavailable for root too (compared above); the core
     // probes must be there on every kernel.
@@ -258,8 +298,9 @@ fn one_capability_fewer_is_refused_naming_it() {
     require_root();
     ensure_tracefs_mounted();
     let bin = NobodyBinary::new("fewer");
-    for missing in MINIMAL {
-        let caps: Vec<&str> = MINIMAL.iter().copied().filter(|c| *c != missing).collect();
+    let minimal = minimal();
+    for &missing in &minimal {
+        let caps: Vec<&str> = minimal.iter().copied().filter(|c| *c != missing).collect();
         let out = as_nobody(&bin.bin, &caps, &["run", "--duration", "1s"])
             .output()
             .expect("setpriv (util-linux) is needed");
@@ -286,11 +327,11 @@ fn one_capability_fewer_is_refused_naming_it() {
         assert!(out.stdout.is_empty(), "nothing on stdout when refused");
     }
     // `check` tells the same story, and passes with the minimal set.
-    let out = as_nobody(&bin.bin, &MINIMAL, &["check"]).output().unwrap();
+    let out = as_nobody(&bin.bin, &minimal, &["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "check with {MINIMAL:?}: {text}{out:?}"
+        "check with {minimal:?}: {text}{out:?}"
     );
     assert!(text.contains("capabilities  ok"), "{text}");
 }

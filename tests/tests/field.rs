@@ -340,13 +340,15 @@ fn too_big_after_loss(name: &'static str, net: u8, v6: bool) {
     // veths), so a drop loses exactly one segment.
     topo.client
         .ip(&["link", "set", "eth0", "gso_max_segs", "1"]);
-    // The server loses the first two full-size data packets, once (the quota is
-    // spent by the two drops: 2 x 1500 bytes).
+    // The server loses the first two full-size data packets, once: the quota is
+    // spent by the two drops (2 x 1500 bytes), with room to spare because kernels
+    // differ on whether the packet that reaches the quota is over it (Debian's
+    // 5.10 dropped only one at 3000; a third full packet would be 4500).
     topo.server.nft(&format!(
         "table inet earlyloss {{
             chain in {{
                 type filter hook input priority 0; policy accept;
-                meta l4proto tcp th dport {} meta length > 1000 quota until 3000 bytes counter drop
+                meta l4proto tcp th dport {} meta length > 1000 quota until 3500 bytes counter drop
             }}
         }}",
         server.port()

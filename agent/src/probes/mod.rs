@@ -25,7 +25,7 @@ use aya::{
 };
 use serde::Serialize;
 
-use crate::{EBPF_OBJECT, EBPF_OBJECT_PERF};
+use crate::{EBPF_OBJECT, EBPF_OBJECT_PERF, privileges};
 use transport::{Chosen, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,17 @@ pub enum ProbeError {
     Btf(#[from] btf::BtfError),
     #[error("loading the eBPF object: {0}")]
     Load(aya::EbpfError),
+    #[error(
+        "loading the eBPF object: {error}; this kernel (before 5.11) charges map memory to \
+         RLIMIT_MEMLOCK, here {soft} (hard {hard}), and raising it beyond the hard limit \
+         needs CAP_SYS_RESOURCE: grant it, or raise the limit (systemd \
+         LimitMEMLOCK=infinity, ulimit -l unlimited), or shrink --ring-bytes/--max-sockets"
+    )]
+    Memlock {
+        error: aya::EbpfError,
+        soft: String,
+        hard: String,
+    },
     #[error("map {0} missing from the eBPF object")]
     NoMap(&'static str),
     #[error("map {name}: {error}")]
@@ -239,13 +250,21 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
     // BTF-typed programs are verified against the kernel's own BTF (aya's parse of
     // it; the one above is the agent's reader for offsets).
     let typed = TypedBtf::new(opts.btf.as_deref());
+    // Before 5.11 maps are charged to RLIMIT_MEMLOCK: use what the hard limit allows
+    // (the loader's own retry asks for unlimited, which needs CAP_SYS_RESOURCE).
+    let memlock = privileges::memlock(opts.ring_bytes.into());
+    if memlock != privileges::Memlock::NotCharged {
+        privileges::raise_memlock_soft();
+    }
     let mut attempt = 0;
     let (ebpf, report) = loop {
         attempt += 1;
         let sys_exit_planned = plans
             .iter()
             .any(|p| p.probe == "send_syscall" && p.blocked.is_none());
+        let errors_at_close = errors_at_close(&plans, &lay);
         let config = Config {
+            errors_at_close: errors_at_close as u32,
             self_tgid: std::process::id(),
             sys_exit_attached: sys_exit_planned as u32,
             send_syscalls: send_syscalls(),
@@ -263,22 +282,59 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
         if chosen.kind == Transport::Ring {
             loader.map_max_entries("EVENTS", opts.ring_bytes);
         }
-        let mut ebpf = loader.load(object).map_err(ProbeError::Load)?;
-        let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p, &typed)).collect();
-        let sys_exit_failed = report
-            .iter()
-            .find(|r| r.probe == "send_syscall" && r.state == State::Unavailable);
-        match sys_exit_failed {
-            Some(r) if sys_exit_planned && attempt == 1 => {
-                let why = r.note.clone();
-                drop(ebpf);
-                for p in plans.iter_mut().filter(|p| p.probe == "send_syscall") {
-                    p.blocked = Some(why.split("; fallback:").next().unwrap_or(&why).into());
+        let mut ebpf = loader.load(object).map_err(|error| {
+            // A map refused for memory, where that memory is the user's memlock limit.
+            let refused = matches!(
+                &error,
+                aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                    if io_error.raw_os_error() == Some(libc::EPERM)
+            );
+            match memlock {
+                privileges::Memlock::Charged { .. } if refused => {
+                    let (soft, hard) = privileges::raise_memlock_soft();
+                    let say = |v: Option<u64>| v.map_or("unlimited".into(), privileges::human_bytes);
+                    ProbeError::Memlock {
+                        error,
+                        soft: say(soft),
+                        hard: say(hard),
+                    }
                 }
+                _ => ProbeError::Load(error),
             }
-            _ => break (ebpf, report),
+        })?;
+        let report: Vec<ProbeStatus> = plans.iter().map(|p| attach(&mut ebpf, p, &typed)).collect();
+        // Planned, yet failed to attach, and other programs behave otherwise without
+        // them: those go again with the probe blocked.
+        let failed: Vec<&ProbeStatus> = report
+            .iter()
+            .filter(|r| r.state == State::Unavailable)
+            .filter(|r| {
+                (r.probe == "send_syscall" && sys_exit_planned)
+                    || (r.probe == "socket_error" && !errors_at_close)
+            })
+            .filter(|r| plans.iter().any(|p| p.probe == r.probe && p.blocked.is_none()))
+            .collect();
+        if failed.is_empty() || attempt > 1 {
+            break (ebpf, report);
+        }
+        let blocked: Vec<(&'static str, String)> = failed
+            .iter()
+            .map(|r| {
+                let why = r.note.split("; fallback:").next().unwrap_or(&r.note);
+                (r.probe, why.to_string())
+            })
+            .collect();
+        drop(ebpf);
+        for (probe, why) in blocked {
+            for p in plans.iter_mut().filter(|p| p.probe == probe) {
+                p.blocked = Some(why.clone());
+            }
         }
     };
+    let mut report = report;
+    if errors_at_close(&plans, &lay) {
+        errors_from_socket_state(&mut report);
+    }
     let mut ebpf = ebpf;
 
     let events = ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
@@ -366,6 +422,34 @@ impl<'a> TypedBtf<'a> {
             .as_ref()
             .map_err(Clone::clone)
     }
+}
+
+/// No error-report hook, but the state-change one and `sk_err` in BTF: the
+/// state-change program then reads the error a socket dies of.
+fn errors_at_close(plans: &[table::Plan], lay: &Layout) -> bool {
+    let blocked = |name: &str| plans.iter().any(|p| p.probe == name && p.blocked.is_some());
+    let planned = |name: &str| plans.iter().any(|p| p.probe == name && p.blocked.is_none());
+    blocked("socket_error") && planned("socket_state") && lay.kernel.sk_err != agent_common::layout::ABSENT
+}
+
+/// `socket_error`'s status when the state-change program carries it.
+fn errors_from_socket_state(report: &mut [ProbeStatus]) {
+    let state_attached = report
+        .iter()
+        .any(|r| r.probe == "socket_state" && r.state != State::Unavailable);
+    let Some(r) = report.iter_mut().find(|r| r.probe == "socket_error") else {
+        return;
+    };
+    if !state_attached {
+        return;
+    }
+    let why = r.note.split("; fallback:").next().unwrap_or(&r.note).to_string();
+    r.attach = "sk_err when a TCP socket moves to CLOSE (socket_state's program)".into();
+    r.state = State::Degraded;
+    r.note = format!(
+        "{why}; the error a TCP socket dies of (reset, timeout, refused connect) is read \
+         as it closes; errors a socket survives (UDP, soft errors) are not seen"
+    );
 }
 
 fn attach(ebpf: &mut Ebpf, plan: &table::Plan, btf: &TypedBtf) -> ProbeStatus {

@@ -43,23 +43,7 @@ pub const SERIES: &[Series] = &[
              deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
              http://deb.debian.org/debian-security bullseye-security main\n",
         ),
-        open: &[
-            (
-                "capabilities",
-                "before 5.11 map memory counts against RLIMIT_MEMLOCK: the minimal \
-                 capability set cannot create the maps as nobody",
-            ),
-            (
-                "field",
-                "no sock:inet_sk_error_report before 5.14 (no disconnect verdicts); \
-                 early-loss counts differ: expectations per kernel not written yet",
-            ),
-            (
-                "schema",
-                "the live-output test expects socket_error and cong_state lines, whose \
-                 tracepoints 5.10 lacks",
-            ),
-        ],
+        open: &[],
     },
     Series {
         label: "6.1",
