@@ -50,6 +50,15 @@ pub fn check(opts: Options) -> Report {
         },
         Err(e) => format!("unknown ({e})"),
     };
+    // Before 5.11 the memlock limit decides whether the maps fit: say it.
+    let capabilities = match privileges::memlock(opts.ring_bytes.into()) {
+        privileges::Memlock::NotCharged => capabilities,
+        privileges::Memlock::Charged { hard, .. } => format!(
+            "{capabilities}; map memory is charged to RLIMIT_MEMLOCK on this kernel (hard \
+             limit {})",
+            hard.map_or("unlimited".into(), privileges::human_bytes)
+        ),
+    };
     let mut report = Report {
         kernel,
         arch: std::env::consts::ARCH,
