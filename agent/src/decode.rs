@@ -267,17 +267,23 @@ mod tests {
     fn round_trips_every_kind() {
         let r = retransmit();
         assert_eq!(decode(&encode(&r)), Ok(Event::Retransmit(r)));
-        let mut s = SendError::default();
-        s.header = Header::new::<SendError>(0, 1, 2);
-        s.errno = 70;
+        let s = SendError {
+            header: Header::new::<SendError>(0, 1, 2),
+            errno: 70,
+            ..SendError::default()
+        };
         assert_eq!(decode(&encode(&s)), Ok(Event::SendError(s)));
-        let mut i = IcmpTooBig::default();
-        i.header = Header::new::<IcmpTooBig>(0, 1, 0);
-        i.mtu = 1400;
+        let i = IcmpTooBig {
+            header: Header::new::<IcmpTooBig>(0, 1, 0),
+            mtu: 1400,
+            ..IcmpTooBig::default()
+        };
         assert_eq!(decode(&encode(&i)), Ok(Event::IcmpTooBig(i)));
-        let mut q = UdpQueueDrop::default();
-        q.header = Header::new::<UdpQueueDrop>(0, 1, 2);
-        q.drops = 7;
+        let mut q = UdpQueueDrop {
+            header: Header::new::<UdpQueueDrop>(0, 1, 2),
+            drops: 7,
+            ..UdpQueueDrop::default()
+        };
         q.peers[1].drops = 3;
         assert_eq!(decode(&encode(&q)), Ok(Event::UdpQueueDrop(Box::new(q))));
     }

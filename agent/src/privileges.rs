@@ -139,7 +139,7 @@ pub fn raise_memlock_soft() -> (Option<u64>, Option<u64>) {
 
 /// Bytes for people: 64 KiB, 1 MiB.
 pub fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 {
         format!("{} KiB", n >> 10)

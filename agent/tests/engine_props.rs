@@ -401,16 +401,19 @@ fn socket_state() -> BoxedStrategy<SocketState> {
         netns(),
         num8(STATES),
         num8(STATES),
-        any::<[u8; 2]>(),
+        // Mostly none; the errors a socket dies of; any byte.
+        (num8(&[0, 0, 0, 104, 110, 111]), any::<u8>()),
+        any::<u8>(),
     )
         .prop_map(
-            |(header, flow, owner, netns, old_state, new_state, r)| SocketState {
+            |(header, flow, owner, netns, old_state, new_state, (err, junk), r)| SocketState {
                 header,
                 flow,
                 owner,
                 netns,
                 old_state,
                 new_state,
+                sk_err: if junk < 16 { junk } else { err },
                 _reserved: r,
             },
         )

@@ -141,8 +141,8 @@ fn new_files_are_private_and_recordings_hold_no_kernel_address() {
         }
         // Kernel addresses live at the top of the address space (0xffff8...); a
         // record is 8-aligned, so a pointer would sit in an aligned word.
-        for w in f.chunks_exact(8) {
-            let v = u64::from_ne_bytes(w.try_into().unwrap());
+        for w in f.as_chunks::<8>().0 {
+            let v = u64::from_ne_bytes(*w);
             assert!(
                 v < 0xffff_8000_0000_0000,
                 "a kernel address ({v:#x}) in a recorded record: {f:?}"

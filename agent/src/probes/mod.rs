@@ -48,7 +48,7 @@ pub enum ProbeError {
          LimitMEMLOCK=infinity, ulimit -l unlimited), or shrink --ring-bytes/--max-sockets"
     )]
     Memlock {
-        error: aya::EbpfError,
+        error: Box<aya::EbpfError>,
         soft: String,
         hard: String,
     },
@@ -294,7 +294,7 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
                     let (soft, hard) = privileges::raise_memlock_soft();
                     let say = |v: Option<u64>| v.map_or("unlimited".into(), privileges::human_bytes);
                     ProbeError::Memlock {
-                        error,
+                        error: Box::new(error),
                         soft: say(soft),
                         hard: say(hard),
                     }

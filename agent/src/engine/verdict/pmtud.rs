@@ -64,11 +64,10 @@ pub fn judge_too_big(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Ve
         if f.ts_ns > ts || matches!(f.fate, TooBigFate::Applied | TooBigFate::Forged) {
             continue;
         }
+        // Forged: it quoted data already acknowledged, or data never written.
         let fate = if applied(t, f, e) {
             TooBigFate::Applied
-        } else if f.acked_already {
-            TooBigFate::Forged
-        } else if e.snd_queue != 0 && seq_after(f.seq, write_seq) {
+        } else if f.acked_already || (e.snd_queue != 0 && seq_after(f.seq, write_seq)) {
             TooBigFate::Forged
         } else {
             TooBigFate::NotApplied
