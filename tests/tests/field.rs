@@ -35,6 +35,14 @@ use serde_json::Value;
 /// 3rd RTO (~1.4 s after the first send, ~3 s when a tail-loss probe came first).
 const HOLD: Duration = Duration::from_millis(3600);
 
+/// The server end of a stuck sender, which aborts (RST) after its hold: joining it
+/// waits until the kernel has processed that reset, so the agent saw it before it is
+/// stopped (under emulation the stop could beat the RST). Its own idle abort, well
+/// past the hold, only keeps a lost RST from hanging the test.
+fn reset_sink(topo: &Topology, server: SocketAddr) -> std::thread::JoinHandle<u64> {
+    traffic::sink_server_idle(&topo.server, server, 1, Some(HOLD * 4))
+}
+
 /// IPv4-mapped form of an IPv4 address (`::ffff:a.b.c.d`).
 fn mapped(ip: IpAddr) -> IpAddr {
     match ip {
@@ -255,9 +263,9 @@ fn host_firewall(name: &'static str, net: u8, v6: bool) {
     let router = router_client_ip(&topo, v6);
     let server = server_addr(&topo, v6);
     let scen = Scenario::start(name);
-    let sink = traffic::sink_server(&topo.server, server, 1);
+    let sink = reset_sink(&topo, server);
     let stuck = stuck_sender(&topo, server, 200_000, HOLD).join().unwrap();
-    drop(sink);
+    let _ = sink.join();
     let dropped = topo.client.nft_counters("inet", "hostfw");
     print_stuck(name, &stuck);
     println!("[{name}] the client's input chain dropped {dropped:?} (frag-needed, packet-too-big)");
@@ -773,9 +781,9 @@ fn nat_client_blackhole() {
     router.filter_too_big();
     let server = server_addr(&topo, false);
     let scen = Scenario::start(name);
-    let sink = traffic::sink_server(&topo.server, server, 1);
+    let sink = reset_sink(&topo, server);
     let stuck = stuck_sender(&topo, server, 200_000, HOLD).join().unwrap();
-    drop(sink);
+    let _ = sink.join();
     let dropped = router.nft_counters("inet", "blackhole");
     print_stuck(name, &stuck);
     println!("[{name}] the router dropped {dropped:?} too-big");
