@@ -50,6 +50,13 @@ pub fn check(opts: Options) -> Report {
         },
         Err(e) => format!("unknown ({e})"),
     };
+    let capabilities = match privileges::effective()
+        .ok()
+        .and_then(privileges::perf_restricted)
+    {
+        Some(why) => format!("{capabilities}; {why}"),
+        None => capabilities,
+    };
     // Before 5.11 the memlock limit decides whether the maps fit: say it.
     let capabilities = match privileges::memlock(opts.ring_bytes.into()) {
         privileges::Memlock::NotCharged => capabilities,

@@ -137,6 +137,29 @@ pub fn raise_memlock_soft() -> (Option<u64>, Option<u64>) {
     (finite(lim.rlim_cur), finite(lim.rlim_max))
 }
 
+/// Debian and Ubuntu kernels (`CONFIG_SECURITY_PERF_EVENTS_RESTRICT`) default to
+/// `kernel.perf_event_paranoid=3`, under which `perf_event_open`, and so every classic
+/// tracepoint attach, needs CAP_SYS_ADMIN. Raw tracepoints and fexit do not go
+/// through it. `None` when it does not apply.
+pub fn perf_restricted(set: u64) -> Option<String> {
+    let level: i32 = fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    perf_restricted_at(level, set)
+}
+
+fn perf_restricted_at(level: i32, set: u64) -> Option<String> {
+    (level >= 3 && !has(set, CAP_SYS_ADMIN)).then(|| {
+        format!(
+            "kernel.perf_event_paranoid={level} lets only CAP_SYS_ADMIN attach classic \
+             tracepoints (probes on one are unavailable; `sysctl kernel.perf_event_paranoid=2` \
+             allows CAP_PERFMON)"
+        )
+    })
+}
+
 /// Bytes for people: 64 KiB, 1 MiB.
 pub fn human_bytes(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
@@ -329,5 +352,15 @@ mod tests {
         }
         // Where the cgroup is charged the limit does not matter.
         assert_eq!(missing_for(minimal, READABLE, NOBODY, CGROUP), None);
+    }
+
+    #[test]
+    fn a_restricted_perf_sysctl_is_said_unless_sys_admin() {
+        let minimal = set(&[CAP_BPF, CAP_PERFMON]);
+        let why = perf_restricted_at(3, minimal).unwrap();
+        assert!(why.contains("perf_event_paranoid=3"), "{why}");
+        assert!(why.contains("=2"), "{why}");
+        assert_eq!(perf_restricted_at(2, minimal), None);
+        assert_eq!(perf_restricted_at(3, set(&[CAP_SYS_ADMIN])), None);
     }
 }
