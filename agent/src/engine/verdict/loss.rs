@@ -10,7 +10,9 @@ use super::{
 };
 use crate::engine::timeline::{LossWindow, Timeline};
 
-/// Retransmits (with progress) within the window before the verdict.
+/// Retransmits (with progress) within the window before the verdict, tail-loss
+/// probes not counted: a probe is sent when acknowledgements are merely late, and two
+/// lost segments often cost two fast retransmits plus two probes (the 6.1 guest).
 pub const MIN_RETRANSMITS: u64 = 3;
 pub const HIGH_RETRANSMITS: u64 = 20;
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -54,7 +56,8 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
     // lossy path), and never judged from inside a stall that has not moved.
     let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
     let w = t.loss_window;
-    if w.progressed < 2 || w.retransmits < MIN_RETRANSMITS || pmtu_involved || stalled {
+    let repairs = w.retransmits.saturating_sub(w.tlp);
+    if w.progressed < 2 || repairs < MIN_RETRANSMITS || pmtu_involved || stalled {
         return;
     }
     let confidence = if w.retransmits >= HIGH_RETRANSMITS {
