@@ -383,7 +383,12 @@ mod tests {
         let kinds: Vec<(&str, u64)> = l
             .iter()
             .filter(|l| l["type"] != "verdict")
-            .map(|l| (l["type"].as_str().unwrap(), l["local"]["port"].as_u64().unwrap()))
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap(),
+                    l["local"]["port"].as_u64().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             kinds,
@@ -396,7 +401,11 @@ mod tests {
         );
         let err = &l.iter().find(|l| l["type"] == "socket_error").unwrap();
         assert_eq!(err["errno_name"], "ECONNRESET", "{err}");
-        assert_eq!(p.counts.total(), 3, "the error report is counted as an event");
+        assert_eq!(
+            p.counts.total(),
+            3,
+            "the error report is counted as an event"
+        );
     }
 
     #[test]

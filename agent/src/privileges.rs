@@ -274,7 +274,10 @@ mod tests {
             missing_for(set(&[CAP_BPF, CAP_PERFMON]), READABLE, NOBODY, CGROUP),
             None
         );
-        assert_eq!(missing_for(set(&[CAP_SYS_ADMIN]), READABLE, NOBODY, CGROUP), None);
+        assert_eq!(
+            missing_for(set(&[CAP_SYS_ADMIN]), READABLE, NOBODY, CGROUP),
+            None
+        );
     }
 
     #[test]
@@ -296,7 +299,12 @@ mod tests {
         let minimal = set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH]);
         assert_eq!(missing_for(minimal, &t, NOBODY, CGROUP), None);
         assert_eq!(
-            missing_for(set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_OVERRIDE]), &t, NOBODY, CGROUP),
+            missing_for(
+                set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_OVERRIDE]),
+                &t,
+                NOBODY,
+                CGROUP
+            ),
             None
         );
         // CAP_SYS_ADMIN does not let one read a root-only directory.
@@ -347,7 +355,10 @@ mod tests {
         assert_eq!(missing_for(with, READABLE, NOBODY, small), None);
         // A limit that holds the ring, or none: nothing more is needed.
         for hard in [Some(1 << 30), None] {
-            let m = Memlock::Charged { hard, need: 1 << 20 };
+            let m = Memlock::Charged {
+                hard,
+                need: 1 << 20,
+            };
             assert_eq!(missing_for(minimal, READABLE, NOBODY, m), None);
         }
         // Where the cgroup is charged the limit does not matter.

@@ -172,7 +172,8 @@ fn socket_errors_with_and_without_the_error_report_hook() {
         } else {
             &[]
         };
-        let (f, out) = run_send_error_env(net, false, scenario, false, &["socket", "syscall"], envs);
+        let (f, out) =
+            run_send_error_env(net, false, scenario, false, &["socket", "syscall"], envs);
         let start = out.of_type("start");
         let probe = start[0]["probes"]
             .as_array()

@@ -292,7 +292,8 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
             match memlock {
                 privileges::Memlock::Charged { .. } if refused => {
                     let (soft, hard) = privileges::raise_memlock_soft();
-                    let say = |v: Option<u64>| v.map_or("unlimited".into(), privileges::human_bytes);
+                    let say =
+                        |v: Option<u64>| v.map_or("unlimited".into(), privileges::human_bytes);
                     ProbeError::Memlock {
                         error: Box::new(error),
                         soft: say(soft),
@@ -312,7 +313,11 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
                 (r.probe == "send_syscall" && sys_exit_planned)
                     || (r.probe == "socket_error" && !errors_at_close)
             })
-            .filter(|r| plans.iter().any(|p| p.probe == r.probe && p.blocked.is_none()))
+            .filter(|r| {
+                plans
+                    .iter()
+                    .any(|p| p.probe == r.probe && p.blocked.is_none())
+            })
             .collect();
         if failed.is_empty() || attempt > 1 {
             break (ebpf, report);
@@ -429,7 +434,9 @@ impl<'a> TypedBtf<'a> {
 fn errors_at_close(plans: &[table::Plan], lay: &Layout) -> bool {
     let blocked = |name: &str| plans.iter().any(|p| p.probe == name && p.blocked.is_some());
     let planned = |name: &str| plans.iter().any(|p| p.probe == name && p.blocked.is_none());
-    blocked("socket_error") && planned("socket_state") && lay.kernel.sk_err != agent_common::layout::ABSENT
+    blocked("socket_error")
+        && planned("socket_state")
+        && lay.kernel.sk_err != agent_common::layout::ABSENT
 }
 
 /// `socket_error`'s status when the state-change program carries it.
@@ -443,7 +450,12 @@ fn errors_from_socket_state(report: &mut [ProbeStatus]) {
     if !state_attached {
         return;
     }
-    let why = r.note.split("; fallback:").next().unwrap_or(&r.note).to_string();
+    let why = r
+        .note
+        .split("; fallback:")
+        .next()
+        .unwrap_or(&r.note)
+        .to_string();
     r.attach = "sk_err when a TCP socket moves to CLOSE (socket_state's program)".into();
     r.state = State::Degraded;
     r.note = format!(
