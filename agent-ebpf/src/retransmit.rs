@@ -166,12 +166,15 @@ fn sock_facts(ev: &mut Retransmit, sk: u64) -> Result<(), Fail> {
     ev.backoff = read::kernel_or::<u8>(sk, lay!(kernel.icsk_backoff), 0);
     ev.ca_state = read::kernel_or::<u8>(sk, lay!(kernel.icsk_ca_state), 0) & 0x1f;
     let pending = read::kernel_or::<u8>(sk, lay!(kernel.icsk_pending), 0);
+    // Recovery before the probe timer: the kernel retransmits the first lost segment
+    // of a recovery while the loss-probe timer is still the pending one (it re-arms
+    // after), and it schedules probes only in Open or CWR.
     ev.kind = if ev.ca_state == TCP_CA_LOSS {
         retransmit_kind::RTO
-    } else if pending as u32 == cfg!(icsk_time_loss_probe) && lay!(kernel.icsk_pending) != ABSENT {
-        retransmit_kind::TLP
     } else if ev.ca_state == TCP_CA_RECOVERY {
         retransmit_kind::FAST
+    } else if pending as u32 == cfg!(icsk_time_loss_probe) && lay!(kernel.icsk_pending) != ABSENT {
+        retransmit_kind::TLP
     } else {
         retransmit_kind::OTHER
     };

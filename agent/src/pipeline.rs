@@ -149,8 +149,8 @@ impl Pipeline {
             Ok(event) => {
                 let ts = event.header().ts_ns;
                 // A move to CLOSE may carry the error the socket died of (kernels
-                // without an error-report hook): that report comes first, as the
-                // hook would have made it.
+                // without an error-report hook): that report goes first, while the
+                // engine still holds the socket open.
                 if let Event::SocketState(st) = &event
                     && let Some(err) = st.error()
                 {

@@ -289,8 +289,9 @@ pub fn load(opts: Options) -> Result<Loaded, ProbeError> {
                 aya::EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
                     if io_error.raw_os_error() == Some(libc::EPERM)
             );
+            // Only a finite hard limit can be what refused it (an LSM can refuse too).
             match memlock {
-                privileges::Memlock::Charged { .. } if refused => {
+                privileges::Memlock::Charged { hard: Some(_), .. } if refused => {
                     let (soft, hard) = privileges::raise_memlock_soft();
                     let say =
                         |v: Option<u64>| v.map_or("unlimited".into(), privileges::human_bytes);

@@ -10,9 +10,7 @@ use super::{
 };
 use crate::engine::timeline::{LossWindow, Timeline};
 
-/// Retransmits (with progress) within the window before the verdict, tail-loss
-/// probes not counted: a probe is sent when acknowledgements are merely late, and two
-/// lost segments often cost two fast retransmits plus two probes (the 6.1 guest).
+/// Retransmits (with progress) within the window before the verdict.
 pub const MIN_RETRANSMITS: u64 = 3;
 pub const HIGH_RETRANSMITS: u64 = 20;
 pub const WINDOW_NS: u64 = 60_000_000_000;
@@ -56,8 +54,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
     // lossy path), and never judged from inside a stall that has not moved.
     let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
     let w = t.loss_window;
-    let repairs = w.retransmits.saturating_sub(w.tlp);
-    if w.progressed < 2 || repairs < MIN_RETRANSMITS || pmtu_involved || stalled {
+    if w.progressed < 2 || w.retransmits < MIN_RETRANSMITS || pmtu_involved || stalled {
         return;
     }
     let confidence = if w.retransmits >= HIGH_RETRANSMITS {
