@@ -31,7 +31,8 @@ fn retransmits_match_kernel(net: u8, v6: bool, attach: &str) {
         // packed into it: one segment per packet makes the kernel's count, the
         // agent's and the skipped runs the same unit (the host once missed 45
         // segments in 7 skipped runs).
-        topo.client.ip(&["link", "set", "eth0", "gso_max_segs", "1"]);
+        topo.client
+            .ip(&["link", "set", "eth0", "gso_max_segs", "1"]);
     }
 
     let mut agent = if attach.is_empty() {

@@ -392,15 +392,13 @@ fn unavailable_line_types(lines: &[Value]) -> Vec<&'static str> {
     types()
         .into_iter()
         .filter(|t| {
-            probes
-                .iter()
-                .any(|p| {
-                    p["probe"] == *t
-                        && p["state"] == "unavailable"
-                        && p["note"]
-                            .as_str()
-                            .is_some_and(|n| n.contains("does not exist on this kernel"))
-                })
+            probes.iter().any(|p| {
+                p["probe"] == *t
+                    && p["state"] == "unavailable"
+                    && p["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("does not exist on this kernel"))
+            })
         })
         .collect()
 }
