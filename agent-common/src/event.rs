@@ -243,7 +243,12 @@ pub struct Retransmit {
     pub ca_state: u8,
     /// [`retransmit_kind`], decided from ca_state and the pending timer.
     pub kind: u8,
-    pub _reserved: u8,
+    /// The low byte of `tp->dsack_dups`: segments the peer has reported receiving
+    /// twice (DSACK), so far. A retransmission the peer reports this way was not
+    /// needed (reordering, an early timer, a probe). Only differences between
+    /// records of one socket mean anything; a byte keeps the record's layout (older
+    /// recordings carry 0, as do kernels without the field).
+    pub dsacks: u8,
     /// `tp->snd_una`: oldest unacknowledged sequence number (progress shows here).
     pub snd_una: u32,
     /// `tp->delivered`: data segments delivered so far.

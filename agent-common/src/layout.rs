@@ -149,6 +149,8 @@ pub struct KernelStructs {
     pub tp_snd_cwnd: u16,
     pub tp_delivered: u16,
     pub tp_bytes_acked: u16,
+    /// `tcp_sock.dsack_dups` (4.19+): segments the peer reported receiving twice.
+    pub tp_dsack_dups: u16,
     // fd -> socket: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] ->
     // file.private_data (struct socket) -> socket.sk; file.f_inode -> inode.i_mode
     pub task_files: u16,
@@ -287,6 +289,7 @@ impl Layout {
             tp_snd_cwnd: ABSENT,
             tp_delivered: ABSENT,
             tp_bytes_acked: ABSENT,
+            tp_dsack_dups: ABSENT,
             task_files: ABSENT,
             files_fdt: ABSENT,
             fdt_fd: ABSENT,
@@ -389,9 +392,9 @@ pub mod send_slot {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTp>() == 24);
-const _: () = assert!(core::mem::size_of::<KernelStructs>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelStructs>() == 122);
 const _: () = assert!(core::mem::size_of::<UdpqTp>() == 16);
-const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 120 + 16);
+const _: () = assert!(core::mem::size_of::<Layout>() == 24 * 4 + 4 + 8 + 122 + 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 64);
 
 #[cfg(feature = "user")]

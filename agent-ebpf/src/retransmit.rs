@@ -163,6 +163,7 @@ fn sock_facts(ev: &mut Retransmit, sk: u64) -> Result<(), Fail> {
     ev.bytes_acked = read::kernel_or::<u64>(sk, lay!(kernel.tp_bytes_acked), 0);
     ev.srtt_us = read::kernel_or::<u32>(sk, lay!(kernel.tp_srtt_us), 0) >> 3;
     ev.cwnd = read::kernel_or::<u32>(sk, lay!(kernel.tp_snd_cwnd), 0);
+    ev.dsacks = read::kernel_or::<u32>(sk, lay!(kernel.tp_dsack_dups), 0) as u8;
     ev.backoff = read::kernel_or::<u8>(sk, lay!(kernel.icsk_backoff), 0);
     ev.ca_state = read::kernel_or::<u8>(sk, lay!(kernel.icsk_ca_state), 0) & 0x1f;
     let pending = read::kernel_or::<u8>(sk, lay!(kernel.icsk_pending), 0);

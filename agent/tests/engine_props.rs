@@ -277,7 +277,7 @@ fn retransmit() -> BoxedStrategy<Retransmit> {
         num8(&[0, 1, 2, 3, 4, 5, 6, 15]), // backoff
         num8(&[0, 1, 2, 3, 4]),           // ca_state
         num8(&[0, 1, 1, 2, 3]),           // kind (retransmit_kind, RTO favoured)
-        any::<u8>(),                      // _reserved
+        any::<u8>(),                      // dsacks
     );
     let c = (
         seq(),                         // snd_una
@@ -310,7 +310,7 @@ fn retransmit() -> BoxedStrategy<Retransmit> {
                 backoff,
                 ca_state,
                 kind,
-                _reserved: r,
+                dsacks: r,
                 snd_una,
                 delivered,
                 bytes_acked: if c % 4 == 0 {
@@ -1208,6 +1208,60 @@ fn loss_after_a_fast_retransmit_is_no_black_hole() {
     assert!(!run(true).contains(&"pmtud_blackhole"), "{:?}", run(true));
     // The same stall without the fast retransmit before it is still judged a hole.
     assert!(run(false).contains(&"pmtud_blackhole"), "{:?}", run(false));
+}
+
+/// Fast retransmits with progress between them, the socket's DSACK count (low byte)
+/// as each record carries it: retransmissions the peer reported as duplicates are
+/// reordering, not loss (seen in CI: 20 spurious fast retransmits on a veth path
+/// whose only loss was two packets, called `packet_loss high`).
+#[test]
+fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
+    let cases: &[(&str, &[u8], &[&str])] = &[
+        ("no dsack: loss", &[0, 0, 0, 0], &["packet_loss medium"]),
+        ("three are not yet judged", &[0, 0, 0], &[]),
+        ("each one reported after it", &[0, 1, 2, 3, 4, 5], &[]),
+        ("two real, then reordering", &[7, 7, 7, 8, 9, 10, 11], &[]),
+        // A limit: a DSACK that comes after the next retransmission is too late.
+        (
+            "reported one retransmission late",
+            &[3, 3, 3, 3, 4, 5, 6, 7, 8],
+            &["packet_loss medium"],
+        ),
+        ("the count wraps its byte", &[254, 255, 0, 1, 2, 3], &[]),
+        (
+            "two reported of six: three lost, one not yet judged",
+            &[0, 0, 1, 2, 2, 2],
+            &["packet_loss medium"],
+        ),
+        (
+            "kernel without the field",
+            &[0; 21],
+            &["packet_loss medium", "packet_loss high"],
+        ),
+    ];
+    for (name, dsacks, want) in cases {
+        let mut engine = Engine::new(Limits::default());
+        let mut got = Vec::new();
+        for (k, d) in dsacks.iter().enumerate() {
+            let Event::Retransmit(mut r) = blackhole_rto(0xb, 0, 1448, 0) else {
+                unreachable!()
+            };
+            r.kind = retransmit_kind::FAST;
+            r.header.ts_ns = 1_000_000_000 + k as u64 * 10_000_000;
+            r.seq = 1000 + k as u32 * 14480;
+            r.snd_una = r.seq;
+            r.snd_queue = 100_000;
+            r.delivered = 10 * k as u32 + 10;
+            r.bytes_acked = u64::from(r.delivered) * 1448;
+            r.dsacks = *d;
+            for line in engine.on_event(Event::Retransmit(r)) {
+                if let Emit::Verdict(v) = line {
+                    got.push(format!("{} {}", v.kind().name(), v.confidence.name()));
+                }
+            }
+        }
+        assert_eq!(&got, want, "{name}");
+    }
 }
 
 // ---------------------------------------------------------------------------

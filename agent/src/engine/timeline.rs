@@ -27,6 +27,20 @@ pub struct LossWindow {
     pub max_seg: u32,
     /// snd_una advanced between two retransmits of the window.
     pub progressed: u32,
+    /// Retransmitted segments of the window the peer reported it already had
+    /// (DSACK): they were not lost.
+    pub spurious: u64,
+}
+
+impl LossWindow {
+    /// Retransmissions that repaired a loss: those the peer could have reported as
+    /// duplicates by now and did not. `unanswered` of them are too recent to know:
+    /// a DSACK comes a round trip later, with a later record.
+    pub fn needed(&self, unanswered: u64) -> u64 {
+        self.retransmits
+            .saturating_sub(unanswered)
+            .saturating_sub(self.spurious)
+    }
 }
 
 /// Kept compact (32 bytes): a socket keeps [`KEEP_RETRANSMITS`] of these, and the
@@ -149,6 +163,8 @@ pub struct Timeline {
     pub total_retransmits: u64,
     pub total_segs: u64,
     pub last_snd_una: Option<u32>,
+    /// The socket's DSACK count (low byte) at its last retransmit.
+    pub last_dsacks: Option<u8>,
     /// Verdicts emitted on this socket.
     pub verdicts: VerdictLog,
     pub loss_reported: Option<Confidence>,

@@ -250,6 +250,7 @@ pub fn kernel_structs(r: &mut Resolver) -> KernelStructs {
         tp_snd_cwnd: r.first("tcp_sock", &["snd_cwnd"], 4),
         tp_delivered: r.opt("tcp_sock", "delivered", 4),
         tp_bytes_acked: r.opt("tcp_sock", "bytes_acked", 8),
+        tp_dsack_dups: r.opt("tcp_sock", "dsack_dups", 4),
         task_files: r.opt("task_struct", "files", 8),
         files_fdt: r.opt("files_struct", "fdt", 8),
         fdt_fd: r.opt("fdtable", "fd", 8),

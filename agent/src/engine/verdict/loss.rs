@@ -1,6 +1,10 @@
 //! `packet_loss`: segments of all sizes lost and recovered while data still flows:
 //! congestion or a lossy link, not PMTUD. Judged over a window, so that a pooled
 //! connection with an occasional loss over hours is not called lossy.
+//!
+//! Retransmissions the peer reports as duplicates (DSACK) are not losses: packets
+//! reordered past the kernel's tolerance, or a tail-loss probe of data that had
+//! arrived. The thresholds count the others.
 
 use agent_common::event::{Retransmit, retransmit_kind};
 
@@ -10,23 +14,49 @@ use super::{
 };
 use crate::engine::timeline::{LossWindow, Timeline};
 
-/// Retransmits (with progress) within the window before the verdict.
+/// Retransmits (with progress) within the window before the verdict, not counting
+/// those reported as duplicates or too recent to tell (see `LossWindow::needed`).
 pub const MIN_RETRANSMITS: u64 = 3;
 pub const HIGH_RETRANSMITS: u64 = 20;
 pub const WINDOW_NS: u64 = 60_000_000_000;
+/// How long the peer gets to report a retransmission as a duplicate: two smoothed
+/// round trips (the late original may come last) plus this, for the receiver's
+/// delayed ACK and a host's scheduling.
+pub const ANSWER_SLACK_NS: u64 = 2_000_000;
+
+/// Retransmissions of the window too recent for the peer's DSACK to have come back
+/// (the one at hand included). Counted among the socket's recent ones, which are
+/// bounded: more than that in one round trip are taken as answered.
+fn unanswered(t: &Timeline, e: &Retransmit) -> u64 {
+    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_SLACK_NS;
+    let since = e
+        .header
+        .ts_ns
+        .saturating_sub(wait)
+        .max(t.loss_window.start_ns);
+    t.retransmits.iter().filter(|r| r.ts_ns >= since).count() as u64
+}
 
 /// Counts a retransmission into the socket's loss window (a new window when the
 /// current one is over).
 pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
     let ts = e.header.ts_ns;
+    // DSACKs since the previous retransmit answer that one and those before it.
+    let dsacked = t
+        .last_dsacks
+        .map_or(0, |prev| u64::from(e.dsacks.wrapping_sub(prev)));
+    t.last_dsacks = Some(e.dsacks);
     let w = &mut t.loss_window;
     if w.retransmits == 0 || ts.saturating_sub(w.start_ns) > WINDOW_NS {
         *w = LossWindow {
             start_ns: ts,
             ..LossWindow::default()
         };
-    } else if progressed {
-        w.progressed += 1;
+    } else {
+        if progressed {
+            w.progressed += 1;
+        }
+        w.spurious = (w.spurious + dsacked).min(w.retransmits);
     }
     w.retransmits += 1;
     w.segs += u64::from(e.segs);
@@ -54,10 +84,11 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
     // lossy path), and never judged from inside a stall that has not moved.
     let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
     let w = t.loss_window;
-    if w.progressed < 2 || w.retransmits < MIN_RETRANSMITS || pmtu_involved || stalled {
+    let needed = w.needed(unanswered(t, e));
+    if w.progressed < 2 || needed < MIN_RETRANSMITS || pmtu_involved || stalled {
         return;
     }
-    let confidence = if w.retransmits >= HIGH_RETRANSMITS {
+    let confidence = if needed >= HIGH_RETRANSMITS {
         Confidence::High
     } else {
         Confidence::Medium
@@ -72,6 +103,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
         Evidence::PacketLoss(Loss {
             retransmits: w.retransmits,
             retransmitted_segments: w.segs,
+            reported_duplicate: w.spurious,
             rto: w.rto,
             fast: w.fast,
             tlp: w.tlp,
