@@ -209,6 +209,30 @@ pub fn stuck_sender(
     })
 }
 
+/// Every `TcpExt` counter of the calling thread's network namespace that is not
+/// zero, for a test's diagnostics.
+pub fn tcp_ext_nonzero() -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let mut lines = text.lines();
+    let mut out = Vec::new();
+    while let (Some(keys), Some(values)) = (lines.next(), lines.next()) {
+        if !keys.starts_with("TcpExt:") {
+            continue;
+        }
+        for (k, v) in keys
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            let v: u64 = v.parse().unwrap_or(0);
+            if v != 0 {
+                out.push((k.to_string(), v));
+            }
+        }
+    }
+    out
+}
+
 /// A `TcpExt` counter of the calling thread's network namespace
 /// (`/proc/thread-self/net/netstat`: /proc/self would be the main thread's).
 pub fn tcp_ext(name: &str) -> u64 {
