@@ -1247,7 +1247,7 @@ fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
                 unreachable!()
             };
             r.kind = retransmit_kind::FAST;
-            r.header.ts_ns = 1_000_000_000 + k as u64 * 10_000_000;
+            r.header.ts_ns = 1_000_000_000 + k as u64 * 300_000_000;
             r.seq = 1000 + k as u32 * 14480;
             r.snd_una = r.seq;
             r.snd_queue = 100_000;

@@ -133,6 +133,31 @@ pub fn send_bulk(to: SocketAddr, bytes: usize, timeout: Duration) -> TcpStream {
     s
 }
 
+/// As [`send_bulk`], but goes on sending until `at_least` has passed too (a lossy
+/// link is a lasting condition; a verdict about it waits for the peer's reports).
+pub fn send_sustained(
+    to: SocketAddr,
+    bytes: usize,
+    at_least: Duration,
+    timeout: Duration,
+) -> TcpStream {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut sent = 0;
+    while sent < bytes || start.elapsed() < at_least {
+        s.write_all(&chunk).expect("send");
+        sent += chunk.len();
+    }
+    assert!(
+        wait_acked(&s, timeout),
+        "data to {to} not acknowledged within {timeout:?}: {:?}",
+        tcp_info(&s)
+    );
+    s
+}
+
 /// What [`send_then_abort`] saw.
 #[derive(Clone, Copy, Debug)]
 pub struct Stuck {

@@ -829,16 +829,21 @@ fn nat_client_blackhole() {
 /// (Seen in CI, from the lab's own veths on a loaded host: 20 spurious fast
 /// retransmits called `packet_loss high`.)
 fn reordering(name: &'static str, net: u8, v6: bool) {
+    // 50 Mbit/s (SO_MAX_PACING_RATE is in bytes per second): the slow lane carries
+    // 1 Mbit/s of it, so its queue stays short, on the host and under emulation.
+    const PACE: i32 = 6_250_000;
     let topo = Topology::routed(net, 1500);
     let server = server_addr(&topo, v6);
     let (client_ip, _) = ips(&topo, v6);
     // One segment per packet, so each segment takes its own lane.
     topo.client
         .ip(&["link", "set", "eth0", "gso_max_segs", "1"]);
-    // The slow lane, on the router's link to the server: an HTB class at 20 Mbit/s
-    // that one full-size data packet in 50 takes (nftables sets its priority to the
-    // class). It arrives about 0.6 ms late, after packets sent behind it; the queue
-    // stays short, so nothing is dropped.
+    // The slow lane, on the router's link to the server: an HTB class at 5 Mbit/s
+    // with almost no burst, that one full-size data packet in 50 takes (nftables sets
+    // its priority to the class). Each waits about 2 ms for its tokens and arrives
+    // after packets sent behind it. HTB has no fixed delay: with a burst, a lone
+    // packet would pass at once; without pacing (below), the host's gigabits would
+    // fill the lane and the reordering would be deep, not realistic.
     let router = topo.router.as_ref().unwrap();
     for args in [
         &[
@@ -848,7 +853,8 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
             "class", "add", "dev", "s0", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit",
         ],
         &[
-            "class", "add", "dev", "s0", "parent", "1:", "classid", "1:20", "htb", "rate", "20mbit",
+            "class", "add", "dev", "s0", "parent", "1:", "classid", "1:20", "htb", "rate", "5mbit",
+            "burst", "100b", "cburst", "100b",
         ],
     ] {
         router.exec("tc", args);
@@ -868,6 +874,12 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
         // The kernel soon widens its reordering window after DSACKs: send on until
         // it retransmitted enough for the loss rule (bounded).
         let mut s = tcp_connect(client_ip, server);
+        setsockopt_int(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            PACE,
+        );
         let chunk = vec![0x5au8; 1 << 20];
         let mut sent = 0usize;
         while sent < 32 && traffic::tcp_info(&s).total_retrans < 6 {
@@ -904,7 +916,7 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
     assert_eq!(got, sent as u64);
     let scen = scen.stop();
     let canon = sendsight_tests::netns::canonical_ip(local.ip());
-    let seen = scen
+    let seen: Vec<&Value> = scen
         .out
         .of_type("retransmit")
         .into_iter()
@@ -912,8 +924,19 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
             l["local"]["port"] == local.port()
                 && sendsight_tests::recorded::line_ip(&l["local"]) == Some(canon)
         })
-        .count();
-    assert!(seen >= 4, "the agent saw {seen} retransmits of {local}");
+        .collect();
+    // When and at what round trip the kernel retransmitted: what the loss rule
+    // waits on for the peer's reports.
+    let brief: Vec<String> = seen
+        .iter()
+        .map(|l| format!("{} {}us", l["ts"].as_str().unwrap_or("?"), l["srtt_us"]))
+        .collect();
+    println!("[{name}] retransmits (ts, srtt): {brief:?}");
+    assert!(
+        seen.len() >= 4,
+        "the agent saw {} retransmits of {local}",
+        seen.len()
+    );
     scen.expect(&topo, &[]);
 }
 

@@ -147,7 +147,13 @@ fn random_loss_is_packet_loss() {
     let scen = Scenario::start("packet_loss");
     let sink = traffic::sink_server(&topo.server, server, 1);
     let c = topo.client.run("ss-lossy", move || {
-        let s = traffic::send_bulk(server, 4 << 20, Duration::from_secs(60));
+        // At least 4 MB, for at least a second.
+        let s = traffic::send_sustained(
+            server,
+            4 << 20,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         let _ = client_ip;
         traffic::tcp_info(&s)
     });

@@ -18,7 +18,7 @@ use crate::cmd;
 /// `cargo xtask setup`): they shadow busybox's applets of the same name, which lack
 /// options the tests use (`ping -M do`, `unshare --propagation`, `ss -i`).
 const HOST_TOOLS: &[&str] = &[
-    "ip", "nft", "setpriv", "sysctl", "ss", "ping", "unshare", "rsyslogd", "dash",
+    "ip", "nft", "tc", "setpriv", "sysctl", "ss", "ping", "unshare", "rsyslogd", "dash",
 ];
 
 /// /bin/sh: busybox's shell runs its own applet for a command of the same name

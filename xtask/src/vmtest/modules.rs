@@ -16,8 +16,16 @@ use super::kernels::Kernel;
 /// Loaded at boot, in this order after their dependencies: veth for the
 /// topologies, nf_tables and the one expression the kernel does not build in
 /// (numgen: "every seventh packet", "random 10 %"), and the sock_diag modules `ss`
-/// reads TCP state through (without them it falls back to /proc/net/tcp: no backoff).
-const PRELOAD: &[&str] = &["veth", "nf_tables", "nft_numgen", "tcp_diag", "udp_diag"];
+/// reads TCP state through (without them it falls back to /proc/net/tcp: no backoff),
+/// and HTB for the reordering scenario's slow lane.
+const PRELOAD: &[&str] = &[
+    "veth",
+    "nf_tables",
+    "nft_numgen",
+    "tcp_diag",
+    "udp_diag",
+    "sch_htb",
+];
 
 /// Also shipped, for the kernel to autoload (request_module -> busybox modprobe
 /// reading our modules.dep/modules.alias) should nft need another expression.

@@ -20,15 +20,18 @@ pub const MIN_RETRANSMITS: u64 = 3;
 pub const HIGH_RETRANSMITS: u64 = 20;
 pub const WINDOW_NS: u64 = 60_000_000_000;
 /// How long the peer gets to report a retransmission as a duplicate: two smoothed
-/// round trips (the late original may come last) plus this, for the receiver's
-/// delayed ACK and a host's scheduling.
-pub const ANSWER_SLACK_NS: u64 = 2_000_000;
+/// round trips (the late original may come last) plus the kernel's minimum
+/// retransmission timeout (TCP_RTO_MIN). A copy held up longer than that would have
+/// made the kernel's own timer fire; reordering is shorter. A shorter wait (2 ms)
+/// held on this host, but not under emulation, where a reordered packet's report
+/// came after 11 more retransmissions.
+pub const ANSWER_WAIT_NS: u64 = 200_000_000;
 
 /// Retransmissions of the window too recent for the peer's DSACK to have come back
 /// (the one at hand included). Counted among the socket's recent ones, which are
 /// bounded: more than that in one round trip are taken as answered.
 fn unanswered(t: &Timeline, e: &Retransmit) -> u64 {
-    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_SLACK_NS;
+    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_WAIT_NS;
     let since = e
         .header
         .ts_ns
