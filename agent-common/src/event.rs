@@ -244,7 +244,7 @@ pub struct Retransmit {
     /// [`retransmit_kind`], decided from ca_state and the pending timer.
     pub kind: u8,
     /// The low byte of `tp->dsack_dups`: segments the peer has reported receiving
-    /// twice (DSACK), so far. A retransmission the peer reports this way was not
+    /// twice (DSACK), so far (DSACK blocks before 5.10). A retransmission the peer reports this way was not
     /// needed (reordering, an early timer, a probe). Only differences between
     /// records of one socket mean anything; a byte keeps the record's layout (older
     /// recordings carry 0, as do kernels without the field).

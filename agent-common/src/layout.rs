@@ -149,7 +149,8 @@ pub struct KernelStructs {
     pub tp_snd_cwnd: u16,
     pub tp_delivered: u16,
     pub tp_bytes_acked: u16,
-    /// `tcp_sock.dsack_dups` (4.19+): segments the peer reported receiving twice.
+    /// `tcp_sock.dsack_dups` (4.19+): segments the peer reported receiving twice
+    /// (5.10+; DSACK blocks before).
     pub tp_dsack_dups: u16,
     // fd -> socket: task_struct.files -> files_struct.fdt -> fdtable.fd[fd] ->
     // file.private_data (struct socket) -> socket.sk; file.f_inode -> inode.i_mode

@@ -871,8 +871,10 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
     let scen = Scenario::start(name);
     let sink = traffic::sink_server(&topo.server, server, 1);
     let c = topo.client.run("ss-reorder", move || {
-        // The kernel soon widens its reordering window after DSACKs: send on until
-        // it retransmitted enough for the loss rule (bounded).
+        // Send on until the kernel retransmitted enough for the loss rule, over long
+        // enough for the rule's wait for reports (200 ms) to leave most of them
+        // judged (bounded).
+        let start = std::time::Instant::now();
         let mut s = tcp_connect(client_ip, server);
         setsockopt_int(
             s.as_raw_fd(),
@@ -882,7 +884,10 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
         );
         let chunk = vec![0x5au8; 1 << 20];
         let mut sent = 0usize;
-        while sent < 32 && traffic::tcp_info(&s).total_retrans < 6 {
+        while sent < 32
+            && (traffic::tcp_info(&s).total_retrans < 6
+                || start.elapsed() < Duration::from_millis(1500))
+        {
             std::io::Write::write_all(&mut s, &chunk).expect("send");
             sent += 1;
         }
@@ -936,6 +941,23 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
         seen.len() >= 4,
         "the agent saw {} retransmits of {local}",
         seen.len()
+    );
+    // Enough of them older than the loss rule's wait (two buckets of 2 srtt +
+    // 200 ms) for the rule to judge them: what keeps it quiet then is the peer's
+    // reports, not the wait.
+    let ts: Vec<u64> = seen.iter().filter_map(|l| l["ts_ns"].as_u64()).collect();
+    let last = ts.iter().copied().max().unwrap_or(0);
+    let srtt = seen
+        .iter()
+        .filter_map(|l| l["srtt_us"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let wait = 2 * srtt * 1000 + 200_000_000;
+    let judged = ts.iter().filter(|&&t| t + 2 * wait < last).count();
+    assert!(
+        judged >= 3,
+        "only {judged} of {} retransmits are older than the loss rule's wait",
+        ts.len()
     );
     scen.expect(&topo, &[]);
 }

@@ -28,18 +28,50 @@ pub struct LossWindow {
     /// snd_una advanced between two retransmits of the window.
     pub progressed: u32,
     /// Retransmitted segments of the window the peer reported it already had
-    /// (DSACK): they were not lost.
-    pub spurious: u64,
+    /// (DSACK; `tcp_sock.dsack_dups` counts segments from 5.10, DSACK blocks
+    /// before): they were not lost. At most `segs`.
+    pub spurious_segs: u64,
+    /// Retransmissions too recent for the peer's report to have come back, counted
+    /// in two buckets of one wait each (`recent` since `recent_start_ns`, and the
+    /// bucket before it): an overestimate, the safe side.
+    pub recent_start_ns: u64,
+    pub recent: u64,
+    pub recent_before: u64,
 }
 
 impl LossWindow {
+    /// Counts a retransmission at `ts` into the recent buckets, `wait` long each.
+    pub fn note_recent(&mut self, ts: u64, wait: u64) {
+        let age = ts.saturating_sub(self.recent_start_ns);
+        if self.recent == 0 || age >= wait {
+            self.recent_before = if self.recent != 0 && age < 2 * wait {
+                self.recent
+            } else {
+                0
+            };
+            self.recent_start_ns = ts;
+            self.recent = 0;
+        }
+        self.recent += 1;
+    }
+
+    /// Retransmissions the peer reported as duplicates, in retransmission events
+    /// (its report counts segments; an event may hold several).
+    pub fn spurious(&self) -> u64 {
+        if self.segs == 0 {
+            return 0;
+        }
+        self.spurious_segs.min(self.segs) * self.retransmits / self.segs
+    }
+
     /// Retransmissions that repaired a loss: those the peer could have reported as
-    /// duplicates by now and did not. `unanswered` of them are too recent to know:
-    /// a DSACK comes a round trip later, with a later record.
-    pub fn needed(&self, unanswered: u64) -> u64 {
+    /// duplicates by now and did not, not counting the recent ones (their report
+    /// comes a round trip later, with a later record). A lower bound: reports that
+    /// came in for recent retransmissions are subtracted too.
+    pub fn needed(&self) -> u64 {
         self.retransmits
-            .saturating_sub(unanswered)
-            .saturating_sub(self.spurious)
+            .saturating_sub(self.recent + self.recent_before)
+            .saturating_sub(self.spurious())
     }
 }
 

@@ -293,11 +293,20 @@ pub const PROBES: &[Probe] = &[
             if !exact && m.len() > 1 {
                 m.remove(0);
             }
-            let no_err = (!err).then(|| {
-                Note::Gap("no err field: failed retransmit attempts are not reported".into())
-            });
+            let mut missing = Vec::new();
+            if !err {
+                missing.push("no err field: failed retransmit attempts are not reported");
+            }
+            // The peer's duplicate reports that tell reordering from loss (4.19+).
+            if env.btf.member("tcp_sock", "dsack_dups").is_err() {
+                missing.push(
+                    "no tcp_sock.dsack_dups: retransmissions the peer reports as \
+                     duplicates (reordering) count as losses",
+                );
+            }
+            let gap = gaps(missing);
             for method in &mut m {
-                method.note = no_err.clone();
+                method.note = gap.clone();
             }
             m
         },

@@ -134,9 +134,10 @@ pub struct Loss {
     /// Retransmissions within the window (`window_s`).
     pub retransmits: u64,
     pub retransmitted_segments: u64,
-    /// Retransmissions the peer reported it already had (DSACK): reordering or an
-    /// early timer, not loss. Not counted toward the verdict.
-    pub reported_duplicate: u64,
+    /// Retransmitted segments the peer reported it already had (DSACK; before 5.10
+    /// the kernel counts DSACK blocks): reordering or an early timer, not loss. The
+    /// retransmissions they stand for do not count toward the verdict.
+    pub reported_duplicate_segments: u64,
     pub rto: u64,
     pub fast: u64,
     pub tlp: u64,

@@ -6,7 +6,7 @@
 //! reordered past the kernel's tolerance, or a tail-loss probe of data that had
 //! arrived. The thresholds count the others.
 
-use agent_common::event::{Retransmit, retransmit_kind};
+use agent_common::event::{Retransmit, retransmit_flags, retransmit_kind};
 
 use super::{
     Confidence, Ctx, Kind, Reported, Verdict,
@@ -27,28 +27,27 @@ pub const WINDOW_NS: u64 = 60_000_000_000;
 /// came after 11 more retransmissions.
 pub const ANSWER_WAIT_NS: u64 = 200_000_000;
 
-/// Retransmissions of the window too recent for the peer's DSACK to have come back
-/// (the one at hand included). Counted among the socket's recent ones, which are
-/// bounded: more than that in one round trip are taken as answered.
-fn unanswered(t: &Timeline, e: &Retransmit) -> u64 {
-    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_WAIT_NS;
-    let since = e
-        .header
-        .ts_ns
-        .saturating_sub(wait)
-        .max(t.loss_window.start_ns);
-    t.retransmits.iter().filter(|r| r.ts_ns >= since).count() as u64
-}
-
 /// Counts a retransmission into the socket's loss window (a new window when the
 /// current one is over).
 pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
     let ts = e.header.ts_ns;
-    // DSACKs since the previous retransmit answer that one and those before it.
-    let dsacked = t
-        .last_dsacks
-        .map_or(0, |prev| u64::from(e.dsacks.wrapping_sub(prev)));
-    t.last_dsacks = Some(e.dsacks);
+    // DSACKs since the previous record answer that retransmission and those before
+    // it. Only a step forward counts: records can arrive out of order (the perf
+    // transport drains CPU by CPU), and one whose socket was unreadable carries 0.
+    let mut dsacked = 0;
+    if e.flags & retransmit_flags::NO_SOCK == 0 {
+        match t.last_dsacks {
+            None => t.last_dsacks = Some(e.dsacks),
+            Some(prev) => {
+                let step = e.dsacks.wrapping_sub(prev) as i8;
+                if step > 0 {
+                    dsacked = step as u64;
+                    t.last_dsacks = Some(e.dsacks);
+                }
+            }
+        }
+    }
+    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_WAIT_NS;
     let w = &mut t.loss_window;
     if w.retransmits == 0 || ts.saturating_sub(w.start_ns) > WINDOW_NS {
         *w = LossWindow {
@@ -59,8 +58,9 @@ pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
         if progressed {
             w.progressed += 1;
         }
-        w.spurious = (w.spurious + dsacked).min(w.retransmits);
+        w.spurious_segs = (w.spurious_segs + dsacked).min(w.segs);
     }
+    w.note_recent(ts, wait);
     w.retransmits += 1;
     w.segs += u64::from(e.segs);
     match e.kind {
@@ -87,7 +87,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
     // lossy path), and never judged from inside a stall that has not moved.
     let stalled = t.episode.as_ref().is_some_and(|ep| ep.rto >= 2);
     let w = t.loss_window;
-    let needed = w.needed(unanswered(t, e));
+    let needed = w.needed();
     if w.progressed < 2 || needed < MIN_RETRANSMITS || pmtu_involved || stalled {
         return;
     }
@@ -106,7 +106,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
         Evidence::PacketLoss(Loss {
             retransmits: w.retransmits,
             retransmitted_segments: w.segs,
-            reported_duplicate: w.spurious,
+            reported_duplicate_segments: w.spurious_segs,
             rto: w.rto,
             fast: w.fast,
             tlp: w.tlp,
