@@ -30,7 +30,8 @@ use std::collections::BTreeSet;
 
 use agent_common::event::{
     AF_INET, AF_INET6, CongState, Flow, Header, IPPROTO_TCP, IPPROTO_UDP, IcmpTooBig, Kind, Owner,
-    Retransmit, SendError, SocketError, SocketState, icmp_source, retransmit_kind,
+    Retransmit, SendError, SocketError, SocketState, icmp_source, retransmit_flags,
+    retransmit_kind,
 };
 use proptest::{
     prelude::*,
@@ -1214,7 +1215,7 @@ fn loss_after_a_fast_retransmit_is_no_black_hole() {
 /// as each record carries it: retransmissions the peer reported as duplicates are
 /// reordering, not loss (seen in CI: 20 spurious fast retransmits on a veth path
 /// whose only loss was two packets, called `packet_loss high`). Records 450 ms apart
-/// (more than two waits of 200 ms) unless a case says otherwise.
+/// (more than two buckets of 200 ms) unless a case says otherwise.
 #[test]
 fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
     struct Case {
@@ -1223,6 +1224,11 @@ fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
         srtt_us: u32,
         segs: u32,
         dsacks: Vec<u8>,
+        /// This record's socket was unreadable (NO_SOCK: it carries no count).
+        no_sock: Option<usize>,
+        /// Records `i` and `i + 1` (in the kernel's order) are read the other way
+        /// round, as the perf transport may deliver them.
+        swap: Option<usize>,
         want: &'static [&'static str],
     }
     let case = |name, dsacks: &[u8], want| Case {
@@ -1231,11 +1237,15 @@ fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
         srtt_us: 0,
         segs: 1,
         dsacks: dsacks.to_vec(),
+        no_sock: None,
+        swap: None,
         want,
     };
-    let mut swapped = vec![0u8; 5];
-    swapped.extend([1, 0, 1]);
-    swapped.extend([1; 20]);
+    let mut reported_late = vec![0u8; 6];
+    reported_late.extend([1; 16]);
+    let mut unreadable = vec![200u8; 10];
+    unreadable.push(0);
+    unreadable.extend([200; 11]);
     let cases = [
         case("no dsack: loss", &[0, 0, 0, 0], &["packet_loss medium"]),
         case("three are not yet judged", &[0, 0, 0], &[]),
@@ -1259,51 +1269,80 @@ fn retransmits_the_peer_reported_as_duplicates_are_not_loss() {
             &[0; 21],
             &["packet_loss medium", "packet_loss high"],
         ),
-        // Out of order (the perf transport drains CPU by CPU): an older count after
-        // a newer one is no report, and does not credit the same reports twice.
-        case(
-            "an older record after a newer one",
-            &swapped,
-            &["packet_loss medium", "packet_loss high"],
-        ),
+        // An older record read after a newer one is no report (read as one, its
+        // count would step forward by 255), and credits nothing twice.
+        Case {
+            swap: Some(5),
+            ..case(
+                "an older record read after a newer one",
+                &reported_late,
+                &["packet_loss medium", "packet_loss high"],
+            )
+        },
+        // A record whose socket was unreadable carries 0: no step back and forth.
+        Case {
+            no_sock: Some(10),
+            ..case(
+                "an unreadable socket's record",
+                &unreadable,
+                &["packet_loss medium", "packet_loss high"],
+            )
+        },
         // 30 retransmissions in 90 ms on a 100 ms path: none has had time for its
         // report (more than the socket's eight remembered retransmissions).
         Case {
-            name: "a burst within one wait",
             gap_ms: 3,
             srtt_us: 100_000,
-            segs: 1,
-            dsacks: vec![0; 30],
-            want: &[],
+            ..case("a burst within one wait", &[0; 30], &[])
+        },
+        // 150 ms apart: the bucket before the current one is still recent.
+        Case {
+            gap_ms: 150,
+            ..case("the bucket before is recent too", &[0, 0, 0, 0, 1], &[])
         },
         // The kernel counts reported segments; a retransmission may hold nine.
         Case {
-            name: "one nine-segment retransmission reported",
-            gap_ms: 450,
-            srtt_us: 0,
             segs: 9,
-            dsacks: vec![0, 0, 9, 9, 9],
-            want: &["packet_loss medium"],
+            ..case(
+                "one nine-segment retransmission reported",
+                &[0, 0, 9, 9, 9],
+                &["packet_loss medium"],
+            )
         },
     ];
     for c in &cases {
         let mut engine = Engine::new(Limits::default());
         let mut got = Vec::new();
-        for (k, d) in c.dsacks.iter().enumerate() {
-            let Event::Retransmit(mut r) = blackhole_rto(0xb, 0, 1448, 0) else {
-                unreachable!()
-            };
-            r.kind = retransmit_kind::FAST;
-            r.header.ts_ns = 1_000_000_000 + k as u64 * c.gap_ms * 1_000_000;
-            r.srtt_us = c.srtt_us;
-            r.segs = c.segs;
-            r.len = c.segs * 1448;
-            r.seq = 1000 + k as u32 * 14480;
-            r.snd_una = r.seq;
-            r.snd_queue = 100_000;
-            r.delivered = 10 * k as u32 + 10;
-            r.bytes_acked = u64::from(r.delivered) * 1448;
-            r.dsacks = *d;
+        let mut records: Vec<Retransmit> = c
+            .dsacks
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let Event::Retransmit(mut r) = blackhole_rto(0xb, 0, 1448, 0) else {
+                    unreachable!()
+                };
+                r.kind = retransmit_kind::FAST;
+                r.header.ts_ns = 1_000_000_000 + k as u64 * c.gap_ms * 1_000_000;
+                r.srtt_us = c.srtt_us;
+                r.segs = c.segs;
+                r.len = c.segs * 1448;
+                r.seq = 1000 + k as u32 * 14480;
+                r.snd_una = r.seq;
+                r.snd_queue = 100_000;
+                r.delivered = 10 * k as u32 + 10;
+                r.bytes_acked = u64::from(r.delivered) * 1448;
+                r.dsacks = *d;
+                if c.no_sock == Some(k) {
+                    r.flags |= retransmit_flags::NO_SOCK;
+                    r.srtt_us = 0;
+                }
+                r
+            })
+            .collect();
+        if let Some(i) = c.swap {
+            records.swap(i, i + 1);
+        }
+        for r in records {
             for line in engine.on_event(Event::Retransmit(r)) {
                 if let Emit::Verdict(v) = line {
                     got.push(format!("{} {}", v.kind().name(), v.confidence.name()));

@@ -942,8 +942,8 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
         "the agent saw {} retransmits of {local}",
         seen.len()
     );
-    // Enough of them older than the loss rule's wait (two buckets of 2 srtt +
-    // 200 ms) for the rule to judge them: what keeps it quiet then is the peer's
+    // Enough of them older than the loss rule's wait (2 srtt + 200 ms, counted in
+    // buckets) for the rule to judge them: what keeps it quiet then is the peer's
     // reports, not the wait.
     let ts: Vec<u64> = seen.iter().filter_map(|l| l["ts_ns"].as_u64()).collect();
     let last = ts.iter().copied().max().unwrap_or(0);
@@ -953,6 +953,8 @@ fn reordering(name: &'static str, net: u8, v6: bool) {
         .max()
         .unwrap_or(0);
     let wait = 2 * srtt * 1000 + 200_000_000;
+    // The rule counts recent ones in buckets as long as the wait, the current one
+    // and the one before it: two waits cover both.
     let judged = ts.iter().filter(|&&t| t + 2 * wait < last).count();
     assert!(
         judged >= 3,

@@ -37,14 +37,23 @@ pub struct LossWindow {
     pub recent_start_ns: u64,
     pub recent: u64,
     pub recent_before: u64,
+    /// The last smoothed RTT a record read (one whose socket was unreadable has none).
+    pub srtt_us: u32,
+    /// The longest wait for reports so far in the window: the buckets' length.
+    pub wait_ns: u64,
 }
 
 impl LossWindow {
-    /// Counts a retransmission at `ts` into the recent buckets, `wait` long each.
+    /// Counts a retransmission at `ts` into the recent buckets, each as long as the
+    /// longest wait of the window (the wait grows with the RTT; never shrinking it
+    /// keeps a bucket from being dropped early, though a bucket dropped before the
+    /// RTT grew is not counted again).
     pub fn note_recent(&mut self, ts: u64, wait: u64) {
+        self.wait_ns = self.wait_ns.max(wait);
+        let width = self.wait_ns;
         let age = ts.saturating_sub(self.recent_start_ns);
-        if self.recent == 0 || age >= wait {
-            self.recent_before = if self.recent != 0 && age < 2 * wait {
+        if self.recent == 0 || age >= width {
+            self.recent_before = if self.recent != 0 && age < 2 * width {
                 self.recent
             } else {
                 0
@@ -61,13 +70,16 @@ impl LossWindow {
         if self.segs == 0 {
             return 0;
         }
-        self.spurious_segs.min(self.segs) * self.retransmits / self.segs
+        // u128: a recording can claim any number of segments per record.
+        (u128::from(self.spurious_segs.min(self.segs)) * u128::from(self.retransmits)
+            / u128::from(self.segs)) as u64
     }
 
     /// Retransmissions that repaired a loss: those the peer could have reported as
     /// duplicates by now and did not, not counting the recent ones (their report
-    /// comes a round trip later, with a later record). A lower bound: reports that
-    /// came in for recent retransmissions are subtracted too.
+    /// comes a round trip later, with a later record). An estimate that leans low:
+    /// reports that came in for recent retransmissions are subtracted too, and the
+    /// peer's count also holds duplicates the network made.
     pub fn needed(&self) -> u64 {
         self.retransmits
             .saturating_sub(self.recent + self.recent_before)
@@ -195,8 +207,9 @@ pub struct Timeline {
     pub total_retransmits: u64,
     pub total_segs: u64,
     pub last_snd_una: Option<u32>,
-    /// The socket's DSACK count (low byte) at its last retransmit.
-    pub last_dsacks: Option<u8>,
+    /// The socket's DSACK count (low byte) and the time of the record that carried
+    /// it: the newest record read so far.
+    pub last_dsacks: Option<(u8, u64)>,
     /// Verdicts emitted on this socket.
     pub verdicts: VerdictLog,
     pub loss_reported: Option<Confidence>,

@@ -298,7 +298,7 @@ pub const PROBES: &[Probe] = &[
                 missing.push("no err field: failed retransmit attempts are not reported");
             }
             // The peer's duplicate reports that tell reordering from loss (4.19+).
-            if env.btf.member("tcp_sock", "dsack_dups").is_err() {
+            if env.kernel.tp_dsack_dups == ABSENT {
                 missing.push(
                     "no tcp_sock.dsack_dups: retransmissions the peer reports as \
                      duplicates (reordering) count as losses",

@@ -138,6 +138,10 @@ pub struct Loss {
     /// the kernel counts DSACK blocks): reordering or an early timer, not loss. The
     /// retransmissions they stand for do not count toward the verdict.
     pub reported_duplicate_segments: u64,
+    /// Retransmissions too recent for the peer's report to have come back: not
+    /// judged yet (the verdict's count is `retransmits` less these and the
+    /// reported ones).
+    pub awaiting_report: u64,
     pub rto: u64,
     pub fast: u64,
     pub tlp: u64,

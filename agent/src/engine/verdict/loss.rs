@@ -32,22 +32,26 @@ pub const ANSWER_WAIT_NS: u64 = 200_000_000;
 pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
     let ts = e.header.ts_ns;
     // DSACKs since the previous record answer that retransmission and those before
-    // it. Only a step forward counts: records can arrive out of order (the perf
-    // transport drains CPU by CPU), and one whose socket was unreadable carries 0.
+    // it. Only a newer record counts: records can arrive out of order (the perf
+    // transport drains CPU by CPU); one whose socket was unreadable carries none.
     let mut dsacked = 0;
-    if e.flags & retransmit_flags::NO_SOCK == 0 {
+    let readable = e.flags & retransmit_flags::NO_SOCK == 0;
+    if readable {
         match t.last_dsacks {
-            None => t.last_dsacks = Some(e.dsacks),
-            Some(prev) => {
-                let step = e.dsacks.wrapping_sub(prev) as i8;
-                if step > 0 {
-                    dsacked = step as u64;
-                    t.last_dsacks = Some(e.dsacks);
-                }
+            Some((_, last_ts)) if ts < last_ts => {}
+            Some((prev, _)) => {
+                dsacked = u64::from(e.dsacks.wrapping_sub(prev));
+                t.last_dsacks = Some((e.dsacks, ts));
             }
+            None => t.last_dsacks = Some((e.dsacks, ts)),
         }
     }
-    let wait = 2 * u64::from(e.srtt_us) * 1000 + ANSWER_WAIT_NS;
+    let srtt_us = if readable {
+        e.srtt_us
+    } else {
+        t.loss_window.srtt_us
+    };
+    let wait = 2 * u64::from(srtt_us) * 1000 + ANSWER_WAIT_NS;
     let w = &mut t.loss_window;
     if w.retransmits == 0 || ts.saturating_sub(w.start_ns) > WINDOW_NS {
         *w = LossWindow {
@@ -61,6 +65,7 @@ pub fn note(t: &mut Timeline, e: &Retransmit, progressed: bool) {
         w.spurious_segs = (w.spurious_segs + dsacked).min(w.segs);
     }
     w.note_recent(ts, wait);
+    w.srtt_us = srtt_us;
     w.retransmits += 1;
     w.segs += u64::from(e.segs);
     match e.kind {
@@ -107,6 +112,7 @@ pub fn judge(t: &mut Timeline, c: &Ctx, e: &Retransmit, out: &mut Vec<Verdict>) 
             retransmits: w.retransmits,
             retransmitted_segments: w.segs,
             reported_duplicate_segments: w.spurious_segs,
+            awaiting_report: w.recent + w.recent_before,
             rto: w.rto,
             fast: w.fast,
             tlp: w.tlp,
